@@ -1,0 +1,48 @@
+"""Proficio's event log: the one source of truth, from which every view is derived.
+
+>>> log = await open_event_log(sqlite_url("data"))
+>>> await log.append("district-7", [NewEvent.of("learner:42", "StatementStored", {...}, key=stmt_id)])
+"""
+
+from ._envelope import (
+    GENESIS,
+    AppendResult,
+    ChainProblem,
+    NewEvent,
+    StoredEvent,
+    VerifyReport,
+    chain_hash,
+)
+from ._errors import (
+    ConcurrencyError,
+    DuplicateEventError,
+    EventStoreError,
+    InvalidBatchError,
+    PoisonEventError,
+    ProjectionError,
+    StoreUnavailableError,
+)
+from ._log import EventLog, InlineHandler
+from ._open import make_event_log, open_event_log, sqlite_url
+
+__all__ = [
+    "GENESIS",
+    "AppendResult",
+    "ChainProblem",
+    "ConcurrencyError",
+    "DuplicateEventError",
+    "EventLog",
+    "EventStoreError",
+    "InlineHandler",
+    "InvalidBatchError",
+    "NewEvent",
+    "PoisonEventError",
+    "ProjectionError",
+    "StoreUnavailableError",
+    "StoredEvent",
+    "VerifyReport",
+    "chain_hash",
+    "make_event_log",
+    "open_event_log",
+    "sqlite_url",
+]

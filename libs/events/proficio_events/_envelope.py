@@ -1,0 +1,194 @@
+"""The event envelope and the tamper-evident hash chain.
+
+Every event carries the tenant, its stream, its place in the stream and in the global log, its type
+with a schema version, the time it was recorded and two bodies: ``payload`` (JSON, no personal data
+required) and ``sealed`` (opaque bytes, for personal data encrypted under a per-learner key named by
+``key_id``). The hash covers the sealed bytes as stored, so destroying a learner's key later
+(crypto-shredding) leaves every hash valid and no event is ever rewritten.
+
+Each tenant's events form one chain: ``hash = H(prev_hash, envelope, bodies)`` where ``prev_hash`` is
+the hash of the tenant's previous event (``GENESIS`` for the first). The global position is inside
+the hash, so moving an event is as visible as editing it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import orjson
+
+#: The previous hash of a tenant's first event.
+GENESIS = bytes(32)
+#: Bumped if the hashed layout ever changes; stored implicitly by being hashed.
+HASH_FORMAT = 1
+
+
+def _length_prefixed(data: bytes | None) -> bytes:
+    if data is None:
+        return b"\xff" * 8
+    return len(data).to_bytes(8, "big") + data
+
+
+def chain_hash(
+    prev_hash: bytes,
+    *,
+    position: int,
+    tenant: str,
+    stream: str,
+    stream_version: int,
+    event_type: str,
+    schema_version: int,
+    recorded_us: int,
+    key: str | None,
+    fingerprint: bytes | None,
+    payload: bytes,
+    sealed: bytes | None,
+    key_id: str | None,
+) -> bytes:
+    """The SHA-256 link of one event to the previous event of its tenant."""
+    header = orjson.dumps(
+        [HASH_FORMAT, position, tenant, stream, stream_version, event_type, schema_version, recorded_us,
+         key, key_id]
+    )
+    digest = hashlib.sha256(prev_hash)
+    digest.update(_length_prefixed(header))
+    digest.update(_length_prefixed(fingerprint))
+    digest.update(_length_prefixed(payload))
+    digest.update(_length_prefixed(sealed))
+    return digest.digest()
+
+
+def default_fingerprint(event_type: str, payload: bytes, sealed: bytes | None) -> bytes:
+    """Content identity used for idempotency when the writer gives none: type and bodies."""
+    digest = hashlib.sha256(event_type.encode())
+    digest.update(_length_prefixed(payload))
+    digest.update(_length_prefixed(sealed))
+    return digest.digest()
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    """An event a writer wants appended.
+
+    ``key`` makes the append idempotent: within a tenant, a key appears once in the log. Appending
+    the same key again with the same ``fingerprint`` is a no-op; with another fingerprint it is a
+    :class:`~proficio_events.DuplicateEventError`. Writers whose notion of "same content" is not
+    byte equality (xAPI statements) pass their own fingerprint. A fingerprint is stored in the log,
+    so it must never be derived from personal data without a key.
+
+    ``expected_version`` (optional) is the version the stream must be at just before this event;
+    0 means the stream must not exist yet.
+    """
+
+    stream: str
+    event_type: str
+    payload: bytes
+    key: str | None = None
+    fingerprint: bytes | None = None
+    expected_version: int | None = None
+    schema_version: int = 1
+    sealed: bytes | None = None
+    key_id: str | None = None
+
+    @classmethod
+    def of(cls, stream: str, event_type: str, data: Any, **kwargs: Any) -> NewEvent:
+        """Build an event from JSON-able data, serialised with orjson."""
+        return cls(stream, event_type, orjson.dumps(data), **kwargs)
+
+    def identity(self) -> bytes:
+        """The fingerprint compared on a repeated key."""
+        if self.fingerprint is not None:
+            return self.fingerprint
+        return default_fingerprint(self.event_type, self.payload, self.sealed)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """An event as the log holds it."""
+
+    position: int
+    tenant: str
+    stream: str
+    stream_version: int
+    event_type: str
+    schema_version: int
+    recorded_us: int
+    key: str | None
+    fingerprint: bytes | None
+    payload: bytes
+    sealed: bytes | None
+    key_id: str | None
+    prev_hash: bytes
+    hash: bytes
+
+    @property
+    def recorded_at(self) -> datetime:
+        return datetime.fromtimestamp(self.recorded_us / 1_000_000, tz=UTC)
+
+    def data(self) -> Any:
+        """The payload, decoded."""
+        return orjson.loads(self.payload)
+
+    def expected_hash(self) -> bytes:
+        """The hash this event should carry given its content and its ``prev_hash``."""
+        return chain_hash(
+            self.prev_hash,
+            position=self.position,
+            tenant=self.tenant,
+            stream=self.stream,
+            stream_version=self.stream_version,
+            event_type=self.event_type,
+            schema_version=self.schema_version,
+            recorded_us=self.recorded_us,
+            key=self.key,
+            fingerprint=self.fingerprint,
+            payload=self.payload,
+            sealed=self.sealed,
+            key_id=self.key_id,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    """What an append did: ``events`` line up with the batch; ``created[i]`` is False for a repeat."""
+
+    events: tuple[StoredEvent, ...]
+    created: tuple[bool, ...]
+
+    @property
+    def new_events(self) -> tuple[StoredEvent, ...]:
+        return tuple(e for e, c in zip(self.events, self.created, strict=True) if c)
+
+    @property
+    def last_position(self) -> int:
+        return max((e.position for e in self.events), default=0)
+
+
+ProblemKind = Literal["altered", "removed", "reordered"]
+
+
+@dataclass(frozen=True, slots=True)
+class ChainProblem:
+    """The first place where a tenant's chain does not hold."""
+
+    tenant: str
+    position: int
+    kind: ProblemKind
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyReport:
+    """The outcome of walking the hash chain."""
+
+    events_checked: int
+    tenants: int
+    problem: ChainProblem | None = None
+    heads: dict[str, bytes] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None

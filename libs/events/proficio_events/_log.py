@@ -1,0 +1,96 @@
+"""The log contract every backend fulfils (see ``tests/events/contract.py``)."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from ._envelope import AppendResult, NewEvent, StoredEvent, VerifyReport
+
+#: Work done inside the append transaction with the newly stored events (inline projections,
+#: such as the statement query tables). If it raises, nothing of the batch is written.
+InlineHandler = Callable[[AsyncConnection, Sequence[StoredEvent]], Awaitable[None]]
+
+
+class EventLog(abc.ABC):
+    """An append-only, gap-free, tamper-evident log of events, partitioned by tenant.
+
+    Positions increase in commit order; each batch gets contiguous positions; a reader that asks
+    for events after position N never misses one that commits later.
+    """
+
+    engine: AsyncEngine
+
+    @abc.abstractmethod
+    async def append(
+        self, tenant: str, events: Sequence[NewEvent], *, inline: InlineHandler | None = None
+    ) -> AppendResult:
+        """Append a batch atomically: every event or none."""
+
+    @abc.abstractmethod
+    async def read_after(
+        self, position: int, limit: int = 1000, *, tenant: str | None = None
+    ) -> list[StoredEvent]:
+        """Events with a position greater than ``position``, in log order, at most ``limit``."""
+
+    @abc.abstractmethod
+    async def read_stream(
+        self, tenant: str, stream: str, *, after_version: int = 0, limit: int | None = None
+    ) -> list[StoredEvent]:
+        """One stream's events in order."""
+
+    @abc.abstractmethod
+    async def get_by_key(self, tenant: str, key: str) -> StoredEvent | None:
+        """The event stored under a uniqueness key, if any."""
+
+    @abc.abstractmethod
+    async def max_position(self) -> int:
+        """The position of the newest committed event (0 for an empty log)."""
+
+    @abc.abstractmethod
+    async def wait_for_events(self, after: int, timeout: float) -> bool:
+        """Return True as soon as an event past ``after`` is committed, False after ``timeout`` s."""
+
+    async def follow(
+        self, after: int, *, batch_size: int = 1000, idle_timeout: float = 1.0
+    ) -> AsyncIterator[list[StoredEvent]]:
+        """Yield batches of events after ``after`` forever, waiting for new ones when caught up."""
+        position = after
+        while True:
+            batch = await self.read_after(position, batch_size)
+            if batch:
+                position = batch[-1].position
+                yield batch
+                continue
+            await self.wait_for_events(position, idle_timeout)
+
+    @abc.abstractmethod
+    def transaction(self) -> AbstractAsyncContextManager[AsyncConnection]:
+        """A write transaction on the log's database, for a consumer's view rows and checkpoint."""
+
+    @abc.abstractmethod
+    async def get_checkpoint(self, consumer: str, partition: int = 0) -> int:
+        """The last position ``consumer`` has fully processed (0 when it never ran)."""
+
+    @abc.abstractmethod
+    async def save_checkpoint(
+        self, consumer: str, position: int, partition: int = 0, *, conn: AsyncConnection | None = None
+    ) -> None:
+        """Record progress; with ``conn``, inside that transaction (with the consumer's view change)."""
+
+    @abc.abstractmethod
+    async def verify(self, tenant: str | None = None) -> VerifyReport:
+        """Walk the hash chain(s) and report the first event altered, removed or reordered."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Release connections and listeners."""
+
+    async def __aenter__(self) -> EventLog:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

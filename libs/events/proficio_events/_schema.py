@@ -1,0 +1,47 @@
+"""Table definitions of the log. Changes to them go through Alembic (``migrations/``)."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+# On SQLite an INTEGER PRIMARY KEY is the rowid itself: one B-tree instead of two.
+Position = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+events = sa.Table(
+    "events",
+    metadata,
+    sa.Column("position", Position, primary_key=True, autoincrement=False),
+    sa.Column("tenant", sa.Text, nullable=False),
+    sa.Column("stream", sa.Text, nullable=False),
+    sa.Column("stream_version", sa.Integer, nullable=False),
+    sa.Column("event_type", sa.Text, nullable=False),
+    sa.Column("schema_version", sa.SmallInteger, nullable=False),
+    sa.Column("recorded_us", sa.BigInteger, nullable=False),
+    sa.Column("key", sa.Text, nullable=True),
+    sa.Column("fingerprint", sa.LargeBinary, nullable=True),
+    sa.Column("payload", sa.LargeBinary, nullable=False),
+    sa.Column("sealed", sa.LargeBinary, nullable=True),
+    sa.Column("key_id", sa.Text, nullable=True),
+    sa.Column("prev_hash", sa.LargeBinary, nullable=False),
+    sa.Column("hash", sa.LargeBinary, nullable=False),
+    sa.UniqueConstraint("tenant", "stream", "stream_version", name="uq_events_stream_version"),
+    # NULL keys are distinct on both backends, so unkeyed events never collide.
+    sa.UniqueConstraint("tenant", "key", name="uq_events_tenant_key"),
+    sa.Index("ix_events_tenant_position", "tenant", "position"),
+)
+
+checkpoints = sa.Table(
+    "checkpoints",
+    metadata,
+    sa.Column("consumer", sa.Text, primary_key=True),
+    sa.Column("partition", sa.Integer, primary_key=True),
+    sa.Column("position", sa.BigInteger, nullable=False),
+    sa.Column("updated_us", sa.BigInteger, nullable=False),
+)
+
+EVENT_COLUMNS = (
+    "position", "tenant", "stream", "stream_version", "event_type", "schema_version", "recorded_us",
+    "key", "fingerprint", "payload", "sealed", "key_id", "prev_hash", "hash",
+)

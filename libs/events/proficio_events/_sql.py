@@ -1,0 +1,388 @@
+"""The part of the log that SQLite and PostgreSQL share: append protocol, reads, checkpoints, verify.
+
+A backend supplies how to take the log's write lock, how to insert a batch of rows, how to look
+rows up by a list of values and how to wait for other writers' commits.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from ._envelope import (
+    GENESIS,
+    AppendResult,
+    ChainProblem,
+    NewEvent,
+    StoredEvent,
+    VerifyReport,
+    chain_hash,
+)
+from ._errors import (
+    ConcurrencyError,
+    DuplicateEventError,
+    EventStoreError,
+    InvalidBatchError,
+    StoreUnavailableError,
+)
+from ._log import EventLog, InlineHandler
+from ._schema import EVENT_COLUMNS, checkpoints, events
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+_COLUMNS = [events.c[name] for name in EVENT_COLUMNS]
+_READ_BATCH = 5000
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+def _validate(tenant: str, batch: Sequence[NewEvent]) -> None:
+    if not tenant:
+        raise InvalidBatchError("an event batch needs a tenant")
+    seen: set[str] = set()
+    for index, event in enumerate(batch):
+        if not event.stream:
+            raise InvalidBatchError(f"event {index} has no stream")
+        if not event.event_type:
+            raise InvalidBatchError(f"event {index} has no event type")
+        if event.key is not None:
+            if event.key in seen:
+                raise InvalidBatchError(f"key {event.key!r} appears twice in one batch")
+            seen.add(event.key)
+
+
+def run_migrations(sync_conn: sa.Connection) -> None:
+    """Bring the schema to the newest Alembic revision on an open connection."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = sync_conn
+    command.upgrade(config, "head")
+
+
+class SqlEventLog(EventLog):
+    """An :class:`EventLog` on a SQL database reached through a SQLAlchemy async engine."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self._known_head = 0
+        self._changed = asyncio.Event()
+
+    # -- what a backend provides ---------------------------------------------------------------
+
+    @abc.abstractmethod
+    def _writer(self) -> AbstractAsyncContextManager[AsyncConnection]:
+        """A connection in a write transaction that holds the log's append lock."""
+
+    @abc.abstractmethod
+    async def _insert_rows(self, conn: AsyncConnection, rows: list[tuple[Any, ...]]) -> None:
+        """Insert event rows (tuples in ``EVENT_COLUMNS`` order)."""
+
+    @abc.abstractmethod
+    def _in(self, column: sa.ColumnElement[Any], values: list[str]) -> sa.ColumnElement[bool]:
+        """``column`` is one of ``values``, in the form the backend runs best."""
+
+    @abc.abstractmethod
+    async def _upsert_checkpoint(self, conn: AsyncConnection, values: dict[str, Any]) -> None: ...
+
+    async def _announce(self, conn: AsyncConnection, position: int) -> None:
+        """Tell other processes, inside the append transaction, that ``position`` exists."""
+
+    async def _prepare_wait(self) -> None:
+        """Start whatever tells this process of other processes' commits (before the head is read)."""
+
+    async def _wait_remote(self, changed: asyncio.Event, timeout: float) -> None:
+        """Sleep until another process may have appended, or ``timeout``."""
+        await wait_for_flag(changed, timeout)
+
+    async def migrate(self) -> None:
+        async with self.engine.begin() as conn:
+            await conn.run_sync(run_migrations)
+
+    # -- append ----------------------------------------------------------------------------------
+
+    async def append(
+        self, tenant: str, events_: Sequence[NewEvent], *, inline: InlineHandler | None = None
+    ) -> AppendResult:
+        batch = list(events_)
+        _validate(tenant, batch)
+        if not batch:
+            return AppendResult((), ())
+        try:
+            async with self._writer() as conn:
+                result = await self._append_locked(conn, tenant, batch, inline)
+        except IntegrityError as exc:
+            # Cannot happen under the write lock unless the database was changed behind our back.
+            raise EventStoreError(f"the log refused the batch: {exc.orig}") from exc
+        except (DBAPIError, InterfaceError, OSError) as exc:
+            raise StoreUnavailableError(f"the log could not take the batch: {exc}") from exc
+        if result.new_events:
+            self._committed(result.new_events[-1].position)
+        return result
+
+    async def _append_locked(
+        self, conn: AsyncConnection, tenant: str, batch: list[NewEvent], inline: InlineHandler | None
+    ) -> AppendResult:
+        keys = [e.key for e in batch if e.key is not None]
+        existing = await self._events_by_keys(conn, tenant, keys) if keys else {}
+        conflicts = sorted(
+            e.key for e in batch if e.key in existing and existing[e.key].fingerprint != e.identity()
+        )
+        if conflicts:
+            raise DuplicateEventError(tenant, conflicts)
+        fresh = [e for e in batch if e.key is None or e.key not in existing]
+        stored: dict[int, StoredEvent] = {}
+        if fresh:
+            new_events = await self._store(conn, tenant, fresh)
+            stored = {id(e): s for e, s in zip(fresh, new_events, strict=True)}
+            if inline is not None:
+                await inline(conn, new_events)
+            await self._announce(conn, new_events[-1].position)
+        out: list[StoredEvent] = []
+        created: list[bool] = []
+        for event in batch:
+            if event.key is not None and event.key in existing:
+                out.append(existing[event.key])
+                created.append(False)
+            else:
+                out.append(stored[id(event)])
+                created.append(True)
+        return AppendResult(tuple(out), tuple(created))
+
+    async def _store(self, conn: AsyncConnection, tenant: str, fresh: list[NewEvent]) -> list[StoredEvent]:
+        versions = await self._stream_versions(conn, tenant, {e.stream for e in fresh})
+        head = (
+            await conn.execute(
+                sa.select(
+                    sa.select(events.c.position).order_by(events.c.position.desc()).limit(1)
+                    .scalar_subquery(),
+                    sa.select(events.c.recorded_us).order_by(events.c.position.desc()).limit(1)
+                    .scalar_subquery(),
+                    sa.select(events.c.hash).where(events.c.tenant == tenant)
+                    .order_by(events.c.position.desc()).limit(1).scalar_subquery(),
+                )
+            )
+        ).one()
+        position: int = head[0] or 0
+        # Recorded times never go backwards, even if the clock does: they become xAPI `stored`.
+        recorded = max(now_us(), head[1] or 0)
+        prev: bytes = head[2] or GENESIS
+        rows: list[tuple[Any, ...]] = []
+        result: list[StoredEvent] = []
+        for event in fresh:
+            current = versions.get(event.stream, 0)
+            if event.expected_version is not None and event.expected_version != current:
+                raise ConcurrencyError(tenant, event.stream, event.expected_version, current)
+            versions[event.stream] = current + 1
+            position += 1
+            fingerprint = event.identity() if event.key is not None else event.fingerprint
+            digest = chain_hash(
+                prev, position=position, tenant=tenant, stream=event.stream, stream_version=current + 1,
+                event_type=event.event_type, schema_version=event.schema_version, recorded_us=recorded,
+                key=event.key, fingerprint=fingerprint, payload=event.payload, sealed=event.sealed,
+                key_id=event.key_id,
+            )
+            row = (position, tenant, event.stream, current + 1, event.event_type, event.schema_version,
+                   recorded, event.key, fingerprint, event.payload, event.sealed, event.key_id, prev, digest)
+            rows.append(row)
+            result.append(StoredEvent(*row))
+            prev = digest
+        await self._insert_rows(conn, rows)
+        return result
+
+    async def _stream_versions(self, conn: AsyncConnection, tenant: str, streams: set[str]) -> dict[str, int]:
+        found: dict[str, int] = {}
+        for chunk in _chunks(sorted(streams), 1000):
+            rows = await conn.execute(
+                sa.select(events.c.stream, sa.func.max(events.c.stream_version))
+                .where(events.c.tenant == tenant, self._in(events.c.stream, chunk))
+                .group_by(events.c.stream)
+            )
+            found.update({stream: version for stream, version in rows})
+        return found
+
+    async def _events_by_keys(self, conn: AsyncConnection, tenant: str, keys: list[str]) -> dict[str, StoredEvent]:
+        found: dict[str, StoredEvent] = {}
+        for chunk in _chunks(keys, 1000):
+            rows = await conn.execute(
+                sa.select(*_COLUMNS).where(events.c.tenant == tenant, self._in(events.c.key, chunk))
+            )
+            for row in rows:
+                event = StoredEvent(*row)
+                found[event.key or ""] = event
+        return found
+
+    # -- reads -----------------------------------------------------------------------------------
+
+    async def read_after(
+        self, position: int, limit: int = 1000, *, tenant: str | None = None
+    ) -> list[StoredEvent]:
+        query = sa.select(*_COLUMNS).where(events.c.position > position)
+        if tenant is not None:
+            query = query.where(events.c.tenant == tenant)
+        query = query.order_by(events.c.position).limit(limit)
+        return await self._fetch_events(query)
+
+    async def read_stream(
+        self, tenant: str, stream: str, *, after_version: int = 0, limit: int | None = None
+    ) -> list[StoredEvent]:
+        query = (
+            sa.select(*_COLUMNS)
+            .where(events.c.tenant == tenant, events.c.stream == stream,
+                   events.c.stream_version > after_version)
+            .order_by(events.c.stream_version)
+        )
+        if limit is not None:
+            query = query.limit(limit)
+        return await self._fetch_events(query)
+
+    async def get_by_key(self, tenant: str, key: str) -> StoredEvent | None:
+        found = await self._fetch_events(
+            sa.select(*_COLUMNS).where(events.c.tenant == tenant, events.c.key == key)
+        )
+        return found[0] if found else None
+
+    async def _fetch_events(self, query: sa.Select[Any]) -> list[StoredEvent]:
+        try:
+            async with self.engine.connect() as conn:
+                rows = (await conn.execute(query)).all()
+        except (DBAPIError, InterfaceError, OSError) as exc:
+            raise StoreUnavailableError(f"the log could not be read: {exc}") from exc
+        return [StoredEvent(*row) for row in rows]
+
+    async def max_position(self) -> int:
+        async with self.engine.connect() as conn:
+            value = await conn.scalar(sa.select(sa.func.max(events.c.position)))
+        head = int(value or 0)
+        self._known_head = max(self._known_head, head)
+        return head
+
+    # -- waiting for new events ------------------------------------------------------------------
+
+    def _committed(self, position: int) -> None:
+        """Wake local waiters: an event up to ``position`` is committed."""
+        if position > self._known_head:
+            self._known_head = position
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def wait_for_events(self, after: int, timeout: float) -> bool:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        await self._prepare_wait()
+        while True:
+            # Taken before the head is read, so a commit in between still wakes us.
+            changed = self._changed
+            if self._known_head > after or await self.max_position() > after:
+                return True
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            await self._wait_remote(changed, remaining)
+
+    # -- consumers -------------------------------------------------------------------------------
+
+    def transaction(self) -> AbstractAsyncContextManager[AsyncConnection]:
+        return self._consumer_transaction()
+
+    @asynccontextmanager
+    async def _consumer_transaction(self) -> AsyncIterator[AsyncConnection]:
+        async with self.engine.connect() as conn:
+            live = await self._begin_write(conn)
+            async with conn.begin():
+                yield live
+
+    async def _begin_write(self, conn: AsyncConnection) -> AsyncConnection:
+        return conn
+
+    async def get_checkpoint(self, consumer: str, partition: int = 0) -> int:
+        async with self.engine.connect() as conn:
+            value = await conn.scalar(
+                sa.select(checkpoints.c.position).where(
+                    checkpoints.c.consumer == consumer, checkpoints.c.partition == partition
+                )
+            )
+        return int(value or 0)
+
+    async def save_checkpoint(
+        self, consumer: str, position: int, partition: int = 0, *, conn: AsyncConnection | None = None
+    ) -> None:
+        values = {"consumer": consumer, "partition": partition, "position": position, "updated_us": now_us()}
+        if conn is not None:
+            await self._upsert_checkpoint(conn, values)
+            return
+        async with self.transaction() as own:
+            await self._upsert_checkpoint(own, values)
+
+    # -- verification ----------------------------------------------------------------------------
+
+    async def verify(self, tenant: str | None = None) -> VerifyReport:
+        heads: dict[str, bytes] = {}
+        checked = 0
+        position = 0
+        while True:
+            batch = await self.read_after(position, _READ_BATCH, tenant=tenant)
+            if not batch:
+                return VerifyReport(checked, len(heads), None, heads)
+            for event in batch:
+                expected_prev = heads.get(event.tenant, GENESIS)
+                if event.prev_hash != expected_prev:
+                    problem = await self._broken_link(event, expected_prev)
+                    return VerifyReport(checked, len(heads), problem, heads)
+                if event.expected_hash() != event.hash:
+                    problem = ChainProblem(
+                        event.tenant, event.position, "altered",
+                        "the event's content no longer matches its hash",
+                    )
+                    return VerifyReport(checked, len(heads), problem, heads)
+                heads[event.tenant] = event.hash
+                checked += 1
+            position = batch[-1].position
+
+    async def _broken_link(self, event: StoredEvent, expected_prev: bytes) -> ChainProblem:
+        """Say why ``event`` does not follow the tenant's previous event."""
+        async with self.engine.connect() as conn:
+            predecessor = await conn.scalar(
+                sa.select(events.c.position).where(
+                    events.c.tenant == event.tenant, events.c.hash == event.prev_hash
+                )
+            )
+        if predecessor is not None and predecessor != event.position:
+            return ChainProblem(
+                event.tenant, event.position, "reordered",
+                f"the event that should precede it stands at position {predecessor}",
+            )
+        if expected_prev == GENESIS and event.prev_hash != GENESIS:
+            detail = "the tenant's earlier events are missing or were rewritten"
+        else:
+            detail = "the event before it in the tenant's chain is missing or was rewritten"
+        return ChainProblem(event.tenant, event.position, "removed", detail)
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+
+async def wait_for_flag(changed: asyncio.Event, timeout: float) -> None:
+    try:
+        await asyncio.wait_for(changed.wait(), timeout)
+    except TimeoutError:
+        pass
+
+
+def _chunks(values: list[str], size: int) -> Iterable[list[str]]:
+    for start in range(0, len(values), size):
+        yield values[start:start + size]
+
+
+__all__ = ["SqlEventLog", "run_migrations"]

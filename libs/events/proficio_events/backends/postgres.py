@@ -1,0 +1,114 @@
+"""The production backend: PostgreSQL through asyncpg.
+
+Appends take ``LOCK TABLE events IN EXCLUSIVE MODE`` (with a lock timeout) so that insert order is
+commit order: a reader that has seen position N can never later find a smaller position commit.
+Plain SELECTs are not blocked by that lock. Positions are allocated under the lock as max + 1, so
+the log has no holes at all, not even from rolled-back appends. Batches go in with one
+``INSERT ... SELECT FROM unnest(...)`` prepared once for any batch size. Each append NOTIFYs the
+channel ``proficio_log`` so waiting readers wake at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
+
+from .._schema import EVENT_COLUMNS, checkpoints
+from .._sql import SqlEventLog, wait_for_flag, run_migrations
+
+CHANNEL = "proficio_log"
+_TYPES = ("bigint", "text", "text", "int", "text", "smallint", "bigint", "text", "bytea", "bytea",
+          "bytea", "text", "bytea", "bytea")
+_INSERT = (
+    f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) SELECT * FROM unnest("
+    + ", ".join(f"${i}::{kind}[]" for i, kind in enumerate(_TYPES, start=1))
+    + ")"
+)
+
+
+def asyncpg_dsn(url: str) -> str:
+    """A libpq-style address for asyncpg from any SQLAlchemy PostgreSQL URL."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+class PostgresEventLog(SqlEventLog):
+    """The log in a PostgreSQL database."""
+
+    def __init__(self, url: str, *, lock_timeout_ms: int = 10_000, pool_size: int = 10) -> None:
+        sa_url = make_url(url).set(drivername="postgresql+asyncpg")
+        super().__init__(create_async_engine(sa_url, pool_size=pool_size, max_overflow=pool_size))
+        self._dsn = asyncpg_dsn(url)
+        self._lock_timeout_ms = int(lock_timeout_ms)
+        self._listener: asyncpg.Connection | None = None
+        self._listener_lock = asyncio.Lock()
+
+    async def migrate(self) -> None:
+        async with self.engine.begin() as conn:
+            # Two processes starting at once must not both create the schema.
+            await conn.execute(sa.text("SELECT pg_advisory_xact_lock(7220001)"))
+            await conn.run_sync(run_migrations)
+
+    @asynccontextmanager
+    async def _writer(self) -> AsyncIterator[AsyncConnection]:
+        async with self.engine.begin() as conn:
+            await conn.execute(sa.text(f"SET LOCAL lock_timeout = {self._lock_timeout_ms}"))
+            await conn.execute(sa.text("LOCK TABLE events IN EXCLUSIVE MODE"))
+            yield conn
+
+    async def _insert_rows(self, conn: AsyncConnection, rows: list[tuple[Any, ...]]) -> None:
+        raw = await conn.get_raw_connection()
+        driver: asyncpg.Connection = raw.driver_connection
+        await driver.execute(_INSERT, *(list(column) for column in zip(*rows, strict=True)))
+
+    def _in(self, column: sa.ColumnElement[Any], values: list[str]) -> sa.ColumnElement[bool]:
+        # One prepared statement for any number of values.
+        return column == sa.func.any(sa.literal(values, sa.ARRAY(sa.Text)))
+
+    async def _upsert_checkpoint(self, conn: AsyncConnection, values: dict[str, Any]) -> None:
+        statement = pg_insert(checkpoints).values(values)
+        await conn.execute(
+            statement.on_conflict_do_update(
+                index_elements=["consumer", "partition"],
+                set_={"position": statement.excluded.position, "updated_us": statement.excluded.updated_us},
+            )
+        )
+
+    async def _announce(self, conn: AsyncConnection, position: int) -> None:
+        await conn.execute(sa.select(sa.func.pg_notify(CHANNEL, str(position))))
+
+    def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        with contextlib.suppress(ValueError):
+            self._committed(int(payload))
+
+    async def _ensure_listener(self) -> None:
+        async with self._listener_lock:
+            if self._listener is not None and not self._listener.is_closed():
+                return
+            self._listener = await asyncpg.connect(self._dsn)
+            await self._listener.add_listener(CHANNEL, self._on_notify)
+
+    async def _prepare_wait(self) -> None:
+        with contextlib.suppress(OSError, asyncpg.PostgresError):
+            await self._ensure_listener()
+
+    async def _wait_remote(self, changed: asyncio.Event, timeout: float) -> None:
+        if self._listener is None or self._listener.is_closed():
+            # No listener: poll; the caller re-reads the head each round.
+            timeout = min(timeout, 0.1)
+        await wait_for_flag(changed, timeout)
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            with contextlib.suppress(Exception):
+                await self._listener.close()
+            self._listener = None
+        await super().close()

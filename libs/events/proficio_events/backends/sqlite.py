@@ -1,0 +1,90 @@
+"""The embedded backend: one SQLite file in WAL mode, no set-up.
+
+SQLite has one writer at a time, so the global order is gap-free by construction. Write
+transactions start with ``BEGIN IMMEDIATE`` so the write lock is taken up front rather than
+upgraded half-way (which can fail with SQLITE_BUSY); an asyncio lock queues this process's writers
+so they do not spin on the file lock. Other processes' commits are found by polling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
+
+from .._schema import checkpoints, events
+from .._sql import SqlEventLog, wait_for_flag
+
+#: How often a waiter looks for commits made by other processes.
+POLL_INTERVAL = 0.05
+_WRITE = "proficio_write"
+
+
+class SqliteEventLog(SqlEventLog):
+    """The log in a SQLite database file."""
+
+    def __init__(self, path: Path, *, synchronous: str = "NORMAL") -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        engine = create_async_engine(f"sqlite+aiosqlite:///{path}", connect_args={"timeout": 30})
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def _configure(dbapi_connection: Any, _record: Any) -> None:
+            # Let SQLAlchemy's "begin" event below, not the driver, decide how transactions start.
+            dbapi_connection.isolation_level = None
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            # NORMAL in WAL mode: a power loss may drop the last commits, never corrupt the file.
+            cursor.execute(f"PRAGMA synchronous={synchronous}")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.close()
+
+        @event.listens_for(engine.sync_engine, "begin")
+        def _begin(conn: sa.Connection) -> None:
+            write = conn.get_execution_options().get(_WRITE, False)
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+        super().__init__(engine)
+        self.path = path
+        self._write_lock = asyncio.Lock()
+
+    async def _begin_write(self, conn: AsyncConnection) -> AsyncConnection:
+        return await conn.execution_options(**{_WRITE: True})
+
+    @asynccontextmanager
+    async def _writer(self) -> AsyncIterator[AsyncConnection]:
+        async with self._write_lock, self.engine.connect() as conn:
+            live = await self._begin_write(conn)
+            async with live.begin():
+                yield live
+
+    @asynccontextmanager
+    async def _consumer_transaction(self) -> AsyncIterator[AsyncConnection]:
+        async with self._writer() as conn:
+            yield conn
+
+    async def _insert_rows(self, conn: AsyncConnection, rows: list[tuple[Any, ...]]) -> None:
+        columns = ", ".join(events.c.keys())
+        marks = ", ".join("?" for _ in events.c)
+        await conn.exec_driver_sql(f"INSERT INTO events ({columns}) VALUES ({marks})", rows)
+
+    def _in(self, column: sa.ColumnElement[Any], values: list[str]) -> sa.ColumnElement[bool]:
+        return column.in_(values)
+
+    async def _upsert_checkpoint(self, conn: AsyncConnection, values: dict[str, Any]) -> None:
+        statement = sqlite_insert(checkpoints).values(values)
+        await conn.execute(
+            statement.on_conflict_do_update(
+                index_elements=["consumer", "partition"],
+                set_={"position": statement.excluded.position, "updated_us": statement.excluded.updated_us},
+            )
+        )
+
+    async def _wait_remote(self, changed: asyncio.Event, timeout: float) -> None:
+        await wait_for_flag(changed, min(timeout, POLL_INTERVAL))

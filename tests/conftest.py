@@ -1,0 +1,16 @@
+"""Session-wide fixtures: the real services the tests talk to."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.support.postgres import PostgresServer, running_postgres
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A real PostgreSQL 15 with a database of this run's own, dropped at the end."""
+    with running_postgres() as server:
+        yield server

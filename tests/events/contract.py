@@ -1,0 +1,427 @@
+"""The contract every event-log backend must meet. Subclass ``LogContract`` and provide ``log_url``.
+
+Each test opens logs on a fresh, empty database at ``log_url``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import subprocess
+import sys
+import textwrap
+from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from proficio_events import (
+    GENESIS,
+    ConcurrencyError,
+    DuplicateEventError,
+    EventLog,
+    InvalidBatchError,
+    NewEvent,
+    StoredEvent,
+    open_event_log,
+)
+
+T = "district-1"
+
+
+def ev(stream: str, n: int = 0, **kwargs: object) -> NewEvent:
+    return NewEvent.of(stream, "Happened", {"n": n, "text": "é" * (n % 5)}, **kwargs)  # type: ignore[arg-type]
+
+
+async def read_all(log: EventLog, tenant: str | None = None) -> list[StoredEvent]:
+    out: list[StoredEvent] = []
+    position = 0
+    while batch := await log.read_after(position, 7, tenant=tenant):
+        out.extend(batch)
+        position = batch[-1].position
+    return out
+
+
+class LogContract:
+    """Behaviour shared by every backend."""
+
+    @pytest.fixture
+    def log_url(self) -> str:
+        raise NotImplementedError
+
+    @pytest.fixture
+    async def log(self, log_url: str) -> AsyncIterator[EventLog]:
+        log = await open_event_log(log_url)
+        yield log
+        await log.close()
+
+    @pytest.fixture
+    def tamper(self, log_url: str) -> Callable[[str], None]:
+        """Run raw SQL against the log's database, as an attacker with database access would."""
+        raise NotImplementedError
+
+    # -- appending and reading -------------------------------------------------------------------
+
+    async def test_empty_log(self, log: EventLog) -> None:
+        assert await log.max_position() == 0
+        assert await log.read_after(0) == []
+        assert (await log.verify()).ok
+
+    async def test_append_assigns_contiguous_positions_and_stream_versions(self, log: EventLog) -> None:
+        first = await log.append(T, [ev("learner:a", 1), ev("learner:b", 2), ev("learner:a", 3)])
+        assert [e.position for e in first.events] == [1, 2, 3]
+        assert [e.stream_version for e in first.events] == [1, 1, 2]
+        assert first.created == (True, True, True)
+        second = await log.append(T, [ev("learner:a", 4)])
+        assert second.events[0].position == 4
+        assert second.events[0].stream_version == 3
+        assert await log.max_position() == 4
+        stored = await read_all(log)
+        assert [e.position for e in stored] == [1, 2, 3, 4]
+        assert [e.data()["n"] for e in stored] == [1, 2, 3, 4]
+        assert stored == list(first.events) + list(second.events)
+        assert stored[0].recorded_us <= stored[3].recorded_us
+
+    async def test_read_after_pages_and_filters_by_tenant(self, log: EventLog) -> None:
+        await log.append(T, [ev("s", i) for i in range(5)])
+        await log.append("district-2", [ev("s", i) for i in range(3)])
+        await log.append(T, [ev("s", 9)])
+        assert [e.position for e in await log.read_after(2, 3)] == [3, 4, 5]
+        assert [e.position for e in await read_all(log, T)] == [1, 2, 3, 4, 5, 9]
+        assert [e.tenant for e in await read_all(log, "district-2")] == ["district-2"] * 3
+
+    async def test_read_stream_is_per_tenant(self, log: EventLog) -> None:
+        await log.append(T, [ev("learner:a", 1), ev("learner:b", 2), ev("learner:a", 3)])
+        await log.append("district-2", [ev("learner:a", 4)])
+        mine = await log.read_stream(T, "learner:a")
+        assert [e.data()["n"] for e in mine] == [1, 3]
+        assert [e.data()["n"] for e in await log.read_stream(T, "learner:a", after_version=1)] == [3]
+        assert [e.data()["n"] for e in await log.read_stream("district-2", "learner:a")] == [4]
+
+    async def test_payload_and_sealed_bodies_round_trip(self, log: EventLog) -> None:
+        sealed = bytes(range(256))
+        await log.append(T, [NewEvent("s", "Secret", b'{"x":1}', sealed=sealed, key_id="key-1",
+                                      schema_version=3)])
+        (stored,) = await log.read_after(0)
+        assert (stored.payload, stored.sealed, stored.key_id, stored.schema_version) == (
+            b'{"x":1}', sealed, "key-1", 3)
+        assert stored.event_type == "Secret"
+
+    # -- atomicity and idempotency -----------------------------------------------------------------
+
+    async def test_repeated_key_with_same_content_is_a_no_op(self, log: EventLog) -> None:
+        first = await log.append(T, [ev("s", 1, key="stmt-1")])
+        again = await log.append(T, [ev("s", 1, key="stmt-1"), ev("s", 2, key="stmt-2")])
+        assert again.created == (False, True)
+        assert again.events[0] == first.events[0]
+        assert again.events[1].position == 2
+        assert await log.max_position() == 2
+        assert (await log.get_by_key(T, "stmt-1")) == first.events[0]
+        assert await log.get_by_key(T, "nope") is None
+
+    async def test_only_repeats_append_nothing(self, log: EventLog) -> None:
+        await log.append(T, [ev("s", 1, key="k")])
+        again = await log.append(T, [ev("s", 1, key="k")])
+        assert again.created == (False,)
+        assert await log.max_position() == 1
+
+    async def test_repeated_key_with_other_content_conflicts_and_writes_nothing(self, log: EventLog) -> None:
+        await log.append(T, [ev("s", 1, key="stmt-1")])
+        with pytest.raises(DuplicateEventError) as caught:
+            await log.append(T, [ev("s", 5, key="stmt-5"), ev("s", 2, key="stmt-1")])
+        assert caught.value.keys == ["stmt-1"]
+        assert await log.max_position() == 1
+        assert await log.get_by_key(T, "stmt-5") is None
+
+    async def test_fingerprint_decides_sameness(self, log: EventLog) -> None:
+        await log.append(T, [NewEvent.of("s", "S", {"stored": 1}, key="k", fingerprint=b"same")])
+        again = await log.append(T, [NewEvent.of("s", "S", {"stored": 2}, key="k", fingerprint=b"same")])
+        assert again.created == (False,)
+        assert again.events[0].data() == {"stored": 1}
+        with pytest.raises(DuplicateEventError):
+            await log.append(T, [NewEvent.of("s", "S", {"stored": 1}, key="k", fingerprint=b"other")])
+
+    async def test_keys_are_per_tenant(self, log: EventLog) -> None:
+        await log.append(T, [ev("s", 1, key="k")])
+        other = await log.append("district-2", [ev("s", 2, key="k")])
+        assert other.created == (True,)
+        assert (await log.get_by_key("district-2", "k")) == other.events[0]
+
+    async def test_malformed_batches_are_refused(self, log: EventLog) -> None:
+        with pytest.raises(InvalidBatchError):
+            await log.append(T, [ev("s", 1, key="k"), ev("s", 2, key="k")])
+        with pytest.raises(InvalidBatchError):
+            await log.append("", [ev("s", 1)])
+        with pytest.raises(InvalidBatchError):
+            await log.append(T, [NewEvent("", "X", b"{}")])
+        assert await log.max_position() == 0
+        assert (await log.append(T, [])).events == ()
+
+    async def test_expected_version(self, log: EventLog) -> None:
+        await log.append(T, [ev("doc", 1, expected_version=0), ev("doc", 2, expected_version=1)])
+        with pytest.raises(ConcurrencyError) as caught:
+            await log.append(T, [ev("other", 0), ev("doc", 3, expected_version=1)])
+        assert (caught.value.expected, caught.value.actual) == (1, 2)
+        assert await log.max_position() == 2
+        with pytest.raises(ConcurrencyError):
+            await log.append(T, [ev("doc", 3, expected_version=0)])
+        done = await log.append(T, [ev("doc", 3, expected_version=2)])
+        assert done.events[0].stream_version == 3
+
+    async def test_inline_work_shares_the_append_transaction(self, log: EventLog) -> None:
+        async with log.transaction() as conn:
+            await conn.execute(sa.text("CREATE TABLE inline_view (position BIGINT PRIMARY KEY)"))
+
+        async def project(conn: AsyncConnection, new: Sequence[StoredEvent]) -> None:
+            for event in new:
+                await conn.execute(sa.text("INSERT INTO inline_view VALUES (:p)"), {"p": event.position})
+            if any(e.data()["n"] == 13 for e in new):
+                raise RuntimeError("unlucky")
+
+        await log.append(T, [ev("s", 1), ev("s", 2)], inline=project)
+        with pytest.raises(RuntimeError, match="unlucky"):
+            await log.append(T, [ev("s", 3), ev("s", 13)], inline=project)
+        assert await log.max_position() == 2
+        async with log.transaction() as conn:
+            rows = (await conn.execute(sa.text("SELECT position FROM inline_view ORDER BY 1"))).scalars()
+            assert list(rows) == [1, 2]
+
+    # -- concurrency -------------------------------------------------------------------------------
+
+    async def test_concurrent_writers_never_interleave_and_a_tailing_reader_misses_nothing(
+        self, log_url: str
+    ) -> None:
+        writers, batches_each = 6, 12
+        logs = [await open_event_log(log_url) for _ in range(writers + 1)]
+        reader_log = logs[-1]
+        results: dict[int, list[tuple[int, ...]]] = {w: [] for w in range(writers)}
+        done = asyncio.Event()
+        seen: list[int] = []
+
+        async def write(w: int) -> None:
+            rng = random.Random(w)
+            for b in range(batches_each):
+                size = rng.choice([1, 2, 5, 17, 60])
+                batch = [ev(f"learner:{rng.randrange(9)}", w * 1000 + b, key=f"w{w}-b{b}-{i}")
+                         for i in range(size)]
+                result = await logs[w].append(T, batch)
+                results[w].append(tuple(e.position for e in result.events))
+                await asyncio.sleep(0)
+
+        async def tail() -> None:
+            position = 0
+            while True:
+                batch = await reader_log.read_after(position, 50)
+                for event in batch:
+                    seen.append(event.position)
+                if batch:
+                    position = batch[-1].position
+                elif done.is_set() and position == await reader_log.max_position():
+                    return
+                else:
+                    await reader_log.wait_for_events(position, 0.2)
+
+        try:
+            reader = asyncio.create_task(tail())
+            await asyncio.gather(*(write(w) for w in range(writers)))
+            done.set()
+            await asyncio.wait_for(reader, 60)
+        finally:
+            for one in logs:
+                await one.close()
+        total = sum(len(p) for r in results.values() for p in r)
+        # Each batch is contiguous; a writer's later batch comes after its earlier one.
+        for batches in results.values():
+            for positions in batches:
+                assert list(positions) == list(range(positions[0], positions[0] + len(positions)))
+            starts = [p[0] for p in batches]
+            assert starts == sorted(starts)
+        # No two batches overlap, and together they fill 1..total without a gap.
+        everything = sorted(p for r in results.values() for positions in r for p in positions)
+        assert everything == list(range(1, total + 1))
+        # The reader saw every event exactly once, in order, although writers committed meanwhile.
+        assert seen == list(range(1, total + 1))
+
+    async def test_writers_in_other_processes_do_not_interleave(self, log_url: str, tmp_path: Path) -> None:
+        script = tmp_path / "writer.py"
+        script.write_text(textwrap.dedent(f"""
+            import asyncio, sys
+            from proficio_events import NewEvent, open_event_log
+            async def main(name):
+                log = await open_event_log({log_url!r})
+                for b in range(15):
+                    r = await log.append("{T}", [NewEvent.of("s" + name, "P", {{"w": name, "b": b}})
+                                                 for _ in range(1 + b % 4)])
+                    print(",".join(str(e.position) for e in r.events), flush=True)
+                await log.close()
+            asyncio.run(main(sys.argv[1]))
+        """))
+        procs = [
+            await asyncio.create_subprocess_exec(sys.executable, str(script), str(n), stdout=subprocess.PIPE)
+            for n in range(3)
+        ]
+        outputs = [await p.communicate() for p in procs]
+        assert all(p.returncode == 0 for p in procs)
+        batches = [[int(x) for x in line.split(",")] for out, _ in outputs for line in out.decode().split()]
+        for positions in batches:
+            assert positions == list(range(positions[0], positions[0] + len(positions)))
+        assert sorted(p for b in batches for p in b) == list(range(1, 3 * sum(1 + b % 4 for b in range(15)) + 1))
+        log = await open_event_log(log_url)
+        try:
+            assert (await log.verify()).ok
+        finally:
+            await log.close()
+
+    async def test_wait_for_events_wakes_on_another_connections_commit(self, log_url: str) -> None:
+        waiter = await open_event_log(log_url)
+        writer = await open_event_log(log_url)
+        try:
+            assert await waiter.wait_for_events(0, 0.05) is False
+            pending = asyncio.create_task(waiter.wait_for_events(0, 10))
+            await asyncio.sleep(0.1)
+            assert not pending.done()
+            start = asyncio.get_running_loop().time()
+            await writer.append(T, [ev("s", 1)])
+            assert await asyncio.wait_for(pending, 10) is True
+            assert asyncio.get_running_loop().time() - start < 2
+            assert await waiter.wait_for_events(0, 0.01) is True
+        finally:
+            await waiter.close()
+            await writer.close()
+
+    async def test_follow_yields_every_event_once(self, log: EventLog) -> None:
+        await log.append(T, [ev("s", i) for i in range(3)])
+        got: list[int] = []
+
+        async def consume() -> None:
+            async for batch in log.follow(0, batch_size=2, idle_timeout=0.05):
+                got.extend(e.position for e in batch)
+                if len(got) >= 5:
+                    return
+
+        task = asyncio.create_task(consume())
+        await asyncio.sleep(0.1)
+        await log.append(T, [ev("s", 3), ev("s", 4)])
+        await asyncio.wait_for(task, 10)
+        assert got == [1, 2, 3, 4, 5]
+
+    # -- checkpoints -------------------------------------------------------------------------------
+
+    async def test_checkpoints(self, log: EventLog) -> None:
+        assert await log.get_checkpoint("competency") == 0
+        await log.save_checkpoint("competency", 10)
+        await log.save_checkpoint("competency", 12)
+        await log.save_checkpoint("competency", 3, partition=2)
+        assert await log.get_checkpoint("competency") == 12
+        assert await log.get_checkpoint("competency", 2) == 3
+        assert await log.get_checkpoint("pacing") == 0
+
+    async def test_checkpoint_commits_with_the_view_change_or_not_at_all(self, log: EventLog) -> None:
+        async with log.transaction() as conn:
+            await conn.execute(sa.text("CREATE TABLE view_rows (id INTEGER PRIMARY KEY)"))
+        async with log.transaction() as conn:
+            await conn.execute(sa.text("INSERT INTO view_rows VALUES (1)"))
+            await log.save_checkpoint("view", 1, conn=conn)
+        with pytest.raises(RuntimeError):
+            async with log.transaction() as conn:
+                await conn.execute(sa.text("INSERT INTO view_rows VALUES (2)"))
+                await log.save_checkpoint("view", 2, conn=conn)
+                raise RuntimeError("projector crashed")
+        assert await log.get_checkpoint("view") == 1
+        async with log.transaction() as conn:
+            assert list((await conn.execute(sa.text("SELECT id FROM view_rows"))).scalars()) == [1]
+
+    # -- tamper evidence ---------------------------------------------------------------------------
+
+    async def test_each_tenant_has_its_own_hash_chain(self, log: EventLog) -> None:
+        await log.append(T, [ev("s", 1), ev("s", 2)])
+        await log.append("district-2", [ev("s", 3)])
+        await log.append(T, [ev("s", 4)])
+        a1, a2, b1, a3 = await read_all(log)
+        assert a1.prev_hash == GENESIS and b1.prev_hash == GENESIS
+        assert a2.prev_hash == a1.hash and a3.prev_hash == a2.hash
+        assert all(e.expected_hash() == e.hash for e in (a1, a2, b1, a3))
+        report = await log.verify()
+        assert report.ok and report.events_checked == 4 and report.tenants == 2
+        assert report.heads == {T: a3.hash, "district-2": b1.hash}
+        assert (await log.verify(T)).events_checked == 3
+
+    async def test_reopening_continues_the_chain(self, log_url: str) -> None:
+        for n in range(3):
+            log = await open_event_log(log_url)
+            await log.append(T, [ev("s", n)])
+            await log.close()
+        log = await open_event_log(log_url)
+        try:
+            assert (await log.verify()).events_checked == 3
+            assert (await log.verify()).ok
+        finally:
+            await log.close()
+
+    async def _ten_events(self, log: EventLog) -> None:
+        for n in range(5):
+            await log.append(T, [ev("s", 2 * n), ev("t", 2 * n + 1)])
+        await log.append("district-2", [ev("s", 99)])
+
+    async def test_verify_catches_an_altered_payload(self, log: EventLog, tamper: Callable[[str], None]) -> None:
+        await self._ten_events(log)
+        tamper("UPDATE events SET payload = CAST('{\"n\":1000}' AS BLOB_TYPE) WHERE position = 6")
+        report = await log.verify()
+        assert report.problem is not None
+        assert (report.problem.position, report.problem.kind, report.problem.tenant) == (6, "altered", T)
+        assert report.events_checked == 5
+
+    async def test_verify_catches_an_altered_envelope(self, log: EventLog, tamper: Callable[[str], None]) -> None:
+        await self._ten_events(log)
+        tamper("UPDATE events SET stream = 'learner:someone-else' WHERE position = 3")
+        report = await log.verify()
+        assert report.problem is not None
+        assert (report.problem.position, report.problem.kind) == (3, "altered")
+
+    async def test_verify_catches_a_removed_event(self, log: EventLog, tamper: Callable[[str], None]) -> None:
+        await self._ten_events(log)
+        tamper("DELETE FROM events WHERE position = 4")
+        report = await log.verify()
+        assert report.problem is not None
+        assert (report.problem.position, report.problem.kind) == (5, "removed")
+
+    async def test_verify_catches_a_removed_first_event(
+        self, log: EventLog, tamper: Callable[[str], None]
+    ) -> None:
+        await self._ten_events(log)
+        tamper("DELETE FROM events WHERE position = 1")
+        report = await log.verify(T)
+        assert report.problem is not None
+        assert (report.problem.position, report.problem.kind) == (2, "removed")
+
+    async def test_verify_catches_reordered_events(self, log: EventLog, tamper: Callable[[str], None]) -> None:
+        await self._ten_events(log)
+        tamper("UPDATE events SET position = -7 WHERE position = 7")
+        tamper("UPDATE events SET position = 7 WHERE position = 8")
+        tamper("UPDATE events SET position = 8 WHERE position = -7")
+        report = await log.verify()
+        assert report.problem is not None
+        assert (report.problem.position, report.problem.kind) == (7, "reordered")
+
+    async def test_verify_catches_a_rehashed_rewrite(self, log: EventLog, tamper: Callable[[str], None]) -> None:
+        """An attacker who edits a row and recomputes its hash still breaks the next link."""
+        await self._ten_events(log)
+        (victim,) = [e for e in await read_all(log) if e.position == 4]
+        from proficio_events import chain_hash
+
+        forged = chain_hash(
+            victim.prev_hash, position=4, tenant=T, stream=victim.stream,
+            stream_version=victim.stream_version, event_type=victim.event_type,
+            schema_version=victim.schema_version, recorded_us=victim.recorded_us, key=victim.key,
+            fingerprint=victim.fingerprint, payload=b'{"n":-1}', sealed=victim.sealed, key_id=victim.key_id,
+        )
+        tamper(f"UPDATE events SET payload = CAST('{{\"n\":-1}}' AS BLOB_TYPE), hash = {self.hex(forged)} "
+               "WHERE position = 4")
+        report = await log.verify()
+        assert report.problem is not None
+        assert (report.problem.position, report.problem.kind) == (5, "removed")
+
+    def hex(self, data: bytes) -> str:
+        raise NotImplementedError

@@ -1,0 +1,39 @@
+"""The log contract on PostgreSQL 15 (a real server, started by the test session)."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from tests.support.postgres import PostgresServer, _as_postgres, port
+
+from .contract import LogContract
+
+pytestmark = pytest.mark.postgres
+
+
+class TestPostgresLog(LogContract):
+    @pytest.fixture
+    def log_url(self, postgres: PostgresServer, request: pytest.FixtureRequest) -> Iterator[str]:
+        name = f"{postgres.database}_{abs(hash(request.node.nodeid)) % 10**8}"
+        url = postgres.create_database(name)
+        yield url
+        postgres.drop_database(name)
+
+    @pytest.fixture
+    def tamper(self, log_url: str) -> Callable[[str], None]:
+        database = log_url.rsplit("/", 1)[1]
+
+        def run(sql: str) -> None:
+            subprocess.run(
+                _as_postgres("psql", "-X", "-q", "-p", port(), "-d", database, "-v", "ON_ERROR_STOP=1",
+                             "-c", sql.replace("BLOB_TYPE", "bytea")),
+                check=True, capture_output=True,
+            )
+
+        return run
+
+    def hex(self, data: bytes) -> str:
+        return f"'\\x{data.hex()}'::bytea"

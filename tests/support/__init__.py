@@ -1,0 +1,1 @@
+"""Real services the tests need, started and stopped by the tests themselves."""
