@@ -100,13 +100,24 @@ class LogContract:
         assert [e.data()["n"] for e in await log.read_stream(T, "learner:a", after_version=1)] == [3]
         assert [e.data()["n"] for e in await log.read_stream("district-2", "learner:a")] == [4]
 
+    async def test_large_keyed_batch(self, log: EventLog) -> None:
+        """Large batches take the bulk path (COPY on PostgreSQL); repeats of them stay no-ops."""
+        batch = [ev(f"learner:{i % 37}", i, key=f"stmt-{i}") for i in range(1500)]
+        first = await log.append(T, batch)
+        assert [e.position for e in first.events] == list(range(1, 1501))
+        assert all(first.created)
+        again = await log.append(T, [*batch[700:], ev("learner:x", -1, key="fresh")])
+        assert again.created == (False,) * 800 + (True,)
+        assert again.events[-1].position == 1501
+        assert [e.position for e in again.events[:800]] == list(range(701, 1501))
+        assert [e.stream_version for e in await log.read_stream(T, "learner:3")] == list(range(1, 42))
+        assert (await log.verify()).events_checked == 1501
+
     async def test_payload_and_sealed_bodies_round_trip(self, log: EventLog) -> None:
         sealed = bytes(range(256))
-        await log.append(T, [NewEvent("s", "Secret", b'{"x":1}', sealed=sealed, key_id="key-1",
-                                      schema_version=3)])
+        await log.append(T, [NewEvent("s", "Secret", b'{"x":1}', sealed=sealed, key_id="key-1", schema_version=3)])
         (stored,) = await log.read_after(0)
-        assert (stored.payload, stored.sealed, stored.key_id, stored.schema_version) == (
-            b'{"x":1}', sealed, "key-1", 3)
+        assert (stored.payload, stored.sealed, stored.key_id, stored.schema_version) == (b'{"x":1}', sealed, "key-1", 3)
         assert stored.event_type == "Secret"
 
     # -- atomicity and idempotency -----------------------------------------------------------------
@@ -190,9 +201,7 @@ class LogContract:
 
     # -- concurrency -------------------------------------------------------------------------------
 
-    async def test_concurrent_writers_never_interleave_and_a_tailing_reader_misses_nothing(
-        self, log_url: str
-    ) -> None:
+    async def test_concurrent_writers_never_interleave_and_a_tailing_reader_misses_nothing(self, log_url: str) -> None:
         writers, batches_each = 6, 12
         logs = [await open_event_log(log_url) for _ in range(writers + 1)]
         reader_log = logs[-1]
@@ -204,8 +213,7 @@ class LogContract:
             rng = random.Random(w)
             for b in range(batches_each):
                 size = rng.choice([1, 2, 5, 17, 60])
-                batch = [ev(f"learner:{rng.randrange(9)}", w * 1000 + b, key=f"w{w}-b{b}-{i}")
-                         for i in range(size)]
+                batch = [ev(f"learner:{rng.randrange(9)}", w * 1000 + b, key=f"w{w}-b{b}-{i}") for i in range(size)]
                 result = await logs[w].append(T, batch)
                 results[w].append(tuple(e.position for e in result.events))
                 await asyncio.sleep(0)
@@ -246,7 +254,8 @@ class LogContract:
 
     async def test_writers_in_other_processes_do_not_interleave(self, log_url: str, tmp_path: Path) -> None:
         script = tmp_path / "writer.py"
-        script.write_text(textwrap.dedent(f"""
+        script.write_text(
+            textwrap.dedent(f"""
             import asyncio, sys
             from proficio_events import NewEvent, open_event_log
             async def main(name):
@@ -257,7 +266,8 @@ class LogContract:
                     print(",".join(str(e.position) for e in r.events), flush=True)
                 await log.close()
             asyncio.run(main(sys.argv[1]))
-        """))
+        """)
+        )
         procs = [
             await asyncio.create_subprocess_exec(sys.executable, str(script), str(n), stdout=subprocess.PIPE)
             for n in range(3)
@@ -340,11 +350,14 @@ class LogContract:
         await log.append("district-2", [ev("s", 3)])
         await log.append(T, [ev("s", 4)])
         a1, a2, b1, a3 = await read_all(log)
-        assert a1.prev_hash == GENESIS and b1.prev_hash == GENESIS
-        assert a2.prev_hash == a1.hash and a3.prev_hash == a2.hash
+        assert a1.prev_hash == GENESIS
+        assert b1.prev_hash == GENESIS
+        assert a2.prev_hash == a1.hash
+        assert a3.prev_hash == a2.hash
         assert all(e.expected_hash() == e.hash for e in (a1, a2, b1, a3))
         report = await log.verify()
-        assert report.ok and report.events_checked == 4 and report.tenants == 2
+        assert report.ok
+        assert (report.events_checked, report.tenants) == (4, 2)
         assert report.heads == {T: a3.hash, "district-2": b1.hash}
         assert (await log.verify(T)).events_checked == 3
 
@@ -387,9 +400,7 @@ class LogContract:
         assert report.problem is not None
         assert (report.problem.position, report.problem.kind) == (5, "removed")
 
-    async def test_verify_catches_a_removed_first_event(
-        self, log: EventLog, tamper: Callable[[str], None]
-    ) -> None:
+    async def test_verify_catches_a_removed_first_event(self, log: EventLog, tamper: Callable[[str], None]) -> None:
         await self._ten_events(log)
         tamper("DELETE FROM events WHERE position = 1")
         report = await log.verify(T)
@@ -412,13 +423,24 @@ class LogContract:
         from proficio_events import chain_hash
 
         forged = chain_hash(
-            victim.prev_hash, position=4, tenant=T, stream=victim.stream,
-            stream_version=victim.stream_version, event_type=victim.event_type,
-            schema_version=victim.schema_version, recorded_us=victim.recorded_us, key=victim.key,
-            fingerprint=victim.fingerprint, payload=b'{"n":-1}', sealed=victim.sealed, key_id=victim.key_id,
+            victim.prev_hash,
+            position=4,
+            tenant=T,
+            stream=victim.stream,
+            stream_version=victim.stream_version,
+            event_type=victim.event_type,
+            schema_version=victim.schema_version,
+            recorded_us=victim.recorded_us,
+            key=victim.key,
+            fingerprint=victim.fingerprint,
+            payload=b'{"n":-1}',
+            sealed=victim.sealed,
+            key_id=victim.key_id,
         )
-        tamper(f"UPDATE events SET payload = CAST('{{\"n\":-1}}' AS BLOB_TYPE), hash = {self.hex(forged)} "
-               "WHERE position = 4")
+        tamper(
+            f"UPDATE events SET payload = CAST('{{\"n\":-1}}' AS BLOB_TYPE), hash = {self.hex(forged)} "
+            "WHERE position = 4"
+        )
         report = await log.verify()
         assert report.problem is not None
         assert (report.problem.position, report.problem.kind) == (5, "removed")

@@ -28,9 +28,21 @@ class TestPostgresLog(LogContract):
 
         def run(sql: str) -> None:
             subprocess.run(
-                _as_postgres("psql", "-X", "-q", "-p", port(), "-d", database, "-v", "ON_ERROR_STOP=1",
-                             "-c", sql.replace("BLOB_TYPE", "bytea")),
-                check=True, capture_output=True,
+                _as_postgres(
+                    "psql",
+                    "-X",
+                    "-q",
+                    "-p",
+                    port(),
+                    "-d",
+                    database,
+                    "-v",
+                    "ON_ERROR_STOP=1",
+                    "-c",
+                    sql.replace("BLOB_TYPE", "bytea"),
+                ),
+                check=True,
+                capture_output=True,
             )
 
         return run

@@ -29,9 +29,10 @@ def _as_postgres(*args: str) -> list[str]:
 
 def _psql(sql: str, database: str = "postgres") -> str:
     done = subprocess.run(
-        _as_postgres("psql", "-X", "-q", "-At", "-p", port(), "-d", database, "-v", "ON_ERROR_STOP=1",
-                     "-c", sql),
-        check=True, capture_output=True, text=True,
+        _as_postgres("psql", "-X", "-q", "-At", "-p", port(), "-d", database, "-v", "ON_ERROR_STOP=1", "-c", sql),
+        check=True,
+        capture_output=True,
+        text=True,
     )
     return done.stdout.strip()
 

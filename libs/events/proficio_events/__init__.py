@@ -24,6 +24,7 @@ from ._errors import (
 )
 from ._log import EventLog, InlineHandler
 from ._open import make_event_log, open_event_log, sqlite_url
+from ._settings import StoreSettings
 
 __all__ = [
     "GENESIS",
@@ -38,6 +39,7 @@ __all__ = [
     "NewEvent",
     "PoisonEventError",
     "ProjectionError",
+    "StoreSettings",
     "StoreUnavailableError",
     "StoredEvent",
     "VerifyReport",

@@ -50,8 +50,7 @@ def chain_hash(
 ) -> bytes:
     """The SHA-256 link of one event to the previous event of its tenant."""
     header = orjson.dumps(
-        [HASH_FORMAT, position, tenant, stream, stream_version, event_type, schema_version, recorded_us,
-         key, key_id]
+        [HASH_FORMAT, position, tenant, stream, stream_version, event_type, schema_version, recorded_us, key, key_id]
     )
     digest = hashlib.sha256(prev_hash)
     digest.update(_length_prefixed(header))

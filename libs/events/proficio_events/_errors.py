@@ -26,9 +26,7 @@ class ConcurrencyError(EventStoreError):
     """A stream was not at the version the writer expected."""
 
     def __init__(self, tenant: str, stream: str, expected: int, actual: int) -> None:
-        super().__init__(
-            f"stream {stream!r} of tenant {tenant!r} is at version {actual}, expected {expected}"
-        )
+        super().__init__(f"stream {stream!r} of tenant {tenant!r} is at version {actual}, expected {expected}")
         self.tenant = tenant
         self.stream = stream
         self.expected = expected

@@ -31,9 +31,7 @@ class EventLog(abc.ABC):
         """Append a batch atomically: every event or none."""
 
     @abc.abstractmethod
-    async def read_after(
-        self, position: int, limit: int = 1000, *, tenant: str | None = None
-    ) -> list[StoredEvent]:
+    async def read_after(self, position: int, limit: int = 1000, *, tenant: str | None = None) -> list[StoredEvent]:
         """Events with a position greater than ``position``, in log order, at most ``limit``."""
 
     @abc.abstractmethod

@@ -42,6 +42,18 @@ checkpoints = sa.Table(
 )
 
 EVENT_COLUMNS = (
-    "position", "tenant", "stream", "stream_version", "event_type", "schema_version", "recorded_us",
-    "key", "fingerprint", "payload", "sealed", "key_id", "prev_hash", "hash",
+    "position",
+    "tenant",
+    "stream",
+    "stream_version",
+    "event_type",
+    "schema_version",
+    "recorded_us",
+    "key",
+    "fingerprint",
+    "payload",
+    "sealed",
+    "key_id",
+    "prev_hash",
+    "hash",
 )

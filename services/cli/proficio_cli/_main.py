@@ -1,1 +1,156 @@
-def main() -> None: ...
+"""``proficio``: run the service and look after the log from the command line."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import sys
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import orjson
+
+from proficio_events import EventStoreError, StoreSettings, open_event_log
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def store_options(command: F) -> F:
+    """``--data-dir`` on every command that touches the store (``PROFICIO_DATABASE_URL`` wins)."""
+    return click.option(
+        "--data-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        help="Directory of the embedded SQLite log (default: $PROFICIO_DATA_DIR or ./data).",
+    )(command)
+
+
+def _store(data_dir: Path | None) -> StoreSettings:
+    settings = StoreSettings()
+    if data_dir is not None:
+        settings = settings.model_copy(update={"data_dir": data_dir})
+    return settings
+
+
+def _run(coroutine: Coroutine[Any, Any, int]) -> None:
+    try:
+        code = asyncio.run(coroutine)
+    except EventStoreError as exc:
+        raise click.ClickException(str(exc)) from exc
+    sys.exit(code)
+
+
+def _async(function: Callable[..., Coroutine[Any, Any, int]]) -> Callable[..., None]:
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        _run(function(*args, **kwargs))
+
+    return wrapper
+
+
+@click.group()
+@click.version_option(package_name="proficio")
+def main() -> None:
+    """Proficio: an event-sourced learning-record store."""
+
+
+@main.command()
+@store_options
+@click.option("--host", default=None, help="Address to listen on (default 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Port to listen on (default 8080).")
+def serve(data_dir: Path | None, host: str | None, port: int | None) -> None:
+    """Run the xAPI service on the embedded log, or on PostgreSQL when PROFICIO_DATABASE_URL is set."""
+    import uvicorn
+
+    from proficio_ingest import IngestSettings, create_app
+
+    updates: dict[str, Any] = {}
+    if data_dir is not None:
+        updates["data_dir"] = data_dir
+    if host is not None:
+        updates["host"] = host
+    if port is not None:
+        updates["port"] = port
+    settings = IngestSettings().model_copy(update=updates)
+    click.echo(f"Proficio: log at {_describe(settings)}; xAPI at http://{settings.host}:{settings.port}/xapi/")
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+
+
+def _describe(settings: StoreSettings) -> str:
+    if settings.database_url:
+        from sqlalchemy.engine import make_url
+
+        return make_url(settings.database_url).render_as_string(hide_password=True)
+    return str(settings.data_dir.resolve())
+
+
+@main.group()
+def log() -> None:
+    """Inspect the event log."""
+
+
+@log.command("status")
+@store_options
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
+@_async
+async def log_status(data_dir: Path | None, as_json: bool) -> int:
+    """Show where the log is and how far it reaches."""
+    settings = _store(data_dir)
+    async with await open_event_log(settings.log_url()) as event_log:
+        head = await event_log.max_position()
+    info = {"log": _describe(settings), "position": head}
+    click.echo(orjson.dumps(info).decode() if as_json else f"log: {info['log']}\nposition: {head}")
+    return 0
+
+
+@main.command()
+@store_options
+@click.option("--tenant", default=None, help="Check one tenant's chain only.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
+@_async
+async def verify(data_dir: Path | None, tenant: str | None, as_json: bool) -> int:
+    """Walk the hash chain; exit 1 and name the first altered, removed or reordered event."""
+    async with await open_event_log(_store(data_dir).log_url()) as event_log:
+        report = await event_log.verify(tenant)
+    problem = report.problem
+    if as_json:
+        click.echo(
+            orjson.dumps(
+                {
+                    "ok": report.ok,
+                    "events_checked": report.events_checked,
+                    "tenants": report.tenants,
+                    "problem": None
+                    if problem is None
+                    else {
+                        "tenant": problem.tenant,
+                        "position": problem.position,
+                        "kind": problem.kind,
+                        "detail": problem.detail,
+                    },
+                    "heads": {t: h.hex() for t, h in report.heads.items()},
+                }
+            ).decode()
+        )
+    elif problem is None:
+        click.echo(f"ok: {report.events_checked} events in {report.tenants} tenant chain(s) verified")
+    else:
+        click.echo(
+            f"TAMPERED: event {problem.position} of tenant {problem.tenant!r} was {problem.kind}: {problem.detail}"
+            f" ({report.events_checked} events verified before it)"
+        )
+    return 0 if report.ok else 1
+
+
+@main.command()
+@store_options
+@_async
+async def migrate(data_dir: Path | None) -> int:
+    """Create or upgrade the log's schema (serve and every command also do this on start)."""
+    settings = _store(data_dir)
+    async with await open_event_log(settings.log_url()):
+        pass
+    click.echo(f"schema up to date at {_describe(settings)}")
+    return 0

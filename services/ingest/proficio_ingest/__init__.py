@@ -1,1 +1,6 @@
-"""placeholder"""
+"""Proficio's xAPI ingest service."""
+
+from ._app import create_app
+from ._settings import IngestSettings
+
+__all__ = ["IngestSettings", "create_app"]

@@ -23,15 +23,36 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from .._schema import EVENT_COLUMNS, checkpoints
-from .._sql import SqlEventLog, wait_for_flag, run_migrations
+from .._sql import SqlEventLog, run_migrations, wait_for_flag
 
 CHANNEL = "proficio_log"
-_TYPES = ("bigint", "text", "text", "int", "text", "smallint", "bigint", "text", "bytea", "bytea",
-          "bytea", "text", "bytea", "bytea")
+#: From this many rows on, a batch goes in by binary COPY rather than one unnest() insert.
+COPY_THRESHOLD = 200
+_TYPES = (
+    "bigint",
+    "text",
+    "text",
+    "int",
+    "text",
+    "smallint",
+    "bigint",
+    "text",
+    "bytea",
+    "bytea",
+    "bytea",
+    "text",
+    "bytea",
+    "bytea",
+)
 _INSERT = (
     f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) SELECT * FROM unnest("
     + ", ".join(f"${i}::{kind}[]" for i, kind in enumerate(_TYPES, start=1))
     + ")"
+)
+
+_STREAM_VERSIONS = sa.text(
+    "SELECT s.stream, (SELECT e.stream_version FROM events e WHERE e.tenant = :tenant AND e.stream = s.stream"
+    " ORDER BY e.stream_version DESC LIMIT 1) FROM unnest(CAST(:streams AS text[])) AS s(stream)"
 )
 
 
@@ -67,7 +88,14 @@ class PostgresEventLog(SqlEventLog):
     async def _insert_rows(self, conn: AsyncConnection, rows: list[tuple[Any, ...]]) -> None:
         raw = await conn.get_raw_connection()
         driver: asyncpg.Connection = raw.driver_connection
-        await driver.execute(_INSERT, *(list(column) for column in zip(*rows, strict=True)))
+        if len(rows) >= COPY_THRESHOLD:
+            await driver.copy_records_to_table("events", records=rows, columns=EVENT_COLUMNS)
+        else:
+            await driver.execute(_INSERT, *(list(column) for column in zip(*rows, strict=True)))
+
+    async def _stream_versions(self, conn: AsyncConnection, tenant: str, streams: set[str]) -> dict[str, int]:
+        rows = await conn.execute(_STREAM_VERSIONS, {"tenant": tenant, "streams": list(streams)})
+        return {stream: version for stream, version in rows if version is not None}
 
     def _in(self, column: sa.ColumnElement[Any], values: list[str]) -> sa.ColumnElement[bool]:
         # One prepared statement for any number of values.

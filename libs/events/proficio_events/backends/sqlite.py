@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -25,6 +26,11 @@ from .._sql import SqlEventLog, wait_for_flag
 #: How often a waiter looks for commits made by other processes.
 POLL_INTERVAL = 0.05
 _WRITE = "proficio_write"
+# SQLite answers a correlated max() on an index prefix with one seek.
+_STREAM_VERSIONS = sa.text(
+    "SELECT j.value, (SELECT max(e.stream_version) FROM events e WHERE e.tenant = :tenant AND e.stream = j.value)"
+    " FROM json_each(:streams) AS j"
+)
 
 
 class SqliteEventLog(SqlEventLog):
@@ -73,6 +79,10 @@ class SqliteEventLog(SqlEventLog):
         columns = ", ".join(events.c.keys())
         marks = ", ".join("?" for _ in events.c)
         await conn.exec_driver_sql(f"INSERT INTO events ({columns}) VALUES ({marks})", rows)
+
+    async def _stream_versions(self, conn: AsyncConnection, tenant: str, streams: set[str]) -> dict[str, int]:
+        rows = await conn.execute(_STREAM_VERSIONS, {"tenant": tenant, "streams": orjson.dumps(sorted(streams))})
+        return {stream: version for stream, version in rows if version is not None}
 
     def _in(self, column: sa.ColumnElement[Any], values: list[str]) -> sa.ColumnElement[bool]:
         return column.in_(values)

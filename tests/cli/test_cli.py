@@ -1,0 +1,104 @@
+"""The ``proficio`` command as an operator runs it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from proficio_events import NewEvent, open_event_log, sqlite_url
+
+PROFICIO = [sys.executable, "-m", "proficio_cli"]
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*PROFICIO, *args], capture_output=True, text=True, timeout=60, env=env)
+
+
+async def _fill(data_dir: Path) -> None:
+    log = await open_event_log(sqlite_url(data_dir))
+    try:
+        for n in range(4):
+            await log.append("district-1", [NewEvent.of("learner:1", "E", {"n": n})])
+    finally:
+        await log.close()
+
+
+def test_log_status_and_verify_on_a_clean_log(tmp_path: Path) -> None:
+    asyncio.run(_fill(tmp_path))
+    status = run("log", "status", "--data-dir", str(tmp_path), "--json")
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["position"] == 4
+    verify = run("verify", "--data-dir", str(tmp_path))
+    assert verify.returncode == 0
+    assert "ok: 4 events in 1 tenant chain(s) verified" in verify.stdout
+
+
+def test_verify_exits_non_zero_and_names_the_tampered_event(tmp_path: Path) -> None:
+    asyncio.run(_fill(tmp_path))
+    with sqlite3.connect(tmp_path / "proficio.db") as db:
+        db.execute("UPDATE events SET payload = X'7b7d' WHERE position = 3")
+    verify = run("verify", "--data-dir", str(tmp_path), "--json")
+    assert verify.returncode == 1
+    report = json.loads(verify.stdout)
+    assert report["ok"] is False
+    assert report["problem"]["position"] == 3
+    assert report["problem"]["kind"] == "altered"
+    assert report["events_checked"] == 2
+
+
+def test_data_dir_comes_from_the_environment(tmp_path: Path) -> None:
+    asyncio.run(_fill(tmp_path))
+    env = {"PROFICIO_DATA_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    status = run("log", "status", "--json", env=env)
+    assert json.loads(status.stdout)["position"] == 4
+
+
+def test_unreachable_database_is_a_clear_error(tmp_path: Path) -> None:
+    env = {"PROFICIO_DATABASE_URL": "postgresql://nobody:x@127.0.0.1:1/none", "PATH": "/usr/bin:/bin"}
+    status = run("log", "status", env=env)
+    assert status.returncode == 1
+    assert "Error: cannot reach the log" in status.stderr
+    assert "Traceback" not in status.stderr
+    assert "x@" not in status.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_serve_runs_on_the_embedded_default(tmp_path: Path) -> None:
+    port = _free_port()
+    output = (tmp_path / "serve.log").open("wb")
+    server = subprocess.Popen(
+        [*PROFICIO, "serve", "--data-dir", str(tmp_path / "d"), "--port", str(port)],
+        stdout=output,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                about = httpx.get(f"http://127.0.0.1:{port}/xapi/about", timeout=2)
+                break
+            except httpx.TransportError:
+                assert server.poll() is None, (tmp_path / "serve.log").read_text()
+                assert time.monotonic() < deadline, "proficio serve did not start in 30 s"
+                time.sleep(0.2)
+        assert about.status_code == 200
+        assert "1.0.3" in about.json()["version"]
+        assert about.headers["X-Experience-API-Version"] == "1.0.3"
+        assert (tmp_path / "d" / "proficio.db").exists()
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+        output.close()
