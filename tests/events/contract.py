@@ -66,6 +66,7 @@ class LogContract:
 
     async def test_empty_log(self, log: EventLog) -> None:
         assert await log.max_position() == 0
+        assert await log.head() == (0, 0)
         assert await log.read_after(0) == []
         assert (await log.verify()).ok
 
@@ -78,6 +79,7 @@ class LogContract:
         assert second.events[0].position == 4
         assert second.events[0].stream_version == 3
         assert await log.max_position() == 4
+        assert await log.head() == (4, second.events[0].recorded_us)
         stored = await read_all(log)
         assert [e.position for e in stored] == [1, 2, 3, 4]
         assert [e.data()["n"] for e in stored] == [1, 2, 3, 4]

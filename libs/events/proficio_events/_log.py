@@ -5,6 +5,7 @@ from __future__ import annotations
 import abc
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
+from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -49,6 +50,10 @@ class EventLog(abc.ABC):
         """The position of the newest committed event (0 for an empty log)."""
 
     @abc.abstractmethod
+    async def head(self) -> tuple[int, int]:
+        """The position and recorded time (µs) of the newest committed event; (0, 0) for an empty log."""
+
+    @abc.abstractmethod
     async def wait_for_events(self, after: int, timeout: float) -> bool:
         """Return True as soon as an event past ``after`` is committed, False after ``timeout`` s."""
 
@@ -82,6 +87,10 @@ class EventLog(abc.ABC):
     @abc.abstractmethod
     async def verify(self, tenant: str | None = None) -> VerifyReport:
         """Walk the hash chain(s) and report the first event altered, removed or reordered."""
+
+    @abc.abstractmethod
+    async def migrate_package(self, location: Path, version_table: str) -> None:
+        """Apply a package's Alembic migrations to the log's database, where its view tables live."""
 
     @abc.abstractmethod
     async def close(self) -> None:

@@ -64,11 +64,18 @@ def _validate(tenant: str, batch: Sequence[NewEvent]) -> None:
             seen.add(event.key)
 
 
-def run_migrations(sync_conn: sa.Connection) -> None:
-    """Bring the schema to the newest Alembic revision on an open connection."""
+def run_migrations(
+    sync_conn: sa.Connection, location: Path = MIGRATIONS, version_table: str = "alembic_version"
+) -> None:
+    """Bring one package's tables to its newest Alembic revision on an open connection.
+
+    Each package that owns tables (the log, ingest's query tables, projector views) keeps its own
+    migration history under its own ``version_table``; their ``env.py`` reads it from the attributes.
+    """
     config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
+    config.set_main_option("script_location", str(location))
     config.attributes["connection"] = sync_conn
+    config.attributes["version_table"] = version_table
     command.upgrade(config, "head")
 
 
@@ -108,8 +115,16 @@ class SqlEventLog(EventLog):
         await wait_for_flag(changed, timeout)
 
     async def migrate(self) -> None:
+        await self.migrate_package(MIGRATIONS, "alembic_version")
+
+    async def migrate_package(self, location: Path, version_table: str) -> None:
+        """Apply a package's Alembic migrations (at ``location``) to the log's database."""
         async with self.engine.begin() as conn:
-            await conn.run_sync(run_migrations)
+            await self._lock_migrations(conn)
+            await conn.run_sync(run_migrations, location, version_table)
+
+    async def _lock_migrations(self, conn: AsyncConnection) -> None:
+        """Keep two processes from migrating at once (SQLite's write lock already does)."""
 
     # -- append ----------------------------------------------------------------------------------
 
@@ -281,6 +296,15 @@ class SqlEventLog(EventLog):
         head = int(value or 0)
         self._known_head = max(self._known_head, head)
         return head
+
+    async def head(self) -> tuple[int, int]:
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(events.c.position, events.c.recorded_us).order_by(events.c.position.desc()).limit(1)
+                )
+            ).first()
+        return (0, 0) if row is None else (int(row[0]), int(row[1]))
 
     # -- waiting for new events ------------------------------------------------------------------
 

@@ -23,7 +23,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from .._schema import EVENT_COLUMNS, checkpoints
-from .._sql import SqlEventLog, run_migrations, wait_for_flag
+from .._sql import SqlEventLog, wait_for_flag
 
 CHANNEL = "proficio_log"
 #: From this many rows on, a batch goes in by binary COPY rather than one unnest() insert.
@@ -72,11 +72,9 @@ class PostgresEventLog(SqlEventLog):
         self._listener: asyncpg.Connection | None = None
         self._listener_lock = asyncio.Lock()
 
-    async def migrate(self) -> None:
-        async with self.engine.begin() as conn:
-            # Two processes starting at once must not both create the schema.
-            await conn.execute(sa.text("SELECT pg_advisory_xact_lock(7220001)"))
-            await conn.run_sync(run_migrations)
+    async def _lock_migrations(self, conn: AsyncConnection) -> None:
+        # Two processes starting at once must not both create the schema.
+        await conn.execute(sa.text("SELECT pg_advisory_xact_lock(7220001)"))
 
     @asynccontextmanager
     async def _writer(self) -> AsyncIterator[AsyncConnection]:

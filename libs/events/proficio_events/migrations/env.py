@@ -6,7 +6,12 @@ from alembic import context
 
 from proficio_events._schema import metadata
 
-connection = context.config.attributes["connection"]
-context.configure(connection=connection, target_metadata=metadata, render_as_batch=True)
+attributes = context.config.attributes
+context.configure(
+    connection=attributes["connection"],
+    target_metadata=metadata,
+    version_table=attributes.get("version_table", "alembic_version"),
+    render_as_batch=True,
+)
 with context.begin_transaction():
     context.run_migrations()
