@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from proficio_events import (
     GENESIS,
+    AppendResult,
     ConcurrencyError,
     DuplicateEventError,
     EventLog,
@@ -200,6 +201,38 @@ class LogContract:
         async with log.transaction() as conn:
             rows = (await conn.execute(sa.text("SELECT position FROM inline_view ORDER BY 1"))).scalars()
             assert list(rows) == [1, 2]
+
+    # -- group commit: concurrent appends share a transaction, yet each stays all-or-nothing ------------
+
+    async def test_concurrent_appends_fail_and_succeed_independently(self, log: EventLog) -> None:
+        await log.append(T, [ev("s", 0, key="taken"), ev("doc", 0)])
+
+        async def boom(conn: AsyncConnection, new: Sequence[StoredEvent]) -> None:
+            raise RuntimeError("inline failure")
+
+        outcomes = await asyncio.gather(
+            log.append(T, [ev("a", 1, key="k1"), ev("a", 2)]),
+            log.append(T, [ev("b", 3, key="taken")]),  # a conflict: different content under a taken key
+            log.append(T, [ev("c", 4), ev("doc", 5, expected_version=0)]),  # a stale expected version
+            log.append(T, [ev("d", 6)], inline=boom),
+            log.append("district-2", [ev("e", 7, key="k1")]),
+            log.append(T, [ev("f", 8, key="k1")]),  # repeats k1 of the first batch with other content
+            log.append(T, [ev("a", 1, key="k1")]),  # repeats it with the same content
+            return_exceptions=True,
+        )
+        assert isinstance(outcomes[0], AppendResult)
+        assert isinstance(outcomes[1], DuplicateEventError)
+        assert isinstance(outcomes[2], ConcurrencyError)
+        assert isinstance(outcomes[3], RuntimeError)
+        assert isinstance(outcomes[4], AppendResult)
+        assert isinstance(outcomes[5], DuplicateEventError)
+        assert isinstance(outcomes[6], AppendResult)
+        assert outcomes[6].created == (False,)
+        assert outcomes[6].events[0] == outcomes[0].events[0]
+        stored = await read_all(log)
+        assert [e.data()["n"] for e in stored] == [0, 0, 1, 2, 7]
+        assert [e.position for e in stored] == [1, 2, 3, 4, 5]
+        assert (await log.verify()).ok
 
     # -- concurrency -------------------------------------------------------------------------------
 

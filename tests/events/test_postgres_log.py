@@ -24,7 +24,7 @@ class TestPostgresLog(LogContract):
 
     @pytest.fixture
     def tamper(self, log_url: str) -> Callable[[str], None]:
-        database = log_url.rsplit("/", 1)[1]
+        database = log_url.rsplit("/", 1)[1].split("?")[0]
 
         def run(sql: str) -> None:
             subprocess.run(

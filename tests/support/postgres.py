@@ -58,7 +58,8 @@ class PostgresServer:
     database: str
 
     def url_for(self, database: str) -> str:
-        return self.admin_url.rsplit("/", 1)[0] + f"/{database}"
+        # TLS adds nothing on loopback but cost; production addresses choose their own sslmode.
+        return self.admin_url.rsplit("/", 1)[0] + f"/{database}?sslmode=disable"
 
     def create_database(self, name: str) -> str:
         _psql(f'CREATE DATABASE "{name}" OWNER {ROLE}')
@@ -82,7 +83,7 @@ def running_postgres() -> Iterator[PostgresServer]:
             _psql(f"CREATE ROLE {ROLE} LOGIN SUPERUSER PASSWORD '{PASSWORD}'")
         database = f"proficio_test_{secrets.token_hex(4)}"
         admin = f"postgresql://{ROLE}:{PASSWORD}@127.0.0.1:{port()}/postgres"
-        server = PostgresServer(admin, admin.rsplit("/", 1)[0] + f"/{database}", database)
+        server = PostgresServer(admin, admin.rsplit("/", 1)[0] + f"/{database}?sslmode=disable", database)
         server.create_database(database)
         try:
             yield server

@@ -4,6 +4,7 @@
 >>> await log.append("district-7", [NewEvent.of("learner:42", "StatementStored", {...}, key=stmt_id)])
 """
 
+from ._bulk import bulk_insert
 from ._envelope import (
     GENESIS,
     AppendResult,
@@ -43,6 +44,7 @@ __all__ = [
     "StoreUnavailableError",
     "StoredEvent",
     "VerifyReport",
+    "bulk_insert",
     "chain_hash",
     "make_event_log",
     "open_event_log",

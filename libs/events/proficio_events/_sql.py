@@ -12,6 +12,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,64 @@ from ._schema import EVENT_COLUMNS, checkpoints, events
 MIGRATIONS = Path(__file__).parent / "migrations"
 _COLUMNS = [events.c[name] for name in EVENT_COLUMNS]
 _READ_BATCH = 5000
+#: The most events one group commit takes; a single larger batch is still taken whole.
+MAX_GROUP_EVENTS = 20_000
+
+
+@dataclass
+class _Request:
+    tenant: str
+    batch: list[NewEvent]
+    inline: InlineHandler | None
+    future: asyncio.Future[AppendResult]
+
+
+class _InlineFailed(Exception):
+    """A batch's inline work raised: the group's transaction is rolled back."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _settle(request: _Request, outcome: AppendResult | BaseException) -> None:
+    if request.future.done():
+        return
+    if isinstance(outcome, AppendResult):
+        request.future.set_result(outcome)
+    else:
+        request.future.set_exception(outcome)
+
+
+def _stored(position: int, tenant: str, event: NewEvent, version: int, recorded: int, prev: bytes) -> StoredEvent:
+    fingerprint = event.identity() if event.key is not None else event.fingerprint
+    digest = chain_hash(
+        prev,
+        position=position,
+        tenant=tenant,
+        stream=event.stream,
+        stream_version=version,
+        event_type=event.event_type,
+        schema_version=event.schema_version,
+        recorded_us=recorded,
+        key=event.key,
+        fingerprint=fingerprint,
+        payload=event.payload,
+        sealed=event.sealed,
+        key_id=event.key_id,
+    )
+    return StoredEvent(
+        position, tenant, event.stream, version, event.event_type, event.schema_version, recorded, event.key,
+        fingerprint, event.payload, event.sealed, event.key_id, prev, digest,
+    )  # fmt: skip
+
+
+def _row(event: StoredEvent) -> tuple[Any, ...]:
+    return (
+        event.position, event.tenant, event.stream, event.stream_version, event.event_type, event.schema_version,
+        event.recorded_us, event.key, event.fingerprint, event.payload, event.sealed, event.key_id,
+        event.prev_hash, event.hash,
+    )  # fmt: skip
 
 
 def now_us() -> int:
@@ -86,6 +145,8 @@ class SqlEventLog(EventLog):
         self.engine = engine
         self._known_head = 0
         self._changed = asyncio.Event()
+        self._pending: list[_Request] = []
+        self._draining: asyncio.Task[None] | None = None
 
     # -- what a backend provides ---------------------------------------------------------------
 
@@ -119,9 +180,13 @@ class SqlEventLog(EventLog):
 
     async def migrate_package(self, location: Path, version_table: str) -> None:
         """Apply a package's Alembic migrations (at ``location``) to the log's database."""
-        async with self.engine.begin() as conn:
-            await self._lock_migrations(conn)
-            await conn.run_sync(run_migrations, location, version_table)
+        async with self.engine.connect() as conn:
+            # A write transaction from the start: on SQLite a read transaction that later writes can fail
+            # at once (SQLITE_BUSY) when another process wrote in between.
+            live = await self._begin_write(conn)
+            async with live.begin():
+                await self._lock_migrations(live)
+                await live.run_sync(run_migrations, location, version_table)
 
     async def _lock_migrations(self, conn: AsyncConnection) -> None:
         """Keep two processes from migrating at once (SQLite's write lock already does)."""
@@ -131,113 +196,154 @@ class SqlEventLog(EventLog):
     async def append(
         self, tenant: str, events_: Sequence[NewEvent], *, inline: InlineHandler | None = None
     ) -> AppendResult:
+        """Append atomically. Concurrent appends in this process share one transaction (group commit):
+        one lock and one durable commit for all of them, each batch still all-or-nothing on its own."""
         batch = list(events_)
         _validate(tenant, batch)
         if not batch:
             return AppendResult((), ())
+        request = _Request(tenant, batch, inline, asyncio.get_running_loop().create_future())
+        self._pending.append(request)
+        if self._draining is None or self._draining.done():
+            self._draining = asyncio.create_task(self._drain())
+        return await request.future
+
+    async def _drain(self) -> None:
+        """The one writer of this process: commits queued appends in groups until none are left."""
+        while self._pending:
+            group: list[_Request] = []
+            size = 0
+            while self._pending and (not group or size + len(self._pending[0].batch) <= MAX_GROUP_EVENTS):
+                request = self._pending.pop(0)
+                if not request.future.done():  # the caller may have gone away
+                    group.append(request)
+                    size += len(request.batch)
+            if group:
+                await self._commit_group(group)
+
+    async def _commit_group(self, group: list[_Request]) -> None:
         try:
             async with self._writer() as conn:
-                result = await self._append_locked(conn, tenant, batch, inline)
+                outcomes = await self._append_group(conn, group)
+        except _InlineFailed as failed:
+            if len(group) == 1:
+                _settle(group[0], failed.error)
+            else:
+                # One batch's inline work failed: give every batch a transaction of its own, so only it fails.
+                for request in group:
+                    await self._commit_group([request])
+            return
         except IntegrityError as exc:
             # Cannot happen under the write lock unless the database was changed behind our back.
-            raise EventStoreError(f"the log refused the batch: {exc.orig}") from exc
+            for request in group:
+                _settle(request, EventStoreError(f"the log refused the batch: {exc.orig}"))
+            return
         except (DBAPIError, InterfaceError, OSError) as exc:
-            raise StoreUnavailableError(f"the log could not take the batch: {exc}") from exc
-        if result.new_events:
-            self._committed(result.new_events[-1].position)
-        return result
+            for request in group:
+                _settle(request, StoreUnavailableError(f"the log could not take the batch: {exc}"))
+            return
+        except BaseException as exc:
+            for request in group:
+                _settle(request, exc)
+            raise
+        head = max((o.last_position for o in outcomes if isinstance(o, AppendResult)), default=0)
+        if head:
+            self._committed(head)
+        for request, outcome in zip(group, outcomes, strict=True):
+            _settle(request, outcome)
 
-    async def _append_locked(
-        self, conn: AsyncConnection, tenant: str, batch: list[NewEvent], inline: InlineHandler | None
-    ) -> AppendResult:
-        keys = [e.key for e in batch if e.key is not None]
-        existing = await self._events_by_keys(conn, tenant, keys) if keys else {}
-        conflicts = sorted(e.key for e in batch if e.key in existing and existing[e.key].fingerprint != e.identity())
-        if conflicts:
-            raise DuplicateEventError(tenant, conflicts)
-        fresh = [e for e in batch if e.key is None or e.key not in existing]
-        stored: dict[int, StoredEvent] = {}
-        if fresh:
-            new_events = await self._store(conn, tenant, fresh)
-            stored = {id(e): s for e, s in zip(fresh, new_events, strict=True)}
-            if inline is not None:
-                await inline(conn, new_events)
-            await self._announce(conn, new_events[-1].position)
-        out: list[StoredEvent] = []
-        created: list[bool] = []
-        for event in batch:
-            if event.key is not None and event.key in existing:
-                out.append(existing[event.key])
-                created.append(False)
-            else:
-                out.append(stored[id(event)])
-                created.append(True)
-        return AppendResult(tuple(out), tuple(created))
-
-    async def _store(self, conn: AsyncConnection, tenant: str, fresh: list[NewEvent]) -> list[StoredEvent]:
-        versions = await self._stream_versions(conn, tenant, {e.stream for e in fresh})
+    async def _append_group(self, conn: AsyncConnection, group: list[_Request]) -> list[AppendResult | Exception]:
+        """Check and store every batch of the group under the write lock, in one insert."""
+        tenants = sorted({r.tenant for r in group})
+        known: dict[tuple[str, str], StoredEvent] = {}
+        versions: dict[str, dict[str, int]] = {}
+        chain: dict[str, bytes] = {}
+        for tenant in tenants:
+            mine = [r for r in group if r.tenant == tenant]
+            keys = sorted({e.key for r in mine for e in r.batch if e.key is not None})
+            if keys:
+                for key, event in (await self._events_by_keys(conn, tenant, keys)).items():
+                    known[(tenant, key)] = event
+            versions[tenant] = await self._stream_versions(conn, tenant, {e.stream for r in mine for e in r.batch})
         head = (
             await conn.execute(
                 sa.select(
                     sa.select(events.c.position).order_by(events.c.position.desc()).limit(1).scalar_subquery(),
                     sa.select(events.c.recorded_us).order_by(events.c.position.desc()).limit(1).scalar_subquery(),
-                    sa.select(events.c.hash)
-                    .where(events.c.tenant == tenant)
-                    .order_by(events.c.position.desc())
-                    .limit(1)
-                    .scalar_subquery(),
+                    *(
+                        sa.select(events.c.hash)
+                        .where(events.c.tenant == tenant)
+                        .order_by(events.c.position.desc())
+                        .limit(1)
+                        .scalar_subquery()
+                        for tenant in tenants
+                    ),
                 )
             )
         ).one()
         position: int = head[0] or 0
         # Recorded times never go backwards, even if the clock does: they become xAPI `stored`.
         recorded = max(now_us(), head[1] or 0)
-        prev: bytes = head[2] or GENESIS
+        for tenant, last_hash in zip(tenants, head[2:], strict=True):
+            chain[tenant] = last_hash or GENESIS
+
+        outcomes: list[AppendResult | Exception] = []
         rows: list[tuple[Any, ...]] = []
-        result: list[StoredEvent] = []
-        for event in fresh:
-            current = versions.get(event.stream, 0)
-            if event.expected_version is not None and event.expected_version != current:
-                raise ConcurrencyError(tenant, event.stream, event.expected_version, current)
-            versions[event.stream] = current + 1
-            position += 1
-            fingerprint = event.identity() if event.key is not None else event.fingerprint
-            digest = chain_hash(
-                prev,
-                position=position,
-                tenant=tenant,
-                stream=event.stream,
-                stream_version=current + 1,
-                event_type=event.event_type,
-                schema_version=event.schema_version,
-                recorded_us=recorded,
-                key=event.key,
-                fingerprint=fingerprint,
-                payload=event.payload,
-                sealed=event.sealed,
-                key_id=event.key_id,
+        new_by_handler: dict[InlineHandler, list[StoredEvent]] = {}
+        for request in group:
+            tenant = request.tenant
+            conflicts = sorted(
+                e.key
+                for e in request.batch
+                if e.key is not None and (tenant, e.key) in known and known[(tenant, e.key)].fingerprint != e.identity()
             )
-            row = (
-                position,
-                tenant,
-                event.stream,
-                current + 1,
-                event.event_type,
-                event.schema_version,
-                recorded,
-                event.key,
-                fingerprint,
-                event.payload,
-                event.sealed,
-                event.key_id,
-                prev,
-                digest,
-            )
-            rows.append(row)
-            result.append(StoredEvent(*row))
-            prev = digest
-        await self._insert_rows(conn, rows)
-        return result
+            if conflicts:
+                outcomes.append(DuplicateEventError(tenant, conflicts))
+                continue
+            stream_versions = dict(versions[tenant])
+            out: list[StoredEvent] = []
+            created: list[bool] = []
+            fresh: list[StoredEvent] = []
+            prev = chain[tenant]
+            failure: Exception | None = None
+            for new in request.batch:
+                if new.key is not None and (tenant, new.key) in known:
+                    out.append(known[(tenant, new.key)])
+                    created.append(False)
+                    continue
+                current = stream_versions.get(new.stream, 0)
+                if new.expected_version is not None and new.expected_version != current:
+                    failure = ConcurrencyError(tenant, new.stream, new.expected_version, current)
+                    break
+                stream_versions[new.stream] = current + 1
+                appended = _stored(position + len(fresh) + 1, tenant, new, current + 1, recorded, prev)
+                prev = appended.hash
+                fresh.append(appended)
+                out.append(appended)
+                created.append(True)
+            if failure is not None:
+                outcomes.append(failure)
+                continue
+            # The batch holds: make its effects visible to the batches after it.
+            versions[tenant] = stream_versions
+            chain[tenant] = prev
+            position += len(fresh)
+            for appended in fresh:
+                if appended.key is not None:
+                    known[(tenant, appended.key)] = appended
+                rows.append(_row(appended))
+            if fresh and request.inline is not None:
+                new_by_handler.setdefault(request.inline, []).extend(fresh)
+            outcomes.append(AppendResult(tuple(out), tuple(created)))
+        if rows:
+            await self._insert_rows(conn, rows)
+            for handler, new_events in new_by_handler.items():
+                try:
+                    await handler(conn, new_events)
+                except Exception as exc:
+                    raise _InlineFailed(exc) from exc
+            await self._announce(conn, position)
+        return outcomes
 
     @abc.abstractmethod
     async def _stream_versions(self, conn: AsyncConnection, tenant: str, streams: set[str]) -> dict[str, int]:

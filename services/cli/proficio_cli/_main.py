@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -60,7 +61,15 @@ def main() -> None:
 @store_options
 @click.option("--host", default=None, help="Address to listen on (default 127.0.0.1).")
 @click.option("--port", type=int, default=None, help="Port to listen on (default 8080).")
-def serve(data_dir: Path | None, host: str | None, port: int | None) -> None:
+@click.option("--workers", type=int, default=1, show_default=True, help="Server processes sharing the port.")
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="info",
+    show_default=True,
+    help="info logs every request; warning does not.",
+)
+def serve(data_dir: Path | None, host: str | None, port: int | None, workers: int, log_level: str) -> None:
     """Run the xAPI service on the embedded log, or on PostgreSQL when PROFICIO_DATABASE_URL is set."""
     import uvicorn
 
@@ -75,7 +84,15 @@ def serve(data_dir: Path | None, host: str | None, port: int | None) -> None:
         updates["port"] = port
     settings = IngestSettings().model_copy(update=updates)
     click.echo(f"Proficio: log at {_describe(settings)}; xAPI at http://{settings.host}:{settings.port}/xapi/")
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+    if workers > 1:
+        # Worker processes build their own app from the environment.
+        os.environ["PROFICIO_DATA_DIR"] = str(settings.data_dir)
+        uvicorn.run(
+            "proficio_ingest:create_app", factory=True, host=settings.host, port=settings.port, workers=workers,
+            log_level=log_level,
+        )  # fmt: skip
+        return
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=log_level)
 
 
 def _describe(settings: StoreSettings) -> str:
@@ -142,6 +159,109 @@ async def verify(data_dir: Path | None, tenant: str | None, as_json: bool) -> in
             f" ({report.events_checked} events verified before it)"
         )
     return 0 if report.ok else 1
+
+
+@main.group()
+def credentials() -> None:
+    """Client credentials for the xAPI service (HTTP Basic key and secret, bound to a tenant)."""
+
+
+def _ingest_settings(data_dir: Path | None) -> Any:
+    from proficio_ingest import IngestSettings
+
+    settings = IngestSettings()
+    return settings.model_copy(update={"data_dir": data_dir}) if data_dir is not None else settings
+
+
+@credentials.command("create")
+@store_options
+@click.option("--tenant", default="default", show_default=True, help="The tenant (district) the credential writes to.")
+@click.option("--name", default="", help="A name for the client, shown as the statements' authority.")
+@click.option(
+    "--scope",
+    "scopes",
+    multiple=True,
+    default=("statements/write", "statements/read"),
+    show_default=True,
+    help="An xAPI scope; repeat for several (all, all/read, statements/write, statements/read, "
+    "statements/read/mine, define, state, profile).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the new key and secret as a JSON object.")
+@_async
+async def credentials_create(
+    data_dir: Path | None, tenant: str, name: str, scopes: tuple[str, ...], as_json: bool
+) -> int:
+    """Create a credential and print its key and secret (the secret is shown only now)."""
+    from proficio_ingest import BadRequest, CredentialStore, open_ingest_store
+
+    async with await open_ingest_store(_ingest_settings(data_dir)) as log:
+        try:
+            created = await CredentialStore(log).create(tenant, name, list(scopes))
+        except BadRequest as exc:
+            raise click.UsageError(exc.message) from exc
+    credential = created.credential
+    if as_json:
+        click.echo(
+            orjson.dumps(
+                {
+                    "key": credential.key,
+                    "secret": created.secret,
+                    "tenant": credential.tenant,
+                    "name": credential.name,
+                    "scopes": sorted(credential.scopes),
+                }
+            ).decode()
+        )
+    else:
+        click.echo(f"key:    {credential.key}\nsecret: {created.secret}\ntenant: {credential.tenant}")
+        click.echo(f"scopes: {' '.join(sorted(credential.scopes))}")
+    return 0
+
+
+@credentials.command("list")
+@store_options
+@click.option("--tenant", default=None, help="Only this tenant's credentials.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
+@_async
+async def credentials_list(data_dir: Path | None, tenant: str | None, as_json: bool) -> int:
+    """List credentials (never their secrets)."""
+    from proficio_ingest import CredentialStore, open_ingest_store
+
+    async with await open_ingest_store(_ingest_settings(data_dir)) as log:
+        found = await CredentialStore(log).list(tenant)
+    rows: list[dict[str, Any]] = [
+        {
+            "key": c.key,
+            "tenant": c.tenant,
+            "name": c.name,
+            "scopes": sorted(c.scopes),
+            "revoked": c.revoked_us is not None,
+        }
+        for c in found
+    ]
+    if as_json:
+        click.echo(orjson.dumps(rows).decode())
+    else:
+        for row in rows:
+            state = "revoked" if row["revoked"] else "active"
+            click.echo(f"{row['key']}  {row['tenant']}  {state}  {' '.join(row['scopes'])}  {row['name']}")
+    return 0
+
+
+@credentials.command("revoke")
+@store_options
+@click.argument("key")
+@_async
+async def credentials_revoke(data_dir: Path | None, key: str) -> int:
+    """Revoke a credential: requests with it get 401 from then on."""
+    from proficio_ingest import CredentialStore, open_ingest_store
+
+    async with await open_ingest_store(_ingest_settings(data_dir)) as log:
+        revoked = await CredentialStore(log).revoke(key)
+    if not revoked:
+        raise click.ClickException(f"no active credential with key {key}")
+    click.echo(f"revoked {key}")
+    return 0
 
 
 @main.command()

@@ -1,6 +1,37 @@
-"""Proficio's xAPI ingest service."""
+"""Proficio's xAPI ingest service: the Statements and About resources over the event log."""
 
-from ._app import create_app
+from ._app import create_app, open_ingest_store
+from ._credentials import SCOPES, Credential, CredentialStore, NewCredential
+from ._errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    NotFound,
+    PayloadTooLarge,
+    PreconditionFailed,
+    StatementValidationError,
+    Unauthorized,
+    XAPIError,
+)
+from ._projection import rebuild as rebuild_statement_tables
 from ._settings import IngestSettings
 
-__all__ = ["IngestSettings", "create_app"]
+__all__ = [
+    "SCOPES",
+    "BadRequest",
+    "Conflict",
+    "Credential",
+    "CredentialStore",
+    "Forbidden",
+    "IngestSettings",
+    "NewCredential",
+    "NotFound",
+    "PayloadTooLarge",
+    "PreconditionFailed",
+    "StatementValidationError",
+    "Unauthorized",
+    "XAPIError",
+    "create_app",
+    "open_ingest_store",
+    "rebuild_statement_tables",
+]

@@ -1,27 +1,49 @@
-"""The FastAPI application: the log is opened in the lifespan, never at import."""
+"""The FastAPI application: the log and the services on it are created in the lifespan, never at import."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from contextlib import asynccontextmanager, suppress
+from pathlib import Path
+from typing import Any
 
-from fastapi import Depends, FastAPI, Request
-from fastapi.responses import ORJSONResponse
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.cors import CORSMiddleware
+from starlette.responses import Response
 
-from proficio_events import EventLog, open_event_log
+from proficio_events import EventLog, EventStoreError, StoreUnavailableError, open_event_log
 
+from ._credentials import CredentialStore
+from ._errors import XAPIError
+from ._http import (
+    EXPOSED_HEADERS,
+    AlternateSyntaxMiddleware,
+    JSONResponse,
+    VersionHeaderMiddleware,
+    consistent_through_header,
+    error_response,
+)
+from ._routes import router
 from ._settings import IngestSettings
+from ._statements import StatementService
 
-XAPI_VERSIONS = ["1.0.3"]
+MIGRATIONS = Path(__file__).parent / "migrations"
+VERSION_TABLE = "proficio_ingest_version"
+logger = logging.getLogger("proficio.ingest")
 
 
-def get_log(request: Request) -> EventLog:
-    log: EventLog = request.app.state.log
+async def open_ingest_store(settings: IngestSettings) -> EventLog:
+    """The log with the ingest service's tables migrated beside it."""
+    log = await open_event_log(settings.log_url())
+    try:
+        await log.migrate_package(MIGRATIONS, VERSION_TABLE)
+    except BaseException:
+        await log.close()
+        raise
     return log
-
-
-LogDep = Annotated[EventLog, Depends(get_log)]
 
 
 def create_app(settings: IngestSettings | None = None) -> FastAPI:
@@ -29,20 +51,69 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.log = await open_event_log(settings.log_url())
+        log = await open_ingest_store(settings)
+        app.state.log = log
+        app.state.credentials = CredentialStore(log)
+        app.state.statements = StatementService(log)
         try:
             yield
         finally:
-            await app.state.log.close()
+            await log.close()
 
-    app = FastAPI(title="Proficio", default_response_class=ORJSONResponse, lifespan=lifespan)
+    app = FastAPI(
+        title="Proficio xAPI",
+        summary="The xAPI 1.0.3 Learning Record Store interface of Proficio",
+        default_response_class=JSONResponse,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.include_router(router)
 
-    @app.get("/xapi/about")
-    async def about() -> ORJSONResponse:
-        return ORJSONResponse({"version": XAPI_VERSIONS}, headers={"X-Experience-API-Version": "1.0.3"})
+    @app.get("/health", include_in_schema=False)
+    async def health(request: Request) -> Response:
+        """Liveness for operators and load balancers: the store answers and how far the log reaches."""
+        position, _ = await request.app.state.log.head()
+        return JSONResponse({"status": "ok", "log_position": position})
 
-    @app.get("/health")
-    async def health(log: LogDep) -> dict[str, Any]:
-        return {"status": "ok", "log_position": await log.max_position()}
+    @app.exception_handler(XAPIError)
+    async def xapi_error(request: Request, exc: XAPIError) -> Response:
+        return await _with_consistency(request, error_response(exc.status, type(exc).__name__, exc.message))
 
+    @app.exception_handler(EventStoreError)
+    async def store_error(request: Request, exc: EventStoreError) -> Response:
+        status = 503 if isinstance(exc, StoreUnavailableError) else 400
+        return await _with_consistency(request, error_response(status, type(exc).__name__, str(exc)))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        return error_response(exc.status_code, "HTTPError", str(exc.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+        return error_response(400, "BadRequest", str(exc.errors()))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        logger.exception("unexpected error on %s %s", request.method, request.url.path)
+        return error_response(500, "InternalError", "the server failed; the request was not stored")
+
+    app.add_middleware(AlternateSyntaxMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=["*"],
+        allow_methods=["GET", "HEAD", "PUT", "POST", "DELETE", "OPTIONS"],
+        allow_headers=["*"],
+        expose_headers=EXPOSED_HEADERS,
+    )
+    app.add_middleware(VersionHeaderMiddleware)
     return app
+
+
+async def _with_consistency(request: Request, response: Response) -> Response:
+    """Every Statements response carries X-Experience-API-Consistent-Through, errors included."""
+    if request.url.path.rstrip("/").endswith("/statements"):
+        service: Any = getattr(request.app.state, "statements", None)
+        if service is not None:
+            with suppress(EventStoreError):
+                response.headers.update(await consistent_through_header(service))
+    return response

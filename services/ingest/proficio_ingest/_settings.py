@@ -8,3 +8,10 @@ from proficio_events import StoreSettings
 class IngestSettings(StoreSettings):
     host: str = "127.0.0.1"
     port: int = 8080
+    #: Largest request body accepted (statements and attachments together); larger is 413.
+    max_body_bytes: int = 20 * 1024 * 1024
+    #: Statements in one page of a query when the client asks for no limit (or limit=0), and the most it may ask.
+    page_size: int = 100
+    max_page_size: int = 1000
+    #: Most statements accepted in one POST.
+    max_batch: int = 5000

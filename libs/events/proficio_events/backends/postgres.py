@@ -19,7 +19,7 @@ from typing import Any
 import asyncpg
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from .._schema import EVENT_COLUMNS, checkpoints
@@ -56,17 +56,33 @@ _STREAM_VERSIONS = sa.text(
 )
 
 
+def _ssl_mode(url: URL) -> str | None:
+    return url.query.get("sslmode") or url.query.get("ssl")  # type: ignore[return-value]
+
+
+def sqlalchemy_url(url: str) -> URL:
+    """The address for SQLAlchemy's asyncpg dialect, which takes the TLS mode as ``ssl``."""
+    parsed = make_url(url)
+    mode = _ssl_mode(parsed)
+    parsed = parsed.set(drivername="postgresql+asyncpg").difference_update_query(["sslmode", "ssl"])
+    return parsed.update_query_dict({"ssl": mode}) if mode else parsed
+
+
 def asyncpg_dsn(url: str) -> str:
-    """A libpq-style address for asyncpg from any SQLAlchemy PostgreSQL URL."""
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    """A libpq-style address for asyncpg from any PostgreSQL URL (``sslmode`` or ``ssl`` both understood)."""
+    parsed = make_url(url)
+    mode = _ssl_mode(parsed)
+    parsed = parsed.set(drivername="postgresql").difference_update_query(["sslmode", "ssl"])
+    if mode:
+        parsed = parsed.update_query_dict({"sslmode": mode})
+    return parsed.render_as_string(hide_password=False)
 
 
 class PostgresEventLog(SqlEventLog):
     """The log in a PostgreSQL database."""
 
     def __init__(self, url: str, *, lock_timeout_ms: int = 10_000, pool_size: int = 10) -> None:
-        sa_url = make_url(url).set(drivername="postgresql+asyncpg")
-        super().__init__(create_async_engine(sa_url, pool_size=pool_size, max_overflow=pool_size))
+        super().__init__(create_async_engine(sqlalchemy_url(url), pool_size=pool_size, max_overflow=pool_size))
         self._dsn = asyncpg_dsn(url)
         self._lock_timeout_ms = int(lock_timeout_ms)
         self._listener: asyncpg.Connection | None = None

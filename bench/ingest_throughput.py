@@ -1,0 +1,209 @@
+"""xAPI ingest: batched and single-statement POSTs, and statement queries on a large log.
+
+    .venv/bin/python -m bench.ingest_throughput                      # PostgreSQL 15 (started here), 1M statements
+    .venv/bin/python -m bench.ingest_throughput --statements 100000  # a smaller log for the GET part
+    .venv/bin/python -m bench.ingest_throughput --sqlite             # the embedded default instead
+
+Runs `proficio serve` as real processes and drives it over loopback HTTP from this process with
+8 concurrent clients. Prints statements/s and latency percentiles.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import random
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+from tests.support.server import running_server
+
+LEARNERS = 10_000
+VERBS = [f"http://adlnet.gov/expapi/verbs/{v}" for v in ("answered", "attempted", "completed", "passed", "failed")]
+
+
+def learner(n: int) -> dict[str, Any]:
+    return {"objectType": "Agent", "mbox": f"mailto:learner{n}@district.example.org", "name": f"Learner {n}"}
+
+
+def make_statement(rng: random.Random) -> dict[str, Any]:
+    n = rng.randrange(LEARNERS)
+    item = rng.randrange(500)
+    return {
+        "actor": learner(n),
+        "verb": {"id": rng.choice(VERBS), "display": {"en-US": "did"}},
+        "object": {
+            "id": f"https://district.example.org/items/{item}",
+            "definition": {
+                "name": {"en-US": f"Item {item}"},
+                "type": "http://adlnet.gov/expapi/activities/cmi.interaction",
+            },
+        },
+        "result": {"score": {"scaled": round(rng.random(), 2)}, "success": rng.random() > 0.3, "duration": "PT42S"},
+        "context": {
+            "registration": str(uuid.UUID(int=n)),
+            "instructor": learner(LEARNERS + n % 40),
+            "contextActivities": {"parent": [{"id": f"https://district.example.org/competency/{item % 50}"}]},
+        },
+        "timestamp": "2026-11-22T10:00:00.000Z",
+    }
+
+
+def bodies(count: int, size: int, seed: int) -> list[bytes]:
+    rng = random.Random(seed)
+    return [orjson.dumps([make_statement(rng) for _ in range(size)]) for _ in range(count)]
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * p))]
+
+
+async def drive(
+    clients: int,
+    seconds: float,
+    request: Callable[[httpx.AsyncClient, int], Awaitable[int]],
+    base: str,
+    headers: dict[str, str],
+) -> tuple[int, list[float], float]:
+    """Run ``clients`` loops of ``request`` for ``seconds``; the count of statements it returns, and latencies."""
+    latencies: list[float] = []
+    done = 0
+    deadline = time.perf_counter() + seconds
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=base, headers=headers, limits=limits, timeout=60) as http:
+
+        async def loop(index: int) -> None:
+            nonlocal done
+            i = index
+            while time.perf_counter() < deadline:
+                started = time.perf_counter()
+                handled = await request(http, i)  # not `done += await ...`: that reads `done` before awaiting
+                latencies.append(time.perf_counter() - started)
+                done += handled
+                i += clients
+
+        started = time.perf_counter()
+        await asyncio.gather(*(loop(c) for c in range(clients)))
+        elapsed = time.perf_counter() - started
+    return done, latencies, elapsed
+
+
+async def run(base: str, headers: dict[str, str], args: argparse.Namespace) -> None:
+    json_headers = {**headers, "Content-Type": "application/json"}
+    batches = bodies(200, 100, 1)
+    singles = bodies(2000, 1, 2)
+
+    async def post_batch(http: httpx.AsyncClient, i: int) -> int:
+        response = await http.post("/xapi/statements", content=batches[i % len(batches)], headers=json_headers)
+        response.raise_for_status()
+        return 100
+
+    async def post_single(http: httpx.AsyncClient, i: int) -> int:
+        response = await http.post("/xapi/statements", content=singles[i % len(singles)][1:-1], headers=json_headers)
+        response.raise_for_status()
+        return 1
+
+    await drive(8, 3, post_batch, base, headers)  # warm-up
+    count, latencies, elapsed = await drive(8, args.seconds, post_batch, base, headers)
+    print(
+        f"  batched POST (100/request, 8 clients)   {count / elapsed:>10,.0f} statements/s   "
+        f"p50 {percentile(latencies, 0.5) * 1000:6.1f} ms  p99 {percentile(latencies, 0.99) * 1000:6.1f} ms"
+    )
+    count, latencies, elapsed = await drive(8, args.seconds, post_single, base, headers)
+    print(
+        f"  single POST (8 clients)                 {count / elapsed:>10,.0f} statements/s   "
+        f"p50 {percentile(latencies, 0.5) * 1000:6.1f} ms  p99 {percentile(latencies, 0.99) * 1000:6.1f} ms"
+    )
+
+    # Fill the log up to the requested size with large batches, then query it.
+    big = bodies(100, 1000, 3)
+    async with httpx.AsyncClient(base_url=base, headers=headers, timeout=60) as http:
+        about = await http.get("/xapi/statements", params={"limit": 1})
+        about.raise_for_status()
+    loaded_started = time.perf_counter()
+    total = await count_statements(base, headers)
+    needed = max(0, args.statements - total)
+    sent = 0
+
+    async def post_big(http: httpx.AsyncClient, i: int) -> int:
+        nonlocal sent
+        if sent >= needed:
+            return 0
+        sent += 1000
+        response = await http.post("/xapi/statements", content=big[i % len(big)], headers=json_headers)
+        response.raise_for_status()
+        return 1000
+
+    while sent < needed:
+        await drive(8, 30, post_big, base, headers)
+        print(f"  ... loaded {total + sent:,} statements", flush=True)
+    if needed:
+        rate = needed / (time.perf_counter() - loaded_started)
+        print(f"  bulk load (1,000/request, 8 clients)    {rate:>10,.0f} statements/s")
+    total = await count_statements(base, headers)
+    rng = random.Random(4)
+
+    async def get_agent(related: bool) -> Callable[[httpx.AsyncClient, int], Awaitable[int]]:
+        async def request(http: httpx.AsyncClient, i: int) -> int:
+            params = {"agent": orjson.dumps(learner(rng.randrange(LEARNERS))).decode()}
+            if related:
+                params["related_agents"] = "true"
+            response = await http.get("/xapi/statements", params=params)
+            response.raise_for_status()
+            return len(response.json()["statements"])
+
+        return request
+
+    for related in (False, True):
+        for clients in (1, 8):
+            count, latencies, elapsed = await drive(clients, args.seconds, await get_agent(related), base, headers)
+            label = (
+                "GET by agent" + (", related_agents" if related else "") + f" ({clients} client{'s' * (clients > 1)})"
+            )
+            print(
+                f"  {label:<40} {len(latencies) / elapsed:>10,.0f} requests/s     "
+                f"p50 {percentile(latencies, 0.5) * 1000:6.1f} ms  p99 {percentile(latencies, 0.99) * 1000:6.1f} ms"
+                f"  ({count / max(1, len(latencies)):.0f} statements/response, log of {total:,})"
+            )
+
+
+async def count_statements(base: str, headers: dict[str, str]) -> int:
+    """Statements in the log: here every event is a statement, so the log's position counts them."""
+    async with httpx.AsyncClient(base_url=base, headers=headers, timeout=120) as http:
+        response = await http.get("/health")
+        return int(response.json()["log_position"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sqlite", action="store_true", help="the embedded SQLite log instead of PostgreSQL")
+    parser.add_argument("--statements", type=int, default=1_000_000, help="log size for the GET measurements")
+    parser.add_argument("--seconds", type=float, default=15, help="length of each measurement")
+    parser.add_argument("--workers", type=int, default=2, help="server processes")
+    args = parser.parse_args()
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, CPython {platform.python_version()}, "
+        f"{args.workers} server worker(s)"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.sqlite:
+            with running_server(Path(tmp), workers=args.workers) as server:
+                asyncio.run(run(server.base_url, server.headers, args))
+            return
+        from tests.support.postgres import running_postgres
+
+        with running_postgres() as pg, running_server(Path(tmp), pg.url, workers=args.workers) as server:
+            asyncio.run(run(server.base_url, server.headers, args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+"""Fast multi-row inserts for the tables that live beside the log (inline projections, views).
+
+PostgreSQL: one ``INSERT ... SELECT FROM unnest(...)`` with one array per column, prepared once for any
+number of rows (asyncpg's ``executemany`` sends a message per row). SQLite: the driver's
+``executemany``, which loops in C.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+_PG_SQL: dict[tuple[str, tuple[str, ...], bool], str] = {}
+
+
+def _pg_sql(table: sa.Table, columns: tuple[str, ...], ignore_conflicts: bool) -> str:
+    key = (table.name, columns, ignore_conflicts)
+    if key not in _PG_SQL:
+        dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
+        arrays = ", ".join(
+            f"${i}::{table.c[name].type.compile(dialect=dialect)}[]" for i, name in enumerate(columns, start=1)
+        )
+        sql = f"INSERT INTO {table.name} ({', '.join(columns)}) SELECT * FROM unnest({arrays})"
+        _PG_SQL[key] = sql + (" ON CONFLICT DO NOTHING" if ignore_conflicts else "")
+    return _PG_SQL[key]
+
+
+async def bulk_insert(
+    conn: AsyncConnection,
+    table: sa.Table,
+    rows: Sequence[Sequence[Any]],
+    *,
+    columns: Sequence[str] | None = None,
+    ignore_conflicts: bool = False,
+) -> None:
+    """Insert ``rows`` (tuples in the order of ``columns``, by default the table's) in the open transaction.
+
+    With ``ignore_conflicts``, rows that would break a unique constraint are skipped.
+    """
+    if not rows:
+        return
+    names = tuple(columns) if columns is not None else tuple(c.name for c in table.columns)
+    if conn.dialect.name == "postgresql":
+        raw = await conn.get_raw_connection()
+        arrays = [list(column) for column in zip(*rows, strict=True)]
+        await raw.driver_connection.execute(_pg_sql(table, names, ignore_conflicts), *arrays)  # type: ignore[union-attr]
+        return
+    verb = "INSERT OR IGNORE" if ignore_conflicts else "INSERT"
+    marks = ", ".join("?" for _ in names)
+    await conn.exec_driver_sql(f"{verb} INTO {table.name} ({', '.join(names)}) VALUES ({marks})", list(rows))

@@ -1,0 +1,194 @@
+"""HTTP plumbing of the xAPI interface: responses, headers, body limits, the alternate request syntax."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from email.utils import format_datetime
+from typing import Any, Protocol
+from urllib.parse import parse_qsl, urlencode
+
+import orjson
+from starlette.datastructures import MutableHeaders
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ._errors import BadRequest, PayloadTooLarge
+
+XAPI_VERSION = "1.0.3"
+SUPPORTED_VERSIONS = [XAPI_VERSION]
+_VERSION_HEADER = re.compile(r"^1\.0(\.\d+)?$")
+EXPOSED_HEADERS = [
+    "X-Experience-API-Version",
+    "X-Experience-API-Consistent-Through",
+    "ETag",
+    "Last-Modified",
+    "Content-Type",
+]
+
+
+class JSONResponse(Response):
+    """JSON rendered by orjson; bytes are passed through untouched."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        if isinstance(content, bytes):
+            return content
+        return orjson.dumps(content)
+
+
+def error_response(status: int, error: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": error, "message": message}, status_code=status)
+
+
+def iso_from_us(recorded_us: int) -> str:
+    moment = datetime.fromtimestamp(recorded_us // 1000 / 1000, tz=UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def http_date_from_us(recorded_us: int) -> str:
+    return format_datetime(datetime.fromtimestamp(recorded_us / 1_000_000, tz=UTC), usegmt=True)
+
+
+class _HasConsistency(Protocol):
+    async def consistent_through_us(self) -> int: ...
+
+
+async def consistent_through_header(service: _HasConsistency) -> dict[str, str]:
+    return {"X-Experience-API-Consistent-Through": iso_from_us(await service.consistent_through_us())}
+
+
+def check_version_header(request: Request) -> str:
+    """The request's xAPI version, which every request but About must state."""
+    version = request.headers.get("x-experience-api-version")
+    if version is None:
+        raise BadRequest("the X-Experience-API-Version header is required (this LRS speaks 1.0.3)")
+    if not _VERSION_HEADER.match(version.strip()):
+        raise BadRequest(f"X-Experience-API-Version {version!r} is not supported; use 1.0.3")
+    return version.strip()
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The whole request body, or 413 as soon as it exceeds ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"the request body of {declared} bytes exceeds the limit of {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"the request body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class VersionHeaderMiddleware:
+    """Every response, errors included, says which xAPI version it speaks."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_version(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                headers["X-Experience-API-Version"] = XAPI_VERSION
+            await send(message)
+
+        await self.app(scope, receive, send_with_version)
+
+
+# Form fields of the alternate request syntax that stand for request headers.
+_FORM_HEADERS = {
+    "authorization",
+    "x-experience-api-version",
+    "content-type",
+    "content-length",
+    "if-match",
+    "if-none-match",
+}
+_ALTERNATE_METHODS = {"GET", "HEAD", "PUT", "POST", "DELETE"}
+
+
+class AlternateSyntaxMiddleware:
+    """xAPI 1.0.3 §1.3: ``POST ...?method=PUT`` with headers, content and parameters as form fields.
+
+    The request is rewritten into the request it stands for before routing, so every resource
+    behaves the same under both syntaxes.
+    """
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or b"method=" not in scope.get("query_string", b""):
+            await self.app(scope, receive, send)
+            return
+        query = parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)
+        if not any(name == "method" for name, _ in query):
+            await self.app(scope, receive, send)
+            return
+        try:
+            rewritten, body = await self._rewrite(scope, receive, query)
+        except (BadRequest, PayloadTooLarge) as exc:
+            await error_response(exc.status, type(exc).__name__, exc.message)(scope, receive, send)
+            return
+        sent = False
+
+        async def replay() -> Message:
+            nonlocal sent
+            if sent:
+                return {"type": "http.disconnect"}
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(rewritten, replay, send)
+
+    async def _rewrite(self, scope: Scope, receive: Receive, query: list[tuple[str, str]]) -> tuple[Scope, bytes]:
+        if scope["method"] != "POST":
+            raise BadRequest("the alternate request syntax (?method=...) must be sent as a POST")
+        if len(query) != 1:
+            raise BadRequest("with the alternate request syntax, 'method' must be the only query parameter")
+        method = query[0][1].upper()
+        if method not in _ALTERNATE_METHODS:
+            raise BadRequest(f"method={query[0][1]!r} is not an HTTP method this LRS accepts")
+        request = Request(scope, receive)
+        content_type = request.headers.get("content-type", "")
+        raw = await read_body(request, self.max_body_bytes)
+        if raw and not content_type.lower().startswith("application/x-www-form-urlencoded"):
+            raise BadRequest("the alternate request syntax needs an application/x-www-form-urlencoded body")
+        try:
+            fields = parse_qsl(raw.decode("utf-8"), keep_blank_values=True, strict_parsing=bool(raw))
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise BadRequest(f"the form body of the alternate request syntax is malformed: {exc}") from exc
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        headers.pop("content-type", None)
+        headers.pop("content-length", None)
+        params: list[tuple[str, str]] = []
+        content = b""
+        for name, value in fields:
+            lowered = name.lower()
+            if lowered in _FORM_HEADERS:
+                headers[lowered] = value
+            elif name == "content":
+                content = value.encode()
+            else:
+                params.append((name, value))
+        if content:
+            headers.setdefault("content-type", "application/json")
+        elif method in ("PUT", "POST"):
+            raise BadRequest(f"a {method} in the alternate request syntax needs a 'content' form field")
+        headers["content-length"] = str(len(content))
+        rewritten = dict(scope)
+        rewritten["method"] = method
+        rewritten["query_string"] = urlencode(params).encode()
+        rewritten["headers"] = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+        return rewritten, content

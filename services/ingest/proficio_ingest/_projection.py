@@ -1,0 +1,295 @@
+"""The statement query tables as an inline projection of the log.
+
+``apply`` runs inside the append transaction (so a client reads its own writes at once) and also
+replays the log into empty tables (``rebuild``): the tables depend only on the events and their order.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from proficio_events import EventLog, StoredEvent, bulk_insert
+
+from ._agents import identities
+from ._schema import PROJECTION_TABLES, attachments, statement_index, statements
+
+STATEMENT_STORED = "StatementStored"
+STATEMENT_VOIDED = "StatementVoided"
+ATTACHMENT_STORED = "AttachmentStored"
+STATEMENT_EVENTS = frozenset({STATEMENT_STORED, STATEMENT_VOIDED})
+VOIDED_VERB = "http://adlnet.gov/expapi/verbs/voided"
+
+# Kinds of (kind, value) pairs in the statement index.
+AGENT = 1  # actor or object
+AGENT_RELATED = 2  # any agent anywhere (related_agents=true)
+ACTIVITY = 3  # the object
+ACTIVITY_RELATED = 4  # any activity anywhere (related_activities=true)
+VERB = 5
+REGISTRATION = 6
+
+Pair = tuple[int, str]
+
+
+def format_stored(recorded_us: int) -> str:
+    """xAPI timestamps to the millisecond, in UTC."""
+    moment = datetime.fromtimestamp(recorded_us // 1000 / 1000, tz=UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def _activities(value: Any) -> Iterable[str]:
+    items = value if isinstance(value, list) else [value]
+    for item in items:
+        if isinstance(item, dict) and isinstance(item.get("id"), str):
+            yield item["id"]
+
+
+def _context_pairs(context: Any, pairs: set[Pair]) -> None:
+    if not isinstance(context, dict):
+        return
+    for role in ("instructor", "team"):
+        for key in identities(context.get(role)):
+            pairs.add((AGENT_RELATED, key))
+    for context_agent in context.get("contextAgents") or ():
+        if isinstance(context_agent, dict):
+            for key in identities(context_agent.get("agent")):
+                pairs.add((AGENT_RELATED, key))
+    for context_group in context.get("contextGroups") or ():
+        if isinstance(context_group, dict):
+            for key in identities(context_group.get("group")):
+                pairs.add((AGENT_RELATED, key))
+    context_activities = context.get("contextActivities")
+    if isinstance(context_activities, dict):
+        for value in context_activities.values():
+            for activity in _activities(value):
+                pairs.add((ACTIVITY_RELATED, activity))
+
+
+def own_pairs(statement: dict[str, Any]) -> set[Pair]:
+    """What the statement itself can be found by (its StatementRef target's pairs are added later)."""
+    pairs: set[Pair] = set()
+    actor, target = statement.get("actor"), statement.get("object") or {}
+    for key in identities(actor):
+        pairs.add((AGENT, key))
+    object_type = target.get("objectType", "Activity")
+    if object_type in ("Agent", "Group"):
+        for key in identities(target):
+            pairs.add((AGENT, key))
+    elif object_type == "Activity":
+        pairs.add((ACTIVITY, target["id"]))
+    elif object_type == "SubStatement":
+        for key in identities(target.get("actor")):
+            pairs.add((AGENT_RELATED, key))
+        inner = target.get("object") or {}
+        if inner.get("objectType") in ("Agent", "Group"):
+            for key in identities(inner):
+                pairs.add((AGENT_RELATED, key))
+        elif inner.get("objectType", "Activity") == "Activity" and "id" in inner:
+            pairs.add((ACTIVITY_RELATED, inner["id"]))
+        _context_pairs(target.get("context"), pairs)
+    for key in identities(statement.get("authority")):
+        pairs.add((AGENT_RELATED, key))
+    _context_pairs(statement.get("context"), pairs)
+    verb = statement.get("verb") or {}
+    if "id" in verb:
+        pairs.add((VERB, verb["id"]))
+    context = statement.get("context")
+    if isinstance(context, dict) and isinstance(context.get("registration"), str):
+        pairs.add((REGISTRATION, context["registration"].lower()))
+    # The broad (related) kinds include the narrow ones.
+    pairs |= {(AGENT_RELATED, v) for k, v in pairs if k == AGENT}
+    pairs |= {(ACTIVITY_RELATED, v) for k, v in pairs if k == ACTIVITY}
+    return pairs
+
+
+def statement_target(statement: dict[str, Any]) -> str | None:
+    target = statement.get("object") or {}
+    if target.get("objectType") == "StatementRef" and isinstance(target.get("id"), str):
+        return str(target["id"]).lower()
+    return None
+
+
+def is_voiding(statement: dict[str, Any]) -> bool:
+    return (statement.get("verb") or {}).get("id") == VOIDED_VERB and statement_target(statement) is not None
+
+
+@dataclass
+class _NewStatement:
+    event: StoredEvent
+    statement: dict[str, Any]
+    credential: str
+    target: str | None
+    voiding: bool
+    pairs: set[Pair]
+    voided: bool = False
+    extra: set[Pair] = field(default_factory=set)
+
+
+async def apply(conn: AsyncConnection, events: Sequence[StoredEvent]) -> None:
+    """Fold newly appended events into the statement tables (one tenant or many, in log order)."""
+    by_tenant: dict[str, list[StoredEvent]] = {}
+    for event in events:
+        by_tenant.setdefault(event.tenant, []).append(event)
+    for tenant, tenant_events in by_tenant.items():
+        await _apply_tenant(conn, tenant, tenant_events)
+
+
+async def _apply_tenant(conn: AsyncConnection, tenant: str, events: list[StoredEvent]) -> None:
+    attachment_rows: list[tuple[str, str, str, bytes]] = []
+    batch: dict[str, _NewStatement] = {}
+    for event in events:
+        if event.event_type == ATTACHMENT_STORED:
+            data = event.data()
+            attachment_rows.append((tenant, data["sha2"], data["contentType"], base64.b64decode(data["data"])))
+        elif event.event_type in STATEMENT_EVENTS:
+            payload = event.data()
+            statement = payload["statement"]
+            batch[statement["id"].lower()] = _NewStatement(
+                event,
+                statement,
+                payload.get("credential", ""),
+                statement_target(statement),
+                is_voiding(statement),
+                own_pairs(statement),
+            )
+    await bulk_insert(conn, attachments, attachment_rows, ignore_conflicts=True)
+    if batch:
+        await _apply_statements(conn, tenant, batch)
+
+
+async def _apply_statements(conn: AsyncConnection, tenant: str, batch: dict[str, _NewStatement]) -> None:
+    ids = list(batch)
+    outside_targets = sorted({s.target for s in batch.values() if s.target and s.target not in batch})
+    known: dict[str, tuple[int, bool]] = {}  # id -> (position, is_voiding) of stored targets
+    if outside_targets:
+        rows = await conn.execute(
+            sa.select(statements.c.statement_id, statements.c.position, statements.c.is_voiding).where(
+                statements.c.tenant == tenant, statements.c.statement_id.in_(outside_targets)
+            )
+        )
+        known = {sid: (position, voiding) for sid, position, voiding in rows}
+        target_pairs = await _pairs_of(conn, tenant, [p for p, _ in known.values()])
+        for new in batch.values():
+            if new.target in known:
+                new.extra |= target_pairs.get(known[new.target][0], set())
+    # Chains of references inside the batch, to a fixed point.
+    changed = True
+    while changed:
+        changed = False
+        for new in batch.values():
+            if new.target in batch:
+                inherited = batch[new.target].pairs | batch[new.target].extra
+                if not inherited <= new.pairs | new.extra:
+                    new.extra |= inherited
+                    changed = True
+    # Voiding: inside the batch, of stored statements, and by stored voiding statements that came first.
+    void_stored: list[str] = []
+    for new in batch.values():
+        if not new.voiding or new.target is None:
+            continue
+        if new.target in batch:
+            target = batch[new.target]
+            target.voided = target.voided or not target.voiding
+        elif new.target in known and not known[new.target][1]:
+            void_stored.append(new.target)
+    referrers = (
+        await conn.execute(
+            sa.select(statements.c.statement_id, statements.c.position, statements.c.is_voiding, statements.c.target_id)
+            .where(statements.c.tenant == tenant, statements.c.target_id.in_(ids))
+            .order_by(statements.c.position)
+        )
+    ).all()
+    for _sid, _position, voiding, target_id in referrers:
+        if voiding and not batch[target_id].voiding:
+            batch[target_id].voided = True
+
+    statement_rows: list[tuple[Any, ...]] = []
+    index_rows: list[tuple[str, int, str, int]] = []
+    for sid, new in batch.items():
+        body = dict(new.statement)
+        stored = format_stored(new.event.recorded_us)
+        body["stored"] = stored
+        body.setdefault("timestamp", stored)
+        statement_rows.append(
+            (
+                tenant,
+                sid,
+                new.event.position,
+                new.event.recorded_us,
+                new.voided,
+                new.voiding,
+                new.target,
+                new.credential,
+                bool(body.get("attachments")),
+                orjson.dumps(body),
+            )
+        )
+        index_rows.extend((tenant, kind, value, new.event.position) for kind, value in new.pairs | new.extra)
+    await bulk_insert(conn, statements, statement_rows)
+    await bulk_insert(conn, statement_index, index_rows, ignore_conflicts=True)
+    if void_stored:
+        await conn.execute(
+            statements.update()
+            .where(statements.c.tenant == tenant, statements.c.statement_id.in_(void_stored))
+            .values(voided=True)
+        )
+    await _propagate(conn, tenant, {sid: new.pairs | new.extra for sid, new in batch.items()})
+
+
+async def _pairs_of(conn: AsyncConnection, tenant: str, positions: list[int]) -> dict[int, set[Pair]]:
+    found: dict[int, set[Pair]] = {}
+    if not positions:
+        return found
+    rows = await conn.execute(
+        sa.select(statement_index.c.position, statement_index.c.kind, statement_index.c.value).where(
+            statement_index.c.tenant == tenant, statement_index.c.position.in_(positions)
+        )
+    )
+    for position, kind, value in rows:
+        found.setdefault(position, set()).add((kind, value))
+    return found
+
+
+async def _propagate(conn: AsyncConnection, tenant: str, pairs_by_id: dict[str, set[Pair]]) -> None:
+    """Statements stored earlier that point at these ones now also match what these match."""
+    for _depth in range(16):  # reference chains are short; the bound keeps a cycle from looping
+        if not pairs_by_id:
+            return
+        rows = (
+            await conn.execute(
+                sa.select(statements.c.statement_id, statements.c.position, statements.c.target_id).where(
+                    statements.c.tenant == tenant, statements.c.target_id.in_(list(pairs_by_id))
+                )
+            )
+        ).all()
+        next_round: dict[str, set[Pair]] = {}
+        index_rows: list[tuple[str, int, str, int]] = []
+        for sid, position, target_id in rows:
+            inherited = pairs_by_id[target_id]
+            index_rows.extend((tenant, kind, value, position) for kind, value in inherited)
+            next_round.setdefault(sid, set()).update(inherited)
+        await bulk_insert(conn, statement_index, index_rows, ignore_conflicts=True)
+        pairs_by_id = next_round
+
+
+async def rebuild(log: EventLog, *, batch_size: int = 2000) -> int:
+    """Empty the statement tables and replay every statement event of the log into them."""
+    async with log.transaction() as conn:
+        for table in PROJECTION_TABLES:
+            await conn.execute(table.delete())
+    position, applied = 0, 0
+    while batch := await log.read_after(position, batch_size):
+        relevant = [e for e in batch if e.event_type in STATEMENT_EVENTS or e.event_type == ATTACHMENT_STORED]
+        if relevant:
+            async with log.transaction() as conn:
+                await apply(conn, relevant)
+            applied += len(relevant)
+        position = batch[-1].position
+    return applied

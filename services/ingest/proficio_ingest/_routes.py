@@ -1,0 +1,324 @@
+"""The xAPI resources: About and Statements."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from ._agents import identity_key
+from ._credentials import READ_STATEMENTS, WRITE_STATEMENTS, Credential
+from ._errors import BadRequest, NotFound, StatementValidationError
+from ._formats import to_canonical, to_ids
+from ._http import (
+    SUPPORTED_VERSIONS,
+    JSONResponse,
+    check_version_header,
+    consistent_through_header,
+    http_date_from_us,
+    read_body,
+)
+from ._multipart import AttachmentPart, build_multipart_mixed, check_attachments, parse_multipart_mixed
+from ._projection import ACTIVITY, ACTIVITY_RELATED, AGENT, AGENT_RELATED, REGISTRATION, VERB
+from ._settings import IngestSettings
+from ._signature import check_signed_statement
+from ._statements import StatementQuery, StatementService, prepare
+from ._validation import is_uuid, parse_timestamp, validate_agent_json, validate_statement
+
+router = APIRouter(prefix="/xapi")
+
+_IRI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:\S+$")
+_QUERY_PARAMETERS = frozenset(
+    {
+        "statementId",
+        "voidedStatementId",
+        "agent",
+        "verb",
+        "activity",
+        "registration",
+        "related_activities",
+        "related_agents",
+        "since",
+        "until",
+        "limit",
+        "format",
+        "attachments",
+        "ascending",
+        "more",
+    }
+)
+_SINGLE_PARAMETERS = frozenset({"statementId", "voidedStatementId", "format", "attachments"})
+_FORMATS = frozenset({"exact", "ids", "canonical"})
+
+
+def _settings(request: Request) -> IngestSettings:
+    settings: IngestSettings = request.app.state.settings
+    return settings
+
+
+def _service(request: Request) -> StatementService:
+    service: StatementService = request.app.state.statements
+    return service
+
+
+async def _authenticate(request: Request) -> Credential:
+    check_version_header(request)
+    credential: Credential = await request.app.state.credentials.authenticate(request.headers.get("authorization"))
+    return credential
+
+
+def _parameters(request: Request, allowed: frozenset[str]) -> dict[str, str]:
+    """The query parameters, each at most once, each one the resource knows (names are case-sensitive)."""
+    found: dict[str, str] = {}
+    for name, value in request.query_params.multi_items():
+        if name not in allowed:
+            known = ", ".join(sorted(allowed)) or "none"
+            raise BadRequest(f"unknown query parameter {name!r} (accepted here: {known})")
+        if name in found:
+            raise BadRequest(f"query parameter {name!r} is given more than once")
+        found[name] = value
+    return found
+
+
+def _boolean(params: dict[str, str], name: str) -> bool:
+    # Case-insensitive: common client libraries send Python's "True".
+    value = params.get(name, "false")
+    if value.lower() not in ("true", "false"):
+        raise BadRequest(f"{name} must be 'true' or 'false', not {value!r}")
+    return value.lower() == "true"
+
+
+@router.api_route("/about", methods=["GET", "HEAD"])
+async def about(request: Request) -> Response:
+    """Which xAPI versions this LRS speaks. Needs no credentials."""
+    body = orjson.dumps({"version": SUPPORTED_VERSIONS, "extensions": {}})
+    return JSONResponse(b"" if request.method == "HEAD" else body)
+
+
+# -- writing --------------------------------------------------------------------------------------------
+
+
+async def _statement_body(request: Request) -> tuple[Any, dict[str, AttachmentPart]]:
+    body = await read_body(request, _settings(request).max_body_bytes)
+    content_type = request.headers.get("content-type", "")
+    mime = content_type.split(";", 1)[0].strip().lower()
+    parts: dict[str, AttachmentPart] = {}
+    if mime == "application/json":
+        raw = body
+    elif mime == "multipart/mixed":
+        parsed = parse_multipart_mixed(body, content_type)
+        raw, parts = parsed.statement_json, parsed.parts
+    else:
+        raise BadRequest(
+            f"Content-Type {content_type or '(none)'!r} is not accepted: send application/json, or multipart/mixed"
+            " with attachments"
+        )
+    try:
+        return orjson.loads(raw), parts
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"the statement body is not valid JSON: {exc}") from exc
+
+
+def _validate(statement: Any, path: str) -> None:
+    try:
+        validate_statement(statement)
+    except StatementValidationError as exc:
+        raise StatementValidationError(f"{path}.{exc.path}" if exc.path else path, exc.reason) from exc
+
+
+async def _store(request: Request, credential: Credential, prepared: list[dict[str, Any]], parts: Any) -> list[str]:
+    check_attachments(prepared, parts)
+    for statement in prepared:
+        check_signed_statement(statement, parts)
+    return await _service(request).store(credential.tenant, credential, prepared, parts)
+
+
+@router.put("/statements", status_code=204)
+async def put_statement(request: Request) -> Response:
+    """Store one statement under the id given as ``statementId``."""
+    credential = await _authenticate(request)
+    credential.require(WRITE_STATEMENTS, "write statements")
+    params = _parameters(request, frozenset({"statementId"}))
+    statement_id = params.get("statementId")
+    if statement_id is None:
+        raise BadRequest("PUT needs the statementId parameter (POST stores statements without one)")
+    if not is_uuid(statement_id):
+        raise BadRequest(f"statementId {statement_id!r} is not a UUID")
+    statement, parts = await _statement_body(request)
+    if not isinstance(statement, dict):
+        raise BadRequest("PUT takes one statement: a JSON object")
+    _validate(statement, "statement")
+    if "id" in statement and str(statement["id"]).lower() != statement_id.lower():
+        raise BadRequest(f"the statement's id {statement['id']!r} differs from statementId {statement_id!r}")
+    await _store(request, credential, [prepare(statement, credential, statement_id)], parts)
+    return Response(status_code=204)
+
+
+@router.post("/statements")
+async def post_statements(request: Request) -> Response:
+    """Store one statement or an array of them, atomically; answers their ids in order."""
+    credential = await _authenticate(request)
+    credential.require(WRITE_STATEMENTS, "write statements")
+    _parameters(request, frozenset())
+    body, parts = await _statement_body(request)
+    batch = body if isinstance(body, list) else [body]
+    if not batch:
+        raise BadRequest("the array holds no statements")
+    if len(batch) > _settings(request).max_batch:
+        raise BadRequest(f"at most {_settings(request).max_batch} statements may be sent in one request")
+    seen: set[str] = set()
+    for index, statement in enumerate(batch):
+        path = f"statements[{index}]" if isinstance(body, list) else "statement"
+        _validate(statement, path)
+        statement_id = statement.get("id")
+        if isinstance(statement_id, str):
+            if statement_id.lower() in seen:
+                raise BadRequest(f"{path}.id: statement id {statement_id} appears twice in the batch")
+            seen.add(statement_id.lower())
+    prepared = [prepare(statement, credential) for statement in batch]
+    return JSONResponse(await _store(request, credential, prepared, parts))
+
+
+# -- reading --------------------------------------------------------------------------------------------
+
+
+def _formatted(body: bytes, form: str, request: Request) -> bytes:
+    if form == "exact":
+        return body
+    statement = orjson.loads(body)
+    if form == "ids":
+        return orjson.dumps(to_ids(statement))
+    return orjson.dumps(to_canonical(statement, request.headers.get("accept-language")))
+
+
+def _end_of_millisecond(moment: datetime) -> int:
+    micros = int(moment.timestamp()) * 1_000_000 + moment.microsecond
+    return micros // 1000 * 1000 + 999
+
+
+def _query_from(params: dict[str, str], credential: Credential, settings: IngestSettings) -> StatementQuery:
+    pairs: list[tuple[int, str]] = []
+    related_agents = _boolean(params, "related_agents")
+    related_activities = _boolean(params, "related_activities")
+    if "agent" in params:
+        try:
+            agent = orjson.loads(params["agent"])
+        except orjson.JSONDecodeError as exc:
+            raise BadRequest(f"agent is not valid JSON: {exc}") from exc
+        try:
+            validate_agent_json(agent, path="agent")
+        except StatementValidationError as exc:
+            raise BadRequest(f"agent is not an Agent or identified Group: {exc.message}") from exc
+        key = identity_key(agent)
+        if key is None:
+            raise BadRequest("agent must be an Agent or an identified Group (with an IFI)")
+        pairs.append((AGENT_RELATED if related_agents else AGENT, key))
+    if "verb" in params:
+        if not _IRI.match(params["verb"]):
+            raise BadRequest(f"verb must be an IRI, not {params['verb']!r}")
+        pairs.append((VERB, params["verb"]))
+    if "activity" in params:
+        if not _IRI.match(params["activity"]):
+            raise BadRequest(f"activity must be an IRI, not {params['activity']!r}")
+        pairs.append((ACTIVITY_RELATED if related_activities else ACTIVITY, params["activity"]))
+    if "registration" in params:
+        if not is_uuid(params["registration"]):
+            raise BadRequest(f"registration must be a UUID, not {params['registration']!r}")
+        pairs.append((REGISTRATION, params["registration"].lower()))
+    since = until = None
+    # `stored` is shown to the millisecond, so since/until compare at that precision too.
+    if "since" in params:
+        since = _end_of_millisecond(parse_timestamp(params["since"], path="since"))
+    if "until" in params:
+        until = _end_of_millisecond(parse_timestamp(params["until"], path="until"))
+    limit = settings.page_size
+    if "limit" in params:
+        if not params["limit"].isdigit():
+            raise BadRequest(f"limit must be a non-negative integer, not {params['limit']!r}")
+        limit = int(params["limit"]) or settings.page_size
+    return StatementQuery(
+        pairs=tuple(pairs),
+        since_us=since,
+        until_us=until,
+        limit=min(limit, settings.max_page_size),
+        ascending=_boolean(params, "ascending"),
+        credential=credential.key if credential.reads_only_own_statements else None,
+    )
+
+
+@router.api_route("/statements", methods=["GET", "HEAD"])
+async def get_statements(request: Request) -> Response:
+    """One statement by ``statementId``/``voidedStatementId``, or a filtered, paged query."""
+    credential = await _authenticate(request)
+    credential.require(READ_STATEMENTS, "read statements")
+    params = _parameters(request, _QUERY_PARAMETERS)
+    service = _service(request)
+    form = params.get("format", "exact")
+    if form not in _FORMATS:
+        raise BadRequest(f"format must be one of exact, ids, canonical; not {form!r}")
+    with_attachments = _boolean(params, "attachments")
+    mine = credential.key if credential.reads_only_own_statements else None
+    headers = await consistent_through_header(service)
+
+    if "statementId" in params or "voidedStatementId" in params:
+        extra = set(params) - _SINGLE_PARAMETERS
+        if extra or ("statementId" in params and "voidedStatementId" in params):
+            raise BadRequest(
+                "statementId and voidedStatementId go alone (with format and attachments only); also given: "
+                + ", ".join(sorted(extra | ({"voidedStatementId"} if "statementId" in params else set())))
+            )
+        voided = "voidedStatementId" in params
+        statement_id = params["voidedStatementId" if voided else "statementId"]
+        if not is_uuid(statement_id):
+            raise BadRequest(f"{'voidedStatementId' if voided else 'statementId'} must be a UUID")
+        found = await service.get_one(credential.tenant, statement_id, voided=voided, credential=mine)
+        if found is None:
+            raise NotFound(f"no {'voided ' if voided else ''}statement with id {statement_id}")
+        body, stored_us = found
+        headers["Last-Modified"] = http_date_from_us(stored_us)
+        content = _formatted(body, form, request)
+        if with_attachments:
+            return await _multipart(request, credential.tenant, content, [orjson.loads(body)], headers)
+        return JSONResponse(b"" if request.method == "HEAD" else content, headers=headers)
+
+    if "more" in params:
+        if len(params) != 1:
+            raise BadRequest("more goes alone: it carries the rest of the query")
+        try:
+            query, after, bound = StatementQuery.from_token(params["more"])
+        except (ValueError, KeyError, TypeError, orjson.JSONDecodeError) as exc:
+            raise BadRequest("the more token is not one this LRS issued") from exc
+        if query.credential is not None and query.credential != mine:
+            raise BadRequest("the more token belongs to another credential")
+        page = await service.find(credential.tenant, query, after, bound)
+    else:
+        query = _query_from(params, credential, _settings(request))
+        page = await service.find(credential.tenant, query, None, None)
+    more = ""
+    if page.next_after is not None:
+        more = f"{request.url.path}?more={query.to_token(page.next_after, page.bound)}"
+    statements = [_formatted(body, form, request) for body in page.bodies]
+    content = b'{"statements":[' + b",".join(statements) + b'],"more":' + orjson.dumps(more) + b"}"
+    if with_attachments:
+        return await _multipart(request, credential.tenant, content, [orjson.loads(b) for b in page.bodies], headers)
+    return JSONResponse(b"" if request.method == "HEAD" else content, headers=headers)
+
+
+async def _multipart(
+    request: Request, tenant: str, first: bytes, bodies: list[dict[str, Any]], headers: dict[str, str]
+) -> Response:
+    """The result as multipart/mixed: the JSON first, then each attachment's raw bytes."""
+    parts = await _service(request).attachment_parts(tenant, bodies)
+    content, content_type = build_multipart_mixed(first, parts)
+    return Response(b"" if request.method == "HEAD" else content, headers={**headers, "Content-Type": content_type})
+
+
+@router.api_route("/{resource:path}", methods=["GET", "HEAD", "PUT", "POST", "DELETE"], include_in_schema=False)
+async def unknown_resource(request: Request, resource: str) -> Response:
+    """Every resource but About needs the version header, even one this LRS does not serve."""
+    check_version_header(request)
+    raise NotFound(f"this LRS has no resource /xapi/{resource}")

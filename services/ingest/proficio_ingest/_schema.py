@@ -1,0 +1,64 @@
+"""The ingest service's tables, beside the log in the same database.
+
+``credentials`` is configuration. The statement tables are an inline projection of the log: they are
+written in the transaction that appends the statement events, and can be dropped and rebuilt from the
+log with identical contents.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+Position = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+credentials = sa.Table(
+    "credentials",
+    metadata,
+    sa.Column("key", sa.Text, primary_key=True),
+    sa.Column("tenant", sa.Text, nullable=False),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("secret_hash", sa.LargeBinary, nullable=False),
+    sa.Column("scopes", sa.Text, nullable=False),  # space-separated xAPI scopes
+    sa.Column("created_us", sa.BigInteger, nullable=False),
+    sa.Column("revoked_us", sa.BigInteger, nullable=True),
+)
+
+statements = sa.Table(
+    "xapi_statements",
+    metadata,
+    sa.Column("tenant", sa.Text, primary_key=True),
+    sa.Column("statement_id", sa.Text, primary_key=True),
+    sa.Column("position", Position, nullable=False),
+    sa.Column("stored_us", sa.BigInteger, nullable=False),
+    sa.Column("voided", sa.Boolean, nullable=False),
+    sa.Column("is_voiding", sa.Boolean, nullable=False),
+    sa.Column("target_id", sa.Text, nullable=True),  # the statement a StatementRef object points at
+    sa.Column("credential", sa.Text, nullable=False),
+    sa.Column("has_attachments", sa.Boolean, nullable=False),
+    sa.Column("body", sa.LargeBinary, nullable=False),  # the statement as GET returns it (format=exact)
+    sa.Index("ix_xapi_statements_position", "tenant", "position", unique=True),
+    sa.Index("ix_xapi_statements_target", "tenant", "target_id"),
+)
+
+# What a statement can be found by: (kind, value) pairs, one row each. Statements that point at another
+# statement (StatementRef) also carry their target's pairs, so filters match them as the spec asks.
+statement_index = sa.Table(
+    "xapi_statement_index",
+    metadata,
+    sa.Column("tenant", sa.Text, primary_key=True),
+    sa.Column("kind", sa.SmallInteger, primary_key=True),
+    sa.Column("value", sa.Text, primary_key=True),
+    sa.Column("position", Position, primary_key=True),
+)
+
+attachments = sa.Table(
+    "xapi_attachments",
+    metadata,
+    sa.Column("tenant", sa.Text, primary_key=True),
+    sa.Column("sha2", sa.Text, primary_key=True),
+    sa.Column("content_type", sa.Text, nullable=False),
+    sa.Column("data", sa.LargeBinary, nullable=False),
+)
+
+PROJECTION_TABLES = (statement_index, statements, attachments)

@@ -1,0 +1,247 @@
+"""The Statements resource behind HTTP: storing statements as events, and answering queries.
+
+Storing is one append per request (all statements of a batch, and their attachments, or nothing),
+with the query tables updated in the same transaction. Queries read those tables.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+
+from proficio_events import DuplicateEventError, EventLog, NewEvent
+
+from . import _projection as projection
+from ._agents import stream_identity
+from ._compare import statement_fingerprint
+from ._credentials import Credential
+from ._errors import Conflict
+from ._multipart import AttachmentPart
+from ._schema import attachments, statement_index, statements
+
+STATEMENT_KEY = "statement:"
+ATTACHMENT_KEY = "attachment:"
+ATTACHMENTS_STREAM = "attachments"
+
+
+def learner_stream(tenant: str, actor: Any) -> str:
+    """The learner's stream: a pseudonym of the actor, so stream keys (and Kafka keys) carry no identifier."""
+    digest = hashlib.sha256(f"{tenant}\x00{stream_identity(actor)}".encode()).hexdigest()
+    return f"learner:{digest[:32]}"
+
+
+def _as_list(value: Any) -> Any:
+    return value if isinstance(value, list) else [value]
+
+
+def _normalise_context(context: Any) -> Any:
+    """Single context activities become arrays of one, as the LRS must return them."""
+    if isinstance(context, dict) and isinstance(context.get("contextActivities"), dict):
+        context = dict(context)
+        context["contextActivities"] = {k: _as_list(v) for k, v in context["contextActivities"].items()}
+    return context
+
+
+def prepare(statement: dict[str, Any], credential: Credential, statement_id: str | None = None) -> dict[str, Any]:
+    """The statement as the LRS keeps it: with an id, our authority, a version; ``stored`` is set on append."""
+    prepared = dict(statement)
+    prepared.pop("stored", None)
+    prepared["id"] = prepared.get("id") or statement_id or str(uuid.uuid4())
+    prepared["authority"] = credential.authority
+    prepared.setdefault("version", "1.0.0")
+    if "context" in prepared:
+        prepared["context"] = _normalise_context(prepared["context"])
+    target = prepared.get("object")
+    if isinstance(target, dict) and target.get("objectType") == "SubStatement" and "context" in target:
+        prepared["object"] = {**target, "context": _normalise_context(target["context"])}
+    return prepared
+
+
+@dataclass(frozen=True, slots=True)
+class StatementQuery:
+    """A statement query, with the filters already reduced to index pairs."""
+
+    pairs: tuple[tuple[int, str], ...] = ()
+    since_us: int | None = None
+    until_us: int | None = None
+    limit: int = 100
+    ascending: bool = False
+    credential: str | None = None  # statements/read/mine
+
+    def to_token(self, after: int, bound: int) -> str:
+        data = {
+            "p": [list(p) for p in self.pairs],
+            "s": self.since_us,
+            "u": self.until_us,
+            "l": self.limit,
+            "a": self.ascending,
+            "c": self.credential,
+            "after": after,
+            "bound": bound,
+        }
+        return base64.urlsafe_b64encode(orjson.dumps(data)).decode().rstrip("=")
+
+    @classmethod
+    def from_token(cls, token: str) -> tuple[StatementQuery, int, int]:
+        data = orjson.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        query = cls(
+            pairs=tuple((int(k), str(v)) for k, v in data["p"]),
+            since_us=data["s"],
+            until_us=data["u"],
+            limit=int(data["l"]),
+            ascending=bool(data["a"]),
+            credential=data["c"],
+        )
+        return query, int(data["after"]), int(data["bound"])
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    bodies: list[bytes]
+    next_after: int | None  # position to continue after, if there is more
+    bound: int
+
+
+class StatementService:
+    def __init__(self, log: EventLog, consistency_margin_us: int = 1_000_000) -> None:
+        self.log = log
+        self.consistency_margin_us = consistency_margin_us
+
+    async def store(
+        self,
+        tenant: str,
+        credential: Credential,
+        prepared: Sequence[dict[str, Any]],
+        parts: dict[str, AttachmentPart],
+    ) -> list[str]:
+        """Append the statements (already validated and prepared) and their attachments: all or nothing."""
+        events: list[NewEvent] = []
+        wanted = {
+            a.get("sha2")
+            for s in prepared
+            for a in s.get("attachments") or ()
+            if isinstance(a, dict) and a.get("sha2") in parts
+        }
+        for sha2 in sorted(s for s in wanted if isinstance(s, str)):
+            part = parts[sha2]
+            events.append(
+                NewEvent.of(
+                    ATTACHMENTS_STREAM,
+                    projection.ATTACHMENT_STORED,
+                    {"sha2": sha2, "contentType": part.content_type, "data": base64.b64encode(part.data).decode()},
+                    key=ATTACHMENT_KEY + sha2,
+                    fingerprint=sha2.encode(),
+                )
+            )
+        for statement in prepared:
+            events.append(
+                NewEvent(
+                    learner_stream(tenant, statement.get("actor")),
+                    projection.STATEMENT_VOIDED if projection.is_voiding(statement) else projection.STATEMENT_STORED,
+                    orjson.dumps({"statement": statement, "credential": credential.key}),
+                    key=STATEMENT_KEY + str(statement["id"]).lower(),
+                    fingerprint=statement_fingerprint(statement),
+                )
+            )
+        try:
+            await self.log.append(tenant, events, inline=projection.apply)
+        except DuplicateEventError as exc:
+            ids = [k.removeprefix(STATEMENT_KEY) for k in exc.keys if k.startswith(STATEMENT_KEY)]
+            raise Conflict(
+                f"statement id(s) {', '.join(ids)} already stored with different content; nothing was stored"
+            ) from exc
+        return [str(s["id"]) for s in prepared]
+
+    async def get_one(
+        self, tenant: str, statement_id: str, *, voided: bool, credential: str | None
+    ) -> tuple[bytes, int] | None:
+        """The stored statement (body, stored_us), if it exists and is (or, for voided=False, is not) voided."""
+        query = sa.select(statements.c.body, statements.c.stored_us).where(
+            statements.c.tenant == tenant,
+            statements.c.statement_id == statement_id.lower(),
+            statements.c.voided == voided,
+        )
+        if credential is not None:
+            query = query.where(statements.c.credential == credential)
+        async with self.log.engine.connect() as conn:
+            row = (await conn.execute(query)).first()
+        return None if row is None else (bytes(row[0]), int(row[1]))
+
+    async def find(self, tenant: str, query: StatementQuery, after: int | None, bound: int | None) -> Page:
+        if bound is None:
+            bound = await self.log.max_position()
+        s = statements
+        if query.pairs:
+            first = statement_index.alias("first_pair")
+            order = first.c.position
+            select = (
+                sa.select(s.c.body, order)
+                .select_from(first.join(s, sa.and_(s.c.tenant == first.c.tenant, s.c.position == first.c.position)))
+                .where(first.c.tenant == tenant, first.c.kind == query.pairs[0][0], first.c.value == query.pairs[0][1])
+            )
+            for kind, value in query.pairs[1:]:
+                other = statement_index.alias()
+                select = select.where(
+                    sa.exists().where(
+                        other.c.tenant == tenant,
+                        other.c.kind == kind,
+                        other.c.value == value,
+                        other.c.position == s.c.position,
+                    )
+                )
+        else:
+            order = s.c.position
+            select = sa.select(s.c.body, order).where(s.c.tenant == tenant)
+        select = select.where(s.c.voided == sa.false(), order <= bound)
+        if query.since_us is not None:
+            select = select.where(s.c.stored_us > query.since_us)
+        if query.until_us is not None:
+            select = select.where(s.c.stored_us <= query.until_us)
+        if query.credential is not None:
+            select = select.where(s.c.credential == query.credential)
+        if after is not None:
+            select = select.where(order > after if query.ascending else order < after)
+        select = select.order_by(order.asc() if query.ascending else order.desc()).limit(query.limit + 1)
+        async with self.log.engine.connect() as conn:
+            rows = (await conn.execute(select)).all()
+        more = len(rows) > query.limit
+        rows = rows[: query.limit]
+        return Page([bytes(r[0]) for r in rows], int(rows[-1][1]) if more else None, bound)
+
+    async def attachment_parts(self, tenant: str, bodies: list[dict[str, Any]]) -> list[AttachmentPart]:
+        wanted = sorted(
+            {
+                a["sha2"]
+                for body in bodies
+                for a in body.get("attachments") or ()
+                if isinstance(a, dict) and isinstance(a.get("sha2"), str)
+            }
+        )
+        if not wanted:
+            return []
+        async with self.log.engine.connect() as conn:
+            rows = await conn.execute(
+                sa.select(attachments.c.sha2, attachments.c.content_type, attachments.c.data).where(
+                    attachments.c.tenant == tenant, attachments.c.sha2.in_(wanted)
+                )
+            )
+            return [AttachmentPart(sha2, content_type, bytes(data)) for sha2, content_type, data in rows]
+
+    async def consistent_through_us(self) -> int:
+        """A time up to which every stored statement is queryable.
+
+        The query tables are written in the append transaction, so everything committed is visible.
+        What is not yet visible is an append still in flight, whose `stored` was taken when it got the
+        log's write lock: never older than the newest committed event, and (appends take milliseconds)
+        not older than ``consistency_margin_us`` ago.
+        """
+        _position, recorded_us = await self.log.head()
+        return max(recorded_us, time.time_ns() // 1000 - self.consistency_margin_us)
