@@ -102,3 +102,43 @@ def test_serve_runs_on_the_embedded_default(tmp_path: Path) -> None:
         server.terminate()
         server.wait(timeout=20)
         output.close()
+
+
+def test_credentials_create_list_revoke(tmp_path: Path) -> None:
+    created = run("credentials", "create", "--data-dir", str(tmp_path), "--tenant", "district-9", "--name", "LMS",
+                  "--scope", "statements/write", "--scope", "statements/read/mine", "--json")  # fmt: skip
+    assert created.returncode == 0, created.stderr
+    credential = json.loads(created.stdout)
+    assert credential["tenant"] == "district-9"
+    assert credential["scopes"] == ["statements/read/mine", "statements/write"]
+    assert len(credential["secret"]) >= 40
+    listed = json.loads(run("credentials", "list", "--data-dir", str(tmp_path), "--json").stdout)
+    assert [(c["key"], c["revoked"]) for c in listed] == [(credential["key"], False)]
+    assert credential["secret"] not in run("credentials", "list", "--data-dir", str(tmp_path)).stdout
+    # The secret is stored hashed: it is nowhere in the database file.
+    assert credential["secret"].encode() not in (tmp_path / "proficio.db").read_bytes()
+    assert run("credentials", "revoke", "--data-dir", str(tmp_path), credential["key"]).returncode == 0
+    listed = json.loads(run("credentials", "list", "--data-dir", str(tmp_path), "--json").stdout)
+    assert listed[0]["revoked"] is True
+    again = run("credentials", "revoke", "--data-dir", str(tmp_path), credential["key"])
+    assert again.returncode == 1
+    assert "no active credential" in again.stderr
+
+
+def test_credentials_create_refuses_unknown_scopes(tmp_path: Path) -> None:
+    refused = run("credentials", "create", "--data-dir", str(tmp_path), "--scope", "everything")
+    assert refused.returncode == 2
+    assert "unknown scope" in refused.stderr
+
+
+def test_revoked_credentials_get_401(tmp_path: Path) -> None:
+    from tests.support.server import running_server
+
+    with running_server(tmp_path) as server:
+        headers = server.headers
+        assert httpx.get(f"{server.base_url}/xapi/statements", headers=headers).status_code == 200
+        assert run("credentials", "revoke", "--data-dir", str(tmp_path), server.key).returncode == 0
+        deadline = time.monotonic() + 10  # other processes drop a cached credential within seconds
+        while httpx.get(f"{server.base_url}/xapi/statements", headers=headers).status_code != 401:
+            assert time.monotonic() < deadline, "a revoked credential still works"
+            time.sleep(0.5)

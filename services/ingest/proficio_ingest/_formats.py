@@ -30,8 +30,7 @@ def _object_ids(target: Any) -> Any:
         return target
     kind = target.get("objectType", "Activity")
     if kind == "Activity":
-        identified = {"id": target.get("id")}
-        return {"objectType": "Activity", **identified} if "objectType" in target else identified
+        return {"id": target.get("id")}  # objectType "Activity" is the default, so the id alone identifies it
     if kind in ("Agent", "Group"):
         return _agent_ids(target)
     if kind == "SubStatement":
