@@ -479,3 +479,22 @@ async def dump_tables(client: Client) -> dict[str, list[tuple[Any, ...]]]:
             rows = (await conn.execute(sa.text(f"SELECT * FROM {name}"))).all()
             tables[name] = sorted(tuple(r) for r in rows)
     return tables
+
+
+async def test_references_to_statements_that_arrive_later(client: Client) -> None:
+    """A chain R2 -> R1 -> X where X comes last: once X is stored, the chain matches X's filters."""
+    x_id = str(uuid.uuid4())
+    ref = {"objectType": "StatementRef"}
+    r1 = await client.post([statement(5, verb={"id": "http://example.org/verbs/cites"}, object={**ref, "id": x_id})])
+    r1_id = r1.json()[0]
+    r2_id = (
+        await client.post([statement(6, verb={"id": "http://example.org/verbs/cites"}, object={**ref, "id": r1_id})])
+    ).json()[0]
+    agent = orjson.dumps({"mbox": "mailto:learner77@example.org"}).decode()
+    assert await query_ids(client, agent=agent) == []
+    assert (await client.put(x_id, statement(77))).status_code == 204
+    assert await query_ids(client, agent=agent) == [x_id, r2_id, r1_id]
+    assert await query_ids(client, activity="http://example.org/item/77") == [x_id, r2_id, r1_id]
+    before = await dump_tables(client)
+    await rebuild_statement_tables(client.log)
+    assert await dump_tables(client) == before

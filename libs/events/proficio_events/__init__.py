@@ -4,7 +4,7 @@
 >>> await log.append("district-7", [NewEvent.of("learner:42", "StatementStored", {...}, key=stmt_id)])
 """
 
-from ._bulk import bulk_insert
+from ._bulk import bulk_insert, bulk_insert_many
 from ._envelope import (
     GENESIS,
     AppendResult,
@@ -45,6 +45,7 @@ __all__ = [
     "StoredEvent",
     "VerifyReport",
     "bulk_insert",
+    "bulk_insert_many",
     "chain_hash",
     "make_event_log",
     "open_event_log",

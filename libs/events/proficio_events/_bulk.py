@@ -52,3 +52,31 @@ async def bulk_insert(
     verb = "INSERT OR IGNORE" if ignore_conflicts else "INSERT"
     marks = ", ".join("?" for _ in names)
     await conn.exec_driver_sql(f"{verb} INTO {table.name} ({', '.join(names)}) VALUES ({marks})", list(rows))
+
+
+async def bulk_insert_many(
+    conn: AsyncConnection, inserts: Sequence[tuple[sa.Table, Sequence[Sequence[Any]], bool]]
+) -> None:
+    """Several ``bulk_insert`` calls ``(table, rows, ignore_conflicts)`` in one round trip on PostgreSQL.
+
+    The inserts become the data-modifying CTEs of one statement (they see none of each other's rows,
+    so they must not depend on one another).
+    """
+    work = [(table, rows, ignore) for table, rows, ignore in inserts if rows]
+    if conn.dialect.name != "postgresql" or len(work) < 2:
+        for table, rows, ignore in work:
+            await bulk_insert(conn, table, rows, ignore_conflicts=ignore)
+        return
+    parts: list[str] = []
+    arguments: list[list[Any]] = []
+    for table, rows, ignore in work:
+        names = tuple(c.name for c in table.columns)
+        sql = _pg_sql(table, names, ignore)
+        # Renumber this insert's parameters after the ones before it.
+        for index in range(len(names), 0, -1):
+            sql = sql.replace(f"${index}::", f"${index + len(arguments)}::")
+        parts.append(sql)
+        arguments.extend(list(column) for column in zip(*rows, strict=True))
+    statement = "WITH " + ", ".join(f"w{i} AS ({sql})" for i, sql in enumerate(parts[:-1])) + " " + parts[-1]
+    raw = await conn.get_raw_connection()
+    await raw.driver_connection.execute(statement, *arguments)  # type: ignore[union-attr]

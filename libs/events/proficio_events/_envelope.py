@@ -91,11 +91,13 @@ class NewEvent:
     schema_version: int = 1
     sealed: bytes | None = None
     key_id: str | None = None
+    #: The payload as an object, handed to inline handlers so they need not parse it again. Not stored.
+    decoded: Any = field(default=None, compare=False, repr=False)
 
     @classmethod
     def of(cls, stream: str, event_type: str, data: Any, **kwargs: Any) -> NewEvent:
-        """Build an event from JSON-able data, serialised with orjson."""
-        return cls(stream, event_type, orjson.dumps(data), **kwargs)
+        """Build an event from JSON-able data, serialised with orjson (``data`` must not change after)."""
+        return cls(stream, event_type, orjson.dumps(data), decoded=data, **kwargs)
 
     def identity(self) -> bytes:
         """The fingerprint compared on a repeated key."""
@@ -122,13 +124,17 @@ class StoredEvent:
     key_id: str | None
     prev_hash: bytes
     hash: bytes
+    #: The payload as an object when the event was appended in this process (see ``NewEvent.decoded``).
+    decoded: Any = field(default=None, compare=False, repr=False)
 
     @property
     def recorded_at(self) -> datetime:
         return datetime.fromtimestamp(self.recorded_us / 1_000_000, tz=UTC)
 
     def data(self) -> Any:
-        """The payload, decoded."""
+        """The payload, decoded (treat it as read-only)."""
+        if self.decoded is not None:
+            return self.decoded
         return orjson.loads(self.payload)
 
     def expected_hash(self) -> bytes:

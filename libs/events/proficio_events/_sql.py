@@ -92,7 +92,7 @@ def _stored(position: int, tenant: str, event: NewEvent, version: int, recorded:
     )
     return StoredEvent(
         position, tenant, event.stream, version, event.event_type, event.schema_version, recorded, event.key,
-        fingerprint, event.payload, event.sealed, event.key_id, prev, digest,
+        fingerprint, event.payload, event.sealed, event.key_id, prev, digest, event.decoded,
     )  # fmt: skip
 
 

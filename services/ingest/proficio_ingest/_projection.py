@@ -16,7 +16,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from proficio_events import EventLog, StoredEvent, bulk_insert
+from proficio_events import EventLog, StoredEvent, bulk_insert, bulk_insert_many
 
 from ._agents import identities
 from ._schema import PROJECTION_TABLES, attachments, statement_index, statements
@@ -27,15 +27,31 @@ ATTACHMENT_STORED = "AttachmentStored"
 STATEMENT_EVENTS = frozenset({STATEMENT_STORED, STATEMENT_VOIDED})
 VOIDED_VERB = "http://adlnet.gov/expapi/verbs/voided"
 
-# Kinds of (kind, value) pairs in the statement index.
+# Kinds of (kind, value) pairs a statement is found by. AGENT and ACTIVITY (actor or object) are stored
+# as the row of their RELATED kind with ``narrow`` set.
 AGENT = 1  # actor or object
 AGENT_RELATED = 2  # any agent anywhere (related_agents=true)
 ACTIVITY = 3  # the object
 ACTIVITY_RELATED = 4  # any activity anywhere (related_activities=true)
 VERB = 5
 REGISTRATION = 6
+_STORED_AS = {AGENT: AGENT_RELATED, ACTIVITY: ACTIVITY_RELATED}
+_BROAD = frozenset({AGENT_RELATED, ACTIVITY_RELATED})
 
 Pair = tuple[int, str]
+
+
+def index_condition(kind: int) -> tuple[int, bool]:
+    """The stored kind of a filter pair, and whether the row must be narrow."""
+    return _STORED_AS.get(kind, kind), kind not in _BROAD
+
+
+def index_rows(tenant: str, position: int, pairs: set[Pair]) -> list[tuple[str, int, str, int, bool]]:
+    merged: dict[tuple[int, str], bool] = {}
+    for kind, value in pairs:
+        stored, narrow = index_condition(kind)
+        merged[(stored, value)] = merged.get((stored, value), False) or narrow
+    return [(tenant, kind, value, position, narrow) for (kind, value), narrow in merged.items()]
 
 
 def format_stored(recorded_us: int) -> str:
@@ -104,8 +120,6 @@ def own_pairs(statement: dict[str, Any]) -> set[Pair]:
     if isinstance(context, dict) and isinstance(context.get("registration"), str):
         pairs.add((REGISTRATION, context["registration"].lower()))
     # The broad (related) kinds include the narrow ones.
-    pairs |= {(AGENT_RELATED, v) for k, v in pairs if k == AGENT}
-    pairs |= {(ACTIVITY_RELATED, v) for k, v in pairs if k == ACTIVITY}
     return pairs
 
 
@@ -211,7 +225,7 @@ async def _apply_statements(conn: AsyncConnection, tenant: str, batch: dict[str,
             batch[target_id].voided = True
 
     statement_rows: list[tuple[Any, ...]] = []
-    index_rows: list[tuple[str, int, str, int]] = []
+    found_by: list[tuple[str, int, str, int, bool]] = []
     for sid, new in batch.items():
         body = dict(new.statement)
         stored = format_stored(new.event.recorded_us)
@@ -231,16 +245,20 @@ async def _apply_statements(conn: AsyncConnection, tenant: str, batch: dict[str,
                 orjson.dumps(body),
             )
         )
-        index_rows.extend((tenant, kind, value, new.event.position) for kind, value in new.pairs | new.extra)
-    await bulk_insert(conn, statements, statement_rows)
-    await bulk_insert(conn, statement_index, index_rows, ignore_conflicts=True)
+        found_by.extend(index_rows(tenant, new.event.position, new.pairs | new.extra))
+    await bulk_insert_many(conn, [(statements, statement_rows, False), (statement_index, found_by, True)])
     if void_stored:
         await conn.execute(
             statements.update()
             .where(statements.c.tenant == tenant, statements.c.statement_id.in_(void_stored))
             .values(voided=True)
         )
-    await _propagate(conn, tenant, {sid: new.pairs | new.extra for sid, new in batch.items()})
+    await _propagate(
+        conn,
+        tenant,
+        {sid: new.pairs | new.extra for sid, new in batch.items()},
+        first_round=[(sid, position, target) for sid, position, _voiding, target in referrers],
+    )
 
 
 async def _pairs_of(conn: AsyncConnection, tenant: str, positions: list[int]) -> dict[int, set[Pair]]:
@@ -248,20 +266,41 @@ async def _pairs_of(conn: AsyncConnection, tenant: str, positions: list[int]) ->
     if not positions:
         return found
     rows = await conn.execute(
-        sa.select(statement_index.c.position, statement_index.c.kind, statement_index.c.value).where(
-            statement_index.c.tenant == tenant, statement_index.c.position.in_(positions)
-        )
+        sa.select(
+            statement_index.c.position, statement_index.c.kind, statement_index.c.value, statement_index.c.narrow
+        ).where(statement_index.c.tenant == tenant, statement_index.c.position.in_(positions))
     )
-    for position, kind, value in rows:
-        found.setdefault(position, set()).add((kind, value))
+    narrow_kind = {stored: kind for kind, stored in _STORED_AS.items()}
+    for position, kind, value, narrow in rows:
+        pairs = found.setdefault(position, set())
+        pairs.add((narrow_kind[kind] if narrow and kind in narrow_kind else kind, value))
     return found
 
 
-async def _propagate(conn: AsyncConnection, tenant: str, pairs_by_id: dict[str, set[Pair]]) -> None:
-    """Statements stored earlier that point at these ones now also match what these match."""
+async def _propagate(
+    conn: AsyncConnection,
+    tenant: str,
+    pairs_by_id: dict[str, set[Pair]],
+    first_round: list[tuple[str, int, str]],
+) -> None:
+    """Statements stored earlier that point at these ones now also match what these match.
+
+    ``first_round`` holds the statements that point at these, already looked up by the caller.
+    """
+    rows: Sequence[Any] = first_round
     for _depth in range(16):  # reference chains are short; the bound keeps a cycle from looping
-        if not pairs_by_id:
+        if not rows:
             return
+        next_round: dict[str, set[Pair]] = {}
+        new_rows: list[tuple[str, int, str, int, bool]] = []
+        for sid, position, target_id in rows:
+            inherited = pairs_by_id[target_id]
+            new_rows.extend(index_rows(tenant, position, inherited))
+            next_round.setdefault(sid, set()).update(inherited)
+        # A row the statement already has (perhaps broad where this one is narrow) stays as it is: a
+        # statement found through its target matches what the target matches, narrow or broad alike.
+        await bulk_insert(conn, statement_index, new_rows, ignore_conflicts=True)
+        pairs_by_id = next_round
         rows = (
             await conn.execute(
                 sa.select(statements.c.statement_id, statements.c.position, statements.c.target_id).where(
@@ -269,14 +308,6 @@ async def _propagate(conn: AsyncConnection, tenant: str, pairs_by_id: dict[str, 
                 )
             )
         ).all()
-        next_round: dict[str, set[Pair]] = {}
-        index_rows: list[tuple[str, int, str, int]] = []
-        for sid, position, target_id in rows:
-            inherited = pairs_by_id[target_id]
-            index_rows.extend((tenant, kind, value, position) for kind, value in inherited)
-            next_round.setdefault(sid, set()).update(inherited)
-        await bulk_insert(conn, statement_index, index_rows, ignore_conflicts=True)
-        pairs_by_id = next_round
 
 
 async def rebuild(log: EventLog, *, batch_size: int = 2000) -> int:

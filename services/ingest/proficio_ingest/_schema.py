@@ -41,15 +41,19 @@ statements = sa.Table(
     sa.Index("ix_xapi_statements_target", "tenant", "target_id"),
 )
 
-# What a statement can be found by: (kind, value) pairs, one row each. Statements that point at another
-# statement (StatementRef) also carry their target's pairs, so filters match them as the spec asks.
+# What a statement can be found by: one row per (kind, value), where ``narrow`` says the value is the
+# statement's actor or object (the agent/activity filters) rather than only related to it (the
+# related_agents/related_activities filters). Statements that point at another statement (StatementRef)
+# also carry their target's rows, so filters match them as the spec asks.
 statement_index = sa.Table(
     "xapi_statement_index",
     metadata,
-    sa.Column("tenant", sa.Text, primary_key=True),
-    sa.Column("kind", sa.SmallInteger, primary_key=True),
-    sa.Column("value", sa.Text, primary_key=True),
-    sa.Column("position", Position, primary_key=True),
+    sa.Column("tenant", sa.Text, nullable=False),
+    sa.Column("kind", sa.SmallInteger, nullable=False),
+    sa.Column("value", sa.Text, nullable=False),
+    sa.Column("position", Position, nullable=False),
+    sa.Column("narrow", sa.Boolean, nullable=False),
+    sa.PrimaryKeyConstraint("tenant", "kind", "value", "position", postgresql_include=["narrow"]),
 )
 
 attachments = sa.Table(

@@ -110,6 +110,12 @@ class Page:
     bound: int
 
 
+def _matches(index: Any, tenant: str, kind: int, value: str) -> sa.ColumnElement[bool]:
+    stored, narrow = projection.index_condition(kind)
+    condition = sa.and_(index.c.tenant == tenant, index.c.kind == stored, index.c.value == value)
+    return sa.and_(condition, index.c.narrow == sa.true()) if narrow else condition
+
+
 class StatementService:
     def __init__(self, log: EventLog, consistency_margin_us: int = 1_000_000) -> None:
         self.log = log
@@ -143,10 +149,10 @@ class StatementService:
             )
         for statement in prepared:
             events.append(
-                NewEvent(
+                NewEvent.of(
                     learner_stream(tenant, statement.get("actor")),
                     projection.STATEMENT_VOIDED if projection.is_voiding(statement) else projection.STATEMENT_STORED,
-                    orjson.dumps({"statement": statement, "credential": credential.key}),
+                    {"statement": statement, "credential": credential.key},
                     key=STATEMENT_KEY + str(statement["id"]).lower(),
                     fingerprint=statement_fingerprint(statement),
                 )
@@ -182,20 +188,14 @@ class StatementService:
         if query.pairs:
             first = statement_index.alias("first_pair")
             order = first.c.position
-            select = (
-                sa.select(s.c.body, order)
-                .select_from(first.join(s, sa.and_(s.c.tenant == first.c.tenant, s.c.position == first.c.position)))
-                .where(first.c.tenant == tenant, first.c.kind == query.pairs[0][0], first.c.value == query.pairs[0][1])
+            select = sa.select(s.c.body, order).select_from(
+                first.join(s, sa.and_(s.c.tenant == first.c.tenant, s.c.position == first.c.position))
             )
+            select = select.where(_matches(first, tenant, *query.pairs[0]))
             for kind, value in query.pairs[1:]:
                 other = statement_index.alias()
                 select = select.where(
-                    sa.exists().where(
-                        other.c.tenant == tenant,
-                        other.c.kind == kind,
-                        other.c.value == value,
-                        other.c.position == s.c.position,
-                    )
+                    sa.exists().where(_matches(other, tenant, kind, value), other.c.position == s.c.position)
                 )
         else:
             order = s.c.position

@@ -46,10 +46,13 @@ def upgrade() -> None:
     op.create_index("ix_xapi_statements_target", "xapi_statements", ["tenant", "target_id"])
     op.create_table(
         "xapi_statement_index",
-        sa.Column("tenant", sa.Text, primary_key=True),
-        sa.Column("kind", sa.SmallInteger, primary_key=True),
-        sa.Column("value", sa.Text, primary_key=True),
-        sa.Column("position", Position, primary_key=True),
+        sa.Column("tenant", sa.Text, nullable=False),
+        sa.Column("kind", sa.SmallInteger, nullable=False),
+        sa.Column("value", sa.Text, nullable=False),
+        sa.Column("position", Position, nullable=False),
+        sa.Column("narrow", sa.Boolean, nullable=False),
+        # Covering on PostgreSQL: the narrow filter is answered from the index alone.
+        sa.PrimaryKeyConstraint("tenant", "kind", "value", "position", postgresql_include=["narrow"]),
     )
     op.create_table(
         "xapi_attachments",
