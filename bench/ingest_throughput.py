@@ -87,6 +87,8 @@ async def drive(
             while time.perf_counter() < deadline:
                 started = time.perf_counter()
                 handled = await request(http, i)  # not `done += await ...`: that reads `done` before awaiting
+                if handled < 0:  # the request function says there is nothing left to do
+                    return
                 latencies.append(time.perf_counter() - started)
                 done += handled
                 i += clients
@@ -112,6 +114,9 @@ async def run(base: str, headers: dict[str, str], args: argparse.Namespace) -> N
         response.raise_for_status()
         return 1
 
+    if args.skip_posts:
+        await load_and_query(base, headers, args)
+        return
     await drive(8, 3, post_batch, base, headers)  # warm-up
     count, latencies, elapsed = await drive(8, args.seconds, post_batch, base, headers)
     print(
@@ -124,7 +129,12 @@ async def run(base: str, headers: dict[str, str], args: argparse.Namespace) -> N
         f"p50 {percentile(latencies, 0.5) * 1000:6.1f} ms  p99 {percentile(latencies, 0.99) * 1000:6.1f} ms"
     )
 
-    # Fill the log up to the requested size with large batches, then query it.
+    await load_and_query(base, headers, args)
+
+
+async def load_and_query(base: str, headers: dict[str, str], args: argparse.Namespace) -> None:
+    """Fill the log up to the requested size with large batches, then query it."""
+    json_headers = {**headers, "Content-Type": "application/json"}
     big = bodies(100, 1000, 3)
     async with httpx.AsyncClient(base_url=base, headers=headers, timeout=60) as http:
         about = await http.get("/xapi/statements", params={"limit": 1})
@@ -137,7 +147,7 @@ async def run(base: str, headers: dict[str, str], args: argparse.Namespace) -> N
     async def post_big(http: httpx.AsyncClient, i: int) -> int:
         nonlocal sent
         if sent >= needed:
-            return 0
+            return -1
         sent += 1000
         response = await http.post("/xapi/statements", content=big[i % len(big)], headers=json_headers)
         response.raise_for_status()
@@ -189,6 +199,7 @@ def main() -> None:
     parser.add_argument("--statements", type=int, default=1_000_000, help="log size for the GET measurements")
     parser.add_argument("--seconds", type=float, default=15, help="length of each measurement")
     parser.add_argument("--workers", type=int, default=2, help="server processes")
+    parser.add_argument("--skip-posts", action="store_true", help="only load the log and measure queries")
     args = parser.parse_args()
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, CPython {platform.python_version()}, "
