@@ -12,6 +12,7 @@ from starlette.responses import Response
 
 from ._agents import identity_key
 from ._credentials import READ_STATEMENTS, WRITE_STATEMENTS, Credential
+from ._deps import authenticate, boolean, parameters, settings, statement_service
 from ._errors import BadRequest, NotFound, StatementValidationError
 from ._formats import to_canonical, to_ids
 from ._http import (
@@ -26,7 +27,7 @@ from ._multipart import AttachmentPart, build_multipart_mixed, check_attachments
 from ._projection import ACTIVITY, ACTIVITY_RELATED, AGENT, AGENT_RELATED, REGISTRATION, VERB
 from ._settings import IngestSettings
 from ._signature import check_signed_statement
-from ._statements import StatementQuery, StatementService, prepare
+from ._statements import StatementQuery, prepare
 from ._validation import is_uuid, parse_timestamp, validate_agent_json, validate_statement
 
 router = APIRouter(prefix="/xapi")
@@ -55,43 +56,6 @@ _SINGLE_PARAMETERS = frozenset({"statementId", "voidedStatementId", "format", "a
 _FORMATS = frozenset({"exact", "ids", "canonical"})
 
 
-def _settings(request: Request) -> IngestSettings:
-    settings: IngestSettings = request.app.state.settings
-    return settings
-
-
-def _service(request: Request) -> StatementService:
-    service: StatementService = request.app.state.statements
-    return service
-
-
-async def _authenticate(request: Request) -> Credential:
-    check_version_header(request)
-    credential: Credential = await request.app.state.credentials.authenticate(request.headers.get("authorization"))
-    return credential
-
-
-def _parameters(request: Request, allowed: frozenset[str]) -> dict[str, str]:
-    """The query parameters, each at most once, each one the resource knows (names are case-sensitive)."""
-    found: dict[str, str] = {}
-    for name, value in request.query_params.multi_items():
-        if name not in allowed:
-            known = ", ".join(sorted(allowed)) or "none"
-            raise BadRequest(f"unknown query parameter {name!r} (accepted here: {known})")
-        if name in found:
-            raise BadRequest(f"query parameter {name!r} is given more than once")
-        found[name] = value
-    return found
-
-
-def _boolean(params: dict[str, str], name: str) -> bool:
-    # Case-insensitive: common client libraries send Python's "True".
-    value = params.get(name, "false")
-    if value.lower() not in ("true", "false"):
-        raise BadRequest(f"{name} must be 'true' or 'false', not {value!r}")
-    return value.lower() == "true"
-
-
 @router.api_route("/about", methods=["GET", "HEAD"])
 async def about(request: Request) -> Response:
     """Which xAPI versions this LRS speaks. Needs no credentials."""
@@ -103,7 +67,7 @@ async def about(request: Request) -> Response:
 
 
 async def _statement_body(request: Request) -> tuple[Any, dict[str, AttachmentPart]]:
-    body = await read_body(request, _settings(request).max_body_bytes)
+    body = await read_body(request, settings(request).max_body_bytes)
     content_type = request.headers.get("content-type", "")
     mime = content_type.split(";", 1)[0].strip().lower()
     parts: dict[str, AttachmentPart] = {}
@@ -134,15 +98,15 @@ async def _store(request: Request, credential: Credential, prepared: list[dict[s
     check_attachments(prepared, parts)
     for statement in prepared:
         check_signed_statement(statement, parts)
-    return await _service(request).store(credential.tenant, credential, prepared, parts)
+    return await statement_service(request).store(credential.tenant, credential, prepared, parts)
 
 
 @router.put("/statements", status_code=204)
 async def put_statement(request: Request) -> Response:
     """Store one statement under the id given as ``statementId``."""
-    credential = await _authenticate(request)
+    credential = await authenticate(request)
     credential.require(WRITE_STATEMENTS, "write statements")
-    params = _parameters(request, frozenset({"statementId"}))
+    params = parameters(request, frozenset({"statementId"}))
     statement_id = params.get("statementId")
     if statement_id is None:
         raise BadRequest("PUT needs the statementId parameter (POST stores statements without one)")
@@ -161,15 +125,15 @@ async def put_statement(request: Request) -> Response:
 @router.post("/statements")
 async def post_statements(request: Request) -> Response:
     """Store one statement or an array of them, atomically; answers their ids in order."""
-    credential = await _authenticate(request)
+    credential = await authenticate(request)
     credential.require(WRITE_STATEMENTS, "write statements")
-    _parameters(request, frozenset())
+    parameters(request, frozenset())
     body, parts = await _statement_body(request)
     batch = body if isinstance(body, list) else [body]
     if not batch:
         raise BadRequest("the array holds no statements")
-    if len(batch) > _settings(request).max_batch:
-        raise BadRequest(f"at most {_settings(request).max_batch} statements may be sent in one request")
+    if len(batch) > settings(request).max_batch:
+        raise BadRequest(f"at most {settings(request).max_batch} statements may be sent in one request")
     seen: set[str] = set()
     for index, statement in enumerate(batch):
         path = f"statements[{index}]" if isinstance(body, list) else "statement"
@@ -202,8 +166,8 @@ def _end_of_millisecond(moment: datetime) -> int:
 
 def _query_from(params: dict[str, str], credential: Credential, settings: IngestSettings) -> StatementQuery:
     pairs: list[tuple[int, str]] = []
-    related_agents = _boolean(params, "related_agents")
-    related_activities = _boolean(params, "related_activities")
+    related_agents = boolean(params, "related_agents")
+    related_activities = boolean(params, "related_activities")
     if "agent" in params:
         try:
             agent = orjson.loads(params["agent"])
@@ -245,7 +209,7 @@ def _query_from(params: dict[str, str], credential: Credential, settings: Ingest
         since_us=since,
         until_us=until,
         limit=min(limit, settings.max_page_size),
-        ascending=_boolean(params, "ascending"),
+        ascending=boolean(params, "ascending"),
         credential=credential.key if credential.reads_only_own_statements else None,
     )
 
@@ -253,14 +217,14 @@ def _query_from(params: dict[str, str], credential: Credential, settings: Ingest
 @router.api_route("/statements", methods=["GET", "HEAD"])
 async def get_statements(request: Request) -> Response:
     """One statement by ``statementId``/``voidedStatementId``, or a filtered, paged query."""
-    credential = await _authenticate(request)
+    credential = await authenticate(request)
     credential.require(READ_STATEMENTS, "read statements")
-    params = _parameters(request, _QUERY_PARAMETERS)
-    service = _service(request)
+    params = parameters(request, _QUERY_PARAMETERS)
+    service = statement_service(request)
     form = params.get("format", "exact")
     if form not in _FORMATS:
         raise BadRequest(f"format must be one of exact, ids, canonical; not {form!r}")
-    with_attachments = _boolean(params, "attachments")
+    with_attachments = boolean(params, "attachments")
     mine = credential.key if credential.reads_only_own_statements else None
     headers = await consistent_through_header(service)
 
@@ -296,7 +260,7 @@ async def get_statements(request: Request) -> Response:
             raise BadRequest("the more token belongs to another credential")
         page = await service.find(credential.tenant, query, after, bound)
     else:
-        query = _query_from(params, credential, _settings(request))
+        query = _query_from(params, credential, settings(request))
         page = await service.find(credential.tenant, query, None, None)
     more = ""
     if page.next_after is not None:
@@ -312,7 +276,7 @@ async def _multipart(
     request: Request, tenant: str, first: bytes, bodies: list[dict[str, Any]], headers: dict[str, str]
 ) -> Response:
     """The result as multipart/mixed: the JSON first, then each attachment's raw bytes."""
-    parts = await _service(request).attachment_parts(tenant, bodies)
+    parts = await statement_service(request).attachment_parts(tenant, bodies)
     content, content_type = build_multipart_mixed(first, parts)
     return Response(b"" if request.method == "HEAD" else content, headers={**headers, "Content-Type": content_type})
 

@@ -1,0 +1,56 @@
+"""What every resource handler needs from a request: settings, services, credentials, parameters."""
+
+from __future__ import annotations
+
+from fastapi import Request
+
+from proficio_events import EventLog
+
+from ._credentials import Credential
+from ._errors import BadRequest
+from ._http import check_version_header
+from ._settings import IngestSettings
+from ._statements import StatementService
+
+
+def settings(request: Request) -> IngestSettings:
+    found: IngestSettings = request.app.state.settings
+    return found
+
+
+def event_log(request: Request) -> EventLog:
+    log: EventLog = request.app.state.log
+    return log
+
+
+def statement_service(request: Request) -> StatementService:
+    service: StatementService = request.app.state.statements
+    return service
+
+
+async def authenticate(request: Request) -> Credential:
+    """The request's credential (401 without a valid one), once its xAPI version header is checked."""
+    check_version_header(request)
+    credential: Credential = await request.app.state.credentials.authenticate(request.headers.get("authorization"))
+    return credential
+
+
+def parameters(request: Request, allowed: frozenset[str]) -> dict[str, str]:
+    """The query parameters, each at most once, each one the resource knows (names are case-sensitive)."""
+    found: dict[str, str] = {}
+    for name, value in request.query_params.multi_items():
+        if name not in allowed:
+            known = ", ".join(sorted(allowed)) or "none"
+            raise BadRequest(f"unknown query parameter {name!r} (accepted here: {known})")
+        if name in found:
+            raise BadRequest(f"query parameter {name!r} is given more than once")
+        found[name] = value
+    return found
+
+
+def boolean(params: dict[str, str], name: str) -> bool:
+    """A true/false parameter; case-insensitive, since common client libraries send Python's "True"."""
+    value = params.get(name, "false")
+    if value.lower() not in ("true", "false"):
+        raise BadRequest(f"{name} must be 'true' or 'false', not {value!r}")
+    return value.lower() == "true"
