@@ -189,7 +189,7 @@ async def test_version_header_is_required_and_checked(client: Client) -> None:
     assert bad.status_code == 400
     about = await client.http.get("/xapi/about")
     assert about.status_code == 200
-    assert about.json()["version"] == ["1.0.3"]
+    assert about.json()["version"] == ["1.0.3", "2.0.0"]
     assert about.headers["X-Experience-API-Version"] == "1.0.3"
 
 

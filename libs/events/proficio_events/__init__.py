@@ -4,7 +4,7 @@
 >>> await log.append("district-7", [NewEvent.of("learner:42", "StatementStored", {...}, key=stmt_id)])
 """
 
-from ._bulk import bulk_insert, bulk_insert_many
+from ._bulk import bulk_insert, bulk_insert_many, bulk_upsert
 from ._envelope import (
     GENESIS,
     AppendResult,
@@ -46,6 +46,7 @@ __all__ = [
     "VerifyReport",
     "bulk_insert",
     "bulk_insert_many",
+    "bulk_upsert",
     "chain_hash",
     "make_event_log",
     "open_event_log",

@@ -80,3 +80,21 @@ async def bulk_insert_many(
     statement = "WITH " + ", ".join(f"w{i} AS ({sql})" for i, sql in enumerate(parts[:-1])) + " " + parts[-1]
     raw = await conn.get_raw_connection()
     await raw.driver_connection.execute(statement, *arguments)  # type: ignore[union-attr]
+
+
+async def bulk_upsert(
+    conn: AsyncConnection, table: sa.Table, rows: Sequence[Sequence[Any]], *, key: Sequence[str]
+) -> None:
+    """Insert rows (in the table's column order), replacing the other columns of rows whose ``key`` exists."""
+    if not rows:
+        return
+    names = tuple(c.name for c in table.columns)
+    updates = ", ".join(f"{name} = excluded.{name}" for name in names if name not in key)
+    conflict = f" ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}"
+    if conn.dialect.name == "postgresql":
+        raw = await conn.get_raw_connection()
+        arrays = [list(column) for column in zip(*rows, strict=True)]
+        await raw.driver_connection.execute(_pg_sql(table, names, False) + conflict, *arrays)  # type: ignore[union-attr]
+        return
+    marks = ", ".join("?" for _ in names)
+    await conn.exec_driver_sql(f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({marks}){conflict}", list(rows))

@@ -135,7 +135,7 @@ def run_migrations(
     config.set_main_option("script_location", str(location))
     config.attributes["connection"] = sync_conn
     config.attributes["version_table"] = version_table
-    command.upgrade(config, "head")
+    command.upgrade(config, "heads")  # every branch: packages may add independent migrations
 
 
 class SqlEventLog(EventLog):

@@ -264,6 +264,53 @@ async def credentials_revoke(data_dir: Path | None, key: str) -> int:
     return 0
 
 
+@main.group()
+def tenants() -> None:
+    """Tenant settings (each a district); every change is an event in the tenant's log."""
+
+
+@tenants.command("configure")
+@store_options
+@click.argument("tenant")
+@click.option(
+    "--xapi-version",
+    "versions",
+    multiple=True,
+    required=True,
+    help="An xAPI version the tenant accepts (1.0.3, 2.0.0); repeat for both. Requests in another are refused.",
+)
+@_async
+async def tenants_configure(data_dir: Path | None, tenant: str, versions: tuple[str, ...]) -> int:
+    """Set which xAPI versions a tenant accepts."""
+    from proficio_ingest import BadRequest, TenantStore, open_ingest_store
+
+    async with await open_ingest_store(_ingest_settings(data_dir)) as log:
+        try:
+            policy = await TenantStore(log).configure(tenant, list(versions))
+        except BadRequest as exc:
+            raise click.UsageError(exc.message) from exc
+    click.echo(f"{tenant}: accepts xAPI {', '.join(policy.xapi_versions)}")
+    return 0
+
+
+@tenants.command("list")
+@store_options
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
+@_async
+async def tenants_list(data_dir: Path | None, as_json: bool) -> int:
+    """Tenants with settings of their own (the others accept every version)."""
+    from proficio_ingest import TenantStore, open_ingest_store
+
+    async with await open_ingest_store(_ingest_settings(data_dir)) as log:
+        found = await TenantStore(log).all()
+    if as_json:
+        click.echo(orjson.dumps({t: {"xapi_versions": list(p.xapi_versions)} for t, p in found.items()}).decode())
+    else:
+        for tenant, policy in found.items():
+            click.echo(f"{tenant}  xAPI {' '.join(policy.xapi_versions)}")
+    return 0
+
+
 @main.command()
 @store_options
 @_async

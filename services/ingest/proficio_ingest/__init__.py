@@ -15,9 +15,11 @@ from ._errors import (
 )
 from ._projection import rebuild as rebuild_statement_tables
 from ._settings import IngestSettings
+from ._tenants import SUPPORTED_VERSIONS, TenantPolicy, TenantStore
 
 __all__ = [
     "SCOPES",
+    "SUPPORTED_VERSIONS",
     "BadRequest",
     "Conflict",
     "Credential",
@@ -29,6 +31,8 @@ __all__ = [
     "PayloadTooLarge",
     "PreconditionFailed",
     "StatementValidationError",
+    "TenantPolicy",
+    "TenantStore",
     "Unauthorized",
     "XAPIError",
     "create_app",

@@ -26,9 +26,11 @@ from ._http import (
     consistent_through_header,
     error_response,
 )
+from ._resources import router as resources_router
 from ._routes import router
 from ._settings import IngestSettings
 from ._statements import StatementService
+from ._tenants import TenantStore
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 VERSION_TABLE = "proficio_ingest_version"
@@ -55,6 +57,7 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
         app.state.log = log
         app.state.credentials = CredentialStore(log)
         app.state.statements = StatementService(log)
+        app.state.tenants = TenantStore(log)
         try:
             yield
         finally:
@@ -62,11 +65,12 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
 
     app = FastAPI(
         title="Proficio xAPI",
-        summary="The xAPI 1.0.3 Learning Record Store interface of Proficio",
+        summary="The xAPI 1.0.3 and 2.0 Learning Record Store interface of Proficio",
         default_response_class=JSONResponse,
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.include_router(resources_router)
     app.include_router(router)
 
     @app.get("/health", include_in_schema=False)

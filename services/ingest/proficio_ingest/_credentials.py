@@ -54,6 +54,11 @@ class Credential:
             raise Forbidden(f"this credential may not {what} (it holds: {', '.join(sorted(self.scopes))})")
 
     @property
+    def may_define(self) -> bool:
+        """Whether this credential's activity definitions update the LRS's canonical ones."""
+        return bool(self.scopes & {"define", "all"})
+
+    @property
     def reads_only_own_statements(self) -> bool:
         return not self.scopes & (READ_STATEMENTS - {"statements/read/mine"})
 

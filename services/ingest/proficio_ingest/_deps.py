@@ -11,6 +11,7 @@ from ._errors import BadRequest
 from ._http import check_version_header
 from ._settings import IngestSettings
 from ._statements import StatementService
+from ._tenants import TenantPolicy
 
 
 def settings(request: Request) -> IngestSettings:
@@ -29,10 +30,17 @@ def statement_service(request: Request) -> StatementService:
 
 
 async def authenticate(request: Request) -> Credential:
-    """The request's credential (401 without a valid one), once its xAPI version header is checked."""
-    check_version_header(request)
+    """The request's credential (401 without a valid one); then its xAPI version, which the tenant must accept."""
     credential: Credential = await request.app.state.credentials.authenticate(request.headers.get("authorization"))
+    policy: TenantPolicy = await request.app.state.tenants.policy(credential.tenant)
+    check_version_header(request, policy)
     return credential
+
+
+def xapi_version(request: Request) -> str:
+    """The xAPI version the request was negotiated in (after ``authenticate``)."""
+    version: str = request.state.xapi_version
+    return version
 
 
 def parameters(request: Request, allowed: frozenset[str]) -> dict[str, str]:

@@ -133,3 +133,20 @@ def to_canonical(statement: dict[str, Any], accept_language: str | None) -> dict
     """Language maps of verbs, activities and attachments reduced to the requester's language."""
     filtered: dict[str, Any] = _filter_languages(statement, parse_accept_language(accept_language))
     return filtered
+
+
+_VERSION_2_CONTEXT = ("contextAgents", "contextGroups")
+
+
+def to_version_1(statement: dict[str, Any]) -> dict[str, Any]:
+    """A statement stored from an xAPI 2.0 client, for a 1.0.3 reader: without the 2.0-only context
+    properties (which a 1.0.3 client would reject), everything else as stored."""
+    out = dict(statement)
+    for holder in (out, out.get("object")):
+        if isinstance(holder, dict) and isinstance(holder.get("context"), dict):
+            context = {k: v for k, v in holder["context"].items() if k not in _VERSION_2_CONTEXT}
+            if holder is out:
+                out["context"] = context
+            else:
+                out["object"] = {**holder, "context": context}
+    return out

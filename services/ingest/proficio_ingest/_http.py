@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any, Protocol
@@ -15,10 +14,8 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ._errors import BadRequest, PayloadTooLarge
+from ._tenants import DEFAULT_POLICY, V1, V2, TenantPolicy, parse_version
 
-XAPI_VERSION = "1.0.3"
-SUPPORTED_VERSIONS = [XAPI_VERSION]
-_VERSION_HEADER = re.compile(r"^1\.0(\.\d+)?$")
 EXPOSED_HEADERS = [
     "X-Experience-API-Version",
     "X-Experience-API-Consistent-Through",
@@ -60,14 +57,22 @@ async def consistent_through_header(service: _HasConsistency) -> dict[str, str]:
     return {"X-Experience-API-Consistent-Through": iso_from_us(await service.consistent_through_us())}
 
 
-def check_version_header(request: Request) -> str:
-    """The request's xAPI version, which every request but About must state."""
-    version = request.headers.get("x-experience-api-version")
+def check_version_header(request: Request, policy: TenantPolicy = DEFAULT_POLICY) -> str:
+    """The request's xAPI version (which every request but About must state) if the tenant accepts it.
+
+    The version is recorded on the request, so the response, an error included, speaks it.
+    """
+    stated = request.headers.get("x-experience-api-version")
+    version = parse_version(stated)
+    request.state.xapi_version = version if version in policy.xapi_versions else policy.default_version
+    accepted = ", ".join(policy.xapi_versions)
+    if stated is None:
+        raise BadRequest(f"the X-Experience-API-Version header is required (this LRS speaks {accepted})")
     if version is None:
-        raise BadRequest("the X-Experience-API-Version header is required (this LRS speaks 1.0.3)")
-    if not _VERSION_HEADER.match(version.strip()):
-        raise BadRequest(f"X-Experience-API-Version {version!r} is not supported; use 1.0.3")
-    return version.strip()
+        raise BadRequest(f"X-Experience-API-Version {stated!r} is not supported; use one of {accepted}")
+    if version not in policy.xapi_versions:
+        raise BadRequest(f"this tenant accepts xAPI {accepted} only, not {stated}")
+    return version
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -96,10 +101,16 @@ class VersionHeaderMiddleware:
             await self.app(scope, receive, send)
             return
 
+        # Shared with the request objects inside, which record the version they negotiated.
+        state = scope.setdefault("state", {})
+
         async def send_with_version(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                headers["X-Experience-API-Version"] = XAPI_VERSION
+                version = state.get("xapi_version")
+                if version is None:
+                    stated = dict(scope["headers"]).get(b"x-experience-api-version", b"").decode("latin-1")
+                    version = parse_version(stated) or V1
+                MutableHeaders(scope=message)["X-Experience-API-Version"] = version
             await send(message)
 
         await self.app(scope, receive, send_with_version)
@@ -187,6 +198,8 @@ class AlternateSyntaxMiddleware:
         elif method in ("PUT", "POST"):
             raise BadRequest(f"a {method} in the alternate request syntax needs a 'content' form field")
         headers["content-length"] = str(len(content))
+        if parse_version(headers.get("x-experience-api-version")) == V2:
+            raise BadRequest("the alternate request syntax (?method=...) is not part of xAPI 2.0")
         rewritten = dict(scope)
         rewritten["method"] = method
         rewritten["query_string"] = urlencode(params).encode()

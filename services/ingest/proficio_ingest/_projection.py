@@ -16,10 +16,10 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from proficio_events import EventLog, StoredEvent, bulk_insert, bulk_insert_many
+from proficio_events import EventLog, StoredEvent, bulk_insert, bulk_insert_many, bulk_upsert
 
 from ._agents import identities
-from ._schema import PROJECTION_TABLES, attachments, statement_index, statements
+from ._schema import PROJECTION_TABLES, activities, attachments, statement_index, statements
 
 STATEMENT_STORED = "StatementStored"
 STATEMENT_VOIDED = "StatementVoided"
@@ -134,11 +134,52 @@ def is_voiding(statement: dict[str, Any]) -> bool:
     return (statement.get("verb") or {}).get("id") == VOIDED_VERB and statement_target(statement) is not None
 
 
+def defined_activities(statement: dict[str, Any]) -> Iterable[tuple[str, dict[str, Any]]]:
+    """Every (activity id, definition) the statement carries: object, sub-statement, context activities."""
+    candidates: list[Any] = [statement.get("object")]
+    target = statement.get("object") or {}
+    if target.get("objectType") == "SubStatement":
+        candidates.append(target.get("object"))
+        candidates.extend(_context_activity_objects(target.get("context")))
+    candidates.extend(_context_activity_objects(statement.get("context")))
+    for candidate in candidates:
+        if (
+            isinstance(candidate, dict)
+            and candidate.get("objectType", "Activity") == "Activity"
+            and isinstance(candidate.get("id"), str)
+            and isinstance(candidate.get("definition"), dict)
+        ):
+            yield candidate["id"], candidate["definition"]
+
+
+def _context_activity_objects(context: Any) -> Iterable[Any]:
+    if isinstance(context, dict) and isinstance(context.get("contextActivities"), dict):
+        for value in context["contextActivities"].values():
+            yield from value if isinstance(value, list) else [value]
+
+
+_MERGED_MAPS = frozenset({"name", "description", "extensions"})
+
+
+def merge_definition(canonical: dict[str, Any] | None, incoming: dict[str, Any]) -> dict[str, Any]:
+    """The canonical definition updated by a newer one: language maps and extensions merge key by key
+    (so descriptions in several languages from several statements add up); every other property is
+    replaced by the newer value."""
+    merged = dict(canonical or {})
+    for key, value in incoming.items():
+        if key in _MERGED_MAPS and isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = {**merged[key], **value}
+        else:
+            merged[key] = value
+    return merged
+
+
 @dataclass
 class _NewStatement:
     event: StoredEvent
     statement: dict[str, Any]
     credential: str
+    define: bool
     target: str | None
     voiding: bool
     pairs: set[Pair]
@@ -169,6 +210,7 @@ async def _apply_tenant(conn: AsyncConnection, tenant: str, events: list[StoredE
                 event,
                 statement,
                 payload.get("credential", ""),
+                bool(payload.get("define", False)),
                 statement_target(statement),
                 is_voiding(statement),
                 own_pairs(statement),
@@ -253,11 +295,37 @@ async def _apply_statements(conn: AsyncConnection, tenant: str, batch: dict[str,
             .where(statements.c.tenant == tenant, statements.c.statement_id.in_(void_stored))
             .values(voided=True)
         )
+    await _merge_definitions(conn, tenant, list(batch.values()))
     await _propagate(
         conn,
         tenant,
         {sid: new.pairs | new.extra for sid, new in batch.items()},
         first_round=[(sid, position, target) for sid, position, _voiding, target in referrers],
+    )
+
+
+async def _merge_definitions(conn: AsyncConnection, tenant: str, batch: list[_NewStatement]) -> None:
+    """Fold the activity definitions of statements from defining credentials into the canonical ones."""
+    incoming = [(activity, definition, new.event.position) for new in batch if new.define
+                for activity, definition in defined_activities(new.statement)]  # fmt: skip
+    if not incoming:
+        return
+    ids = sorted({activity for activity, _, _ in incoming})
+    rows = await conn.execute(
+        sa.select(activities.c.activity_id, activities.c.definition).where(
+            activities.c.tenant == tenant, activities.c.activity_id.in_(ids)
+        )
+    )
+    canonical: dict[str, dict[str, Any]] = {activity: orjson.loads(body) for activity, body in rows}
+    positions: dict[str, int] = {}
+    for activity, definition, position in incoming:
+        canonical[activity] = merge_definition(canonical.get(activity), definition)
+        positions[activity] = position
+    await bulk_upsert(
+        conn,
+        activities,
+        [(tenant, activity, orjson.dumps(canonical[activity]), positions[activity]) for activity in sorted(positions)],
+        key=("tenant", "activity_id"),
     )
 
 

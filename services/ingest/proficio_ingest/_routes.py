@@ -12,11 +12,10 @@ from starlette.responses import Response
 
 from ._agents import identity_key
 from ._credentials import READ_STATEMENTS, WRITE_STATEMENTS, Credential
-from ._deps import authenticate, boolean, parameters, settings, statement_service
+from ._deps import authenticate, boolean, parameters, settings, statement_service, xapi_version
 from ._errors import BadRequest, NotFound, StatementValidationError
-from ._formats import to_canonical, to_ids
+from ._formats import to_canonical, to_ids, to_version_1
 from ._http import (
-    SUPPORTED_VERSIONS,
     JSONResponse,
     check_version_header,
     consistent_through_header,
@@ -28,6 +27,7 @@ from ._projection import ACTIVITY, ACTIVITY_RELATED, AGENT, AGENT_RELATED, REGIS
 from ._settings import IngestSettings
 from ._signature import check_signed_statement
 from ._statements import StatementQuery, prepare
+from ._tenants import SUPPORTED_VERSIONS, V1
 from ._validation import is_uuid, parse_timestamp, validate_agent_json, validate_statement
 
 router = APIRouter(prefix="/xapi")
@@ -59,7 +59,7 @@ _FORMATS = frozenset({"exact", "ids", "canonical"})
 @router.api_route("/about", methods=["GET", "HEAD"])
 async def about(request: Request) -> Response:
     """Which xAPI versions this LRS speaks. Needs no credentials."""
-    body = orjson.dumps({"version": SUPPORTED_VERSIONS, "extensions": {}})
+    body = orjson.dumps({"version": list(SUPPORTED_VERSIONS), "extensions": {}})
     return JSONResponse(b"" if request.method == "HEAD" else body)
 
 
@@ -87,9 +87,9 @@ async def _statement_body(request: Request) -> tuple[Any, dict[str, AttachmentPa
         raise BadRequest(f"the statement body is not valid JSON: {exc}") from exc
 
 
-def _validate(statement: Any, path: str) -> None:
+def _validate(statement: Any, path: str, version: str) -> None:
     try:
-        validate_statement(statement)
+        validate_statement(statement, version="2.0.0" if version != V1 else "1.0.3")
     except StatementValidationError as exc:
         raise StatementValidationError(f"{path}.{exc.path}" if exc.path else path, exc.reason) from exc
 
@@ -115,10 +115,10 @@ async def put_statement(request: Request) -> Response:
     statement, parts = await _statement_body(request)
     if not isinstance(statement, dict):
         raise BadRequest("PUT takes one statement: a JSON object")
-    _validate(statement, "statement")
+    _validate(statement, "statement", xapi_version(request))
     if "id" in statement and str(statement["id"]).lower() != statement_id.lower():
         raise BadRequest(f"the statement's id {statement['id']!r} differs from statementId {statement_id!r}")
-    await _store(request, credential, [prepare(statement, credential, statement_id)], parts)
+    await _store(request, credential, [prepare(statement, credential, xapi_version(request), statement_id)], parts)
     return Response(status_code=204)
 
 
@@ -137,13 +137,13 @@ async def post_statements(request: Request) -> Response:
     seen: set[str] = set()
     for index, statement in enumerate(batch):
         path = f"statements[{index}]" if isinstance(body, list) else "statement"
-        _validate(statement, path)
+        _validate(statement, path, xapi_version(request))
         statement_id = statement.get("id")
         if isinstance(statement_id, str):
             if statement_id.lower() in seen:
                 raise BadRequest(f"{path}.id: statement id {statement_id} appears twice in the batch")
             seen.add(statement_id.lower())
-    prepared = [prepare(statement, credential) for statement in batch]
+    prepared = [prepare(statement, credential, xapi_version(request)) for statement in batch]
     return JSONResponse(await _store(request, credential, prepared, parts))
 
 
@@ -151,9 +151,14 @@ async def post_statements(request: Request) -> Response:
 
 
 def _formatted(body: bytes, form: str, request: Request) -> bytes:
-    if form == "exact":
+    older_reader = xapi_version(request) == V1 and (b'"contextAgents"' in body or b'"contextGroups"' in body)
+    if form == "exact" and not older_reader:
         return body
     statement = orjson.loads(body)
+    if older_reader:
+        statement = to_version_1(statement)
+    if form == "exact":
+        return orjson.dumps(statement)
     if form == "ids":
         return orjson.dumps(to_ids(statement))
     return orjson.dumps(to_canonical(statement, request.headers.get("accept-language")))

@@ -65,4 +65,23 @@ attachments = sa.Table(
     sa.Column("data", sa.LargeBinary, nullable=False),
 )
 
-PROJECTION_TABLES = (statement_index, statements, attachments)
+# The canonical definition of each activity, merged from the statements of credentials that may define.
+activities = sa.Table(
+    "xapi_activities",
+    metadata,
+    sa.Column("tenant", sa.Text, primary_key=True),
+    sa.Column("activity_id", sa.Text, primary_key=True),
+    sa.Column("definition", sa.LargeBinary, nullable=False),
+    sa.Column("position", Position, nullable=False),
+)
+
+# Tenant settings, an inline projection of TenantConfigured events.
+tenants = sa.Table(
+    "proficio_tenants",
+    metadata,
+    sa.Column("tenant", sa.Text, primary_key=True),
+    sa.Column("xapi_versions", sa.Text, nullable=False),  # space-separated, oldest first
+    sa.Column("position", Position, nullable=False),
+)
+
+PROJECTION_TABLES = (statement_index, statements, attachments, activities)

@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC
 from typing import Any
 
 import orjson
@@ -26,6 +27,8 @@ from ._credentials import Credential
 from ._errors import Conflict
 from ._multipart import AttachmentPart
 from ._schema import attachments, statement_index, statements
+from ._tenants import V1, V2
+from ._validation import parse_timestamp
 
 STATEMENT_KEY = "statement:"
 ATTACHMENT_KEY = "attachment:"
@@ -50,19 +53,34 @@ def _normalise_context(context: Any) -> Any:
     return context
 
 
-def prepare(statement: dict[str, Any], credential: Credential, statement_id: str | None = None) -> dict[str, Any]:
-    """The statement as the LRS keeps it: with an id, our authority, a version; ``stored`` is set on append."""
+def prepare(
+    statement: dict[str, Any], credential: Credential, xapi_version: str = V1, statement_id: str | None = None
+) -> dict[str, Any]:
+    """The statement as the LRS keeps it: with an id, our authority, a version; ``stored`` is set on append.
+
+    Statements are stored once, in the form they came in; a 2.0 statement's timestamp is kept in UTC
+    (2.0 asks the LRS to convert offsets rather than keep them).
+    """
     prepared = dict(statement)
     prepared.pop("stored", None)
     prepared["id"] = prepared.get("id") or statement_id or str(uuid.uuid4())
     prepared["authority"] = credential.authority
-    prepared.setdefault("version", "1.0.0")
+    prepared.setdefault("version", "1.0.0" if xapi_version == V1 else V2)
+    if xapi_version == V2:
+        _timestamps_in_utc(prepared)
     if "context" in prepared:
         prepared["context"] = _normalise_context(prepared["context"])
     target = prepared.get("object")
     if isinstance(target, dict) and target.get("objectType") == "SubStatement" and "context" in target:
         prepared["object"] = {**target, "context": _normalise_context(target["context"])}
     return prepared
+
+
+def _timestamps_in_utc(statement: dict[str, Any]) -> None:
+    for holder in (statement, statement.get("object")):
+        if isinstance(holder, dict) and isinstance(holder.get("timestamp"), str) and holder["timestamp"][-1:] != "Z":
+            moment = parse_timestamp(holder["timestamp"], path="timestamp", version="2.0.0")
+            holder["timestamp"] = moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,7 +170,7 @@ class StatementService:
                 NewEvent.of(
                     learner_stream(tenant, statement.get("actor")),
                     projection.STATEMENT_VOIDED if projection.is_voiding(statement) else projection.STATEMENT_STORED,
-                    {"statement": statement, "credential": credential.key},
+                    {"statement": statement, "credential": credential.key, "define": credential.may_define},
                     key=STATEMENT_KEY + str(statement["id"]).lower(),
                     fingerprint=statement_fingerprint(statement),
                 )

@@ -1,0 +1,89 @@
+"""The Activities and Agents resources: what the LRS knows about an activity or a person."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from ._agents import IFI_PROPERTIES, identity_key
+from ._deps import authenticate, event_log, parameters
+from ._errors import BadRequest, StatementValidationError
+from ._http import JSONResponse
+from ._projection import AGENT, index_condition
+from ._schema import activities, statement_index, statements
+from ._validation import validate_agent_json
+
+router = APIRouter(prefix="/xapi")
+
+#: How many of an agent's most recent statements the Person object is assembled from.
+PERSON_STATEMENTS = 500
+
+
+def _json_response(request: Request, body: Any) -> Response:
+    return JSONResponse(b"" if request.method == "HEAD" else orjson.dumps(body))
+
+
+@router.api_route("/activities", methods=["GET", "HEAD"])
+async def get_activity(request: Request) -> Response:
+    """The activity with its canonical definition, merged from the statements of defining credentials."""
+    credential = await authenticate(request)
+    params = parameters(request, frozenset({"activityId"}))
+    activity_id = params.get("activityId")
+    if not activity_id:
+        raise BadRequest("the activityId parameter is required")
+    async with event_log(request).engine.connect() as conn:
+        definition = await conn.scalar(
+            sa.select(activities.c.definition).where(
+                activities.c.tenant == credential.tenant, activities.c.activity_id == activity_id
+            )
+        )
+    body: dict[str, Any] = {"objectType": "Activity", "id": activity_id}
+    if definition is not None:
+        body["definition"] = orjson.loads(definition)
+    return _json_response(request, body)
+
+
+@router.api_route("/agents", methods=["GET", "HEAD"])
+async def get_person(request: Request) -> Response:
+    """A Person object: the agent's identifier and every name it was sent with (most recent statements)."""
+    credential = await authenticate(request)
+    params = parameters(request, frozenset({"agent"}))
+    if "agent" not in params:
+        raise BadRequest("the agent parameter is required")
+    try:
+        agent = orjson.loads(params["agent"])
+        validate_agent_json(agent, path="agent")
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"agent is not valid JSON: {exc}") from exc
+    except StatementValidationError as exc:
+        raise BadRequest(f"agent is not a valid Agent: {exc.message}") from exc
+    key = identity_key(agent)
+    if key is None:
+        raise BadRequest("agent must carry an identifier (mbox, mbox_sha1sum, openid or account)")
+    names: set[str] = {agent["name"]} if isinstance(agent.get("name"), str) else set()
+    kind, _narrow = index_condition(AGENT)
+    index, s = statement_index, statements
+    query = (
+        sa.select(s.c.body)
+        .select_from(index.join(s, sa.and_(s.c.tenant == index.c.tenant, s.c.position == index.c.position)))
+        .where(index.c.tenant == credential.tenant, index.c.kind == kind, index.c.value == key, index.c.narrow)
+        .order_by(index.c.position.desc())
+        .limit(PERSON_STATEMENTS)
+    )
+    async with event_log(request).engine.connect() as conn:
+        for (body,) in await conn.execute(query):
+            statement = orjson.loads(body)
+            for candidate in (statement.get("actor"), statement.get("object")):
+                if identity_key(candidate) == key and isinstance(candidate.get("name"), str):
+                    names.add(candidate["name"])
+    person: dict[str, Any] = {"objectType": "Person"}
+    if names:
+        person["name"] = sorted(names)
+    for ifi in IFI_PROPERTIES:
+        if ifi in agent:
+            person[ifi] = [agent[ifi]]
+    return _json_response(request, person)
