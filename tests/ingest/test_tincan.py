@@ -58,10 +58,7 @@ def answered(n: int, score: float, registration: str | None = None) -> Statement
 
 
 def test_save_retrieve_query_void_and_page(lrs: RemoteLRS) -> None:
-    about = lrs.about()
-    assert about.success
-    assert "1.0.3" in about.content.version
-
+    # Not lrs.about(): tincan 1.0.0 refuses an About that lists a version newer than it knows (2.0.0).
     one = lrs.save_statement(answered(1, 0.9))
     assert one.success, one.data
     saved = one.content

@@ -13,7 +13,8 @@ from ._errors import (
     Unauthorized,
     XAPIError,
 )
-from ._projection import rebuild as rebuild_statement_tables
+from ._rebuild import rebuild as rebuild_query_tables
+from ._rebuild import rebuild_documents, rebuild_statement_tables
 from ._settings import IngestSettings
 from ._tenants import SUPPORTED_VERSIONS, TenantPolicy, TenantStore
 
@@ -37,5 +38,7 @@ __all__ = [
     "XAPIError",
     "create_app",
     "open_ingest_store",
+    "rebuild_documents",
+    "rebuild_query_tables",
     "rebuild_statement_tables",
 ]

@@ -17,6 +17,7 @@ from starlette.responses import Response
 from proficio_events import EventLog, EventStoreError, StoreUnavailableError, open_event_log
 
 from ._credentials import CredentialStore
+from ._documents import router as documents_router
 from ._errors import XAPIError
 from ._http import (
     EXPOSED_HEADERS,
@@ -71,6 +72,7 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.include_router(resources_router)
+    app.include_router(documents_router)
     app.include_router(router)
 
     @app.get("/health", include_in_schema=False)

@@ -16,10 +16,10 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from proficio_events import EventLog, StoredEvent, bulk_insert, bulk_insert_many, bulk_upsert
+from proficio_events import StoredEvent, bulk_insert, bulk_insert_many, bulk_upsert
 
 from ._agents import identities
-from ._schema import PROJECTION_TABLES, activities, attachments, statement_index, statements
+from ._schema import activities, attachments, statement_index, statements
 
 STATEMENT_STORED = "StatementStored"
 STATEMENT_VOIDED = "StatementVoided"
@@ -376,19 +376,3 @@ async def _propagate(
                 )
             )
         ).all()
-
-
-async def rebuild(log: EventLog, *, batch_size: int = 2000) -> int:
-    """Empty the statement tables and replay every statement event of the log into them."""
-    async with log.transaction() as conn:
-        for table in PROJECTION_TABLES:
-            await conn.execute(table.delete())
-    position, applied = 0, 0
-    while batch := await log.read_after(position, batch_size):
-        relevant = [e for e in batch if e.event_type in STATEMENT_EVENTS or e.event_type == ATTACHMENT_STORED]
-        if relevant:
-            async with log.transaction() as conn:
-                await apply(conn, relevant)
-            applied += len(relevant)
-        position = batch[-1].position
-    return applied

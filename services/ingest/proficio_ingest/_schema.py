@@ -85,3 +85,27 @@ tenants = sa.Table(
 )
 
 PROJECTION_TABLES = (statement_index, statements, attachments, activities)
+
+# The xAPI documents (State, Activity Profile, Agent Profile), an inline projection of the Document* events:
+# one row per document stream, the document as its latest event left it. A deleted document keeps its row
+# as a tombstone (``deleted``, no content) so the next write knows the stream's version. Rebuilt by
+# ``_documents.rebuild_documents``, not ``_projection.rebuild`` (hence not in PROJECTION_TABLES).
+documents = sa.Table(
+    "xapi_documents",
+    metadata,
+    sa.Column("tenant", sa.Text, primary_key=True),
+    sa.Column("stream", sa.Text, primary_key=True),  # document:<sha256 of the keys>
+    sa.Column("resource", sa.Text, nullable=False),  # state | activity_profile | agent_profile
+    sa.Column("activity_id", sa.Text, nullable=True),
+    sa.Column("agent", sa.Text, nullable=True),  # the agent's IFI (an mbox as its mbox_sha1sum)
+    sa.Column("registration", sa.Text, nullable=True),
+    sa.Column("document_id", sa.Text, nullable=False),  # stateId or profileId
+    sa.Column("content_type", sa.Text, nullable=True),
+    sa.Column("content", sa.LargeBinary, nullable=True),
+    sa.Column("etag", sa.Text, nullable=True),  # SHA-1 hex of content
+    sa.Column("deleted", sa.Boolean, nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),  # stream version of the latest event
+    sa.Column("position", Position, nullable=False),
+    sa.Column("updated_us", sa.BigInteger, nullable=False),
+    sa.Index("ix_xapi_documents_context", "tenant", "resource", "activity_id", "agent", "registration"),
+)
