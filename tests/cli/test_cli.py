@@ -142,3 +142,29 @@ def test_revoked_credentials_get_401(tmp_path: Path) -> None:
         while httpx.get(f"{server.base_url}/xapi/statements", headers=headers).status_code != 401:
             assert time.monotonic() < deadline, "a revoked credential still works"
             time.sleep(0.5)
+
+
+def test_rebuild_from_the_command_line(tmp_path: Path) -> None:
+    from tests.support.server import running_server
+
+    with running_server(tmp_path) as server:
+        response = httpx.post(
+            f"{server.base_url}/xapi/statements",
+            headers={**server.headers, "Content-Type": "application/json"},
+            content=json.dumps(
+                {
+                    "actor": {"mbox": "mailto:a@example.org"},
+                    "verb": {"id": "http://example.org/v"},
+                    "object": {"id": "http://example.org/o"},
+                }
+            ),
+        )
+        assert response.status_code == 200
+        before = httpx.get(f"{server.base_url}/xapi/statements", headers=server.headers).json()
+        with sqlite3.connect(tmp_path / "proficio.db") as db:
+            db.execute("DELETE FROM xapi_statements")
+        assert httpx.get(f"{server.base_url}/xapi/statements", headers=server.headers).json()["statements"] == []
+        rebuilt = run("rebuild", "statements", "--data-dir", str(tmp_path))
+        assert rebuilt.returncode == 0, rebuilt.stderr
+        assert "statements: rebuilt from 1 events" in rebuilt.stdout
+        assert httpx.get(f"{server.base_url}/xapi/statements", headers=server.headers).json() == before

@@ -1,9 +1,9 @@
 """The event envelope and the tamper-evident hash chain.
 
 Every event carries the tenant, its stream, its place in the stream and in the global log, its type
-with a schema version, the time it was recorded and two bodies: ``payload`` (JSON, no personal data
-required) and ``sealed`` (opaque bytes, for personal data encrypted under a per-learner key named by
-``key_id``). The hash covers the sealed bytes as stored, so destroying a learner's key later
+with a schema version, the time it was recorded and two bodies: ``payload`` (JSON) and ``sealed``
+(opaque bytes: binary content such as an xAPI document, or personal data encrypted under the
+per-learner key named by ``key_id``). The hash covers the sealed bytes as stored, so destroying a learner's key later
 (crypto-shredding) leaves every hash valid and no event is ever rewritten.
 
 Each tenant's events form one chain: ``hash = H(prev_hash, envelope, bodies)`` where ``prev_hash`` is

@@ -313,6 +313,27 @@ async def tenants_list(data_dir: Path | None, as_json: bool) -> int:
 
 @main.command()
 @store_options
+@click.argument("name", type=click.Choice(["all", "statements", "documents", "tenants"]))
+@_async
+async def rebuild(data_dir: Path | None, name: str) -> int:
+    """Drop a view and rebuild it from the log (the ingest service's query tables).
+
+    statements: statements, their index, attachments and activity definitions; documents: the current
+    State and profile documents; tenants: tenant settings; all: every one of them.
+    """
+    from proficio_ingest import open_ingest_store, rebuild_query_tables
+    from proficio_ingest._rebuild import ALL
+
+    async with await open_ingest_store(_ingest_settings(data_dir)) as log:
+        chosen = [p for p in ALL if name in ("all", p.name)]
+        counts = await rebuild_query_tables(log, *chosen)
+    for view, count in counts.items():
+        click.echo(f"{view}: rebuilt from {count} events")
+    return 0
+
+
+@main.command()
+@store_options
 @_async
 async def migrate(data_dir: Path | None) -> int:
     """Create or upgrade the log's schema (serve and every command also do this on start)."""
