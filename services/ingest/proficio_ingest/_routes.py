@@ -26,7 +26,7 @@ from ._multipart import AttachmentPart, build_multipart_mixed, check_attachments
 from ._projection import ACTIVITY, ACTIVITY_RELATED, AGENT, AGENT_RELATED, REGISTRATION, VERB
 from ._settings import IngestSettings
 from ._signature import check_signed_statement
-from ._statements import StatementQuery, prepare
+from ._statements import StatementQuery, new_statement_ids, prepare
 from ._tenants import SUPPORTED_VERSIONS, V1
 from ._validation import is_uuid, parse_timestamp, validate_agent_json, validate_statement
 
@@ -143,7 +143,11 @@ async def post_statements(request: Request) -> Response:
             if statement_id.lower() in seen:
                 raise BadRequest(f"{path}.id: statement id {statement_id} appears twice in the batch")
             seen.add(statement_id.lower())
-    prepared = [prepare(statement, credential, xapi_version(request)) for statement in batch]
+    fresh_ids = iter(new_statement_ids(sum(1 for statement in batch if not statement.get("id"))))
+    version = xapi_version(request)
+    prepared = [
+        prepare(statement, credential, version, None if statement.get("id") else next(fresh_ids)) for statement in batch
+    ]
     return JSONResponse(await _store(request, credential, prepared, parts))
 
 

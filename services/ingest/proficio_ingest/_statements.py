@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 import time
 import uuid
 from collections.abc import Sequence
@@ -53,6 +54,12 @@ def _normalise_context(context: Any) -> Any:
     return context
 
 
+def new_statement_ids(count: int) -> list[str]:
+    """Random (version 4) UUIDs from one read of the OS's randomness, not one system call each."""
+    randomness = os.urandom(16 * count)
+    return [str(uuid.UUID(bytes=randomness[i * 16 : i * 16 + 16], version=4)) for i in range(count)]
+
+
 def prepare(
     statement: dict[str, Any], credential: Credential, xapi_version: str = V1, statement_id: str | None = None
 ) -> dict[str, Any]:
@@ -63,7 +70,7 @@ def prepare(
     """
     prepared = dict(statement)
     prepared.pop("stored", None)
-    prepared["id"] = prepared.get("id") or statement_id or str(uuid.uuid4())
+    prepared["id"] = prepared.get("id") or statement_id or new_statement_ids(1)[0]
     prepared["authority"] = credential.authority
     prepared.setdefault("version", "1.0.0" if xapi_version == V1 else V2)
     if xapi_version == V2:
