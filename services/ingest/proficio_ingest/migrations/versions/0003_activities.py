@@ -1,7 +1,7 @@
 """Canonical activity definitions, an inline projection of statements.
 
 Revision ID: ingest_0003
-Revises: ingest_0001
+Revises: ingest_0002
 Create Date: 2026-11-22
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "ingest_0003"
-down_revision = "ingest_0001"
+down_revision = "ingest_0002"
 branch_labels = None
 depends_on = None
 
