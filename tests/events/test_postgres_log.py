@@ -49,3 +49,26 @@ class TestPostgresLog(LogContract):
 
     def hex(self, data: bytes) -> str:
         return f"'\\x{data.hex()}'::bytea"
+
+    async def test_a_held_lock_gives_a_retryable_error_not_a_hang(self, log_url: str) -> None:
+        """Maintenance that takes a conflicting lock (VACUUM, CREATE INDEX CONCURRENTLY...) makes appends wait
+        at most lock_timeout, then fail with StoreUnavailableError, which callers may retry."""
+        import asyncpg
+
+        from proficio_events import NewEvent, StoreUnavailableError
+        from proficio_events.backends.postgres import PostgresEventLog, asyncpg_dsn
+
+        log = PostgresEventLog(log_url, lock_timeout_ms=300)
+        await log.migrate()
+        blocker = await asyncpg.connect(asyncpg_dsn(log_url))
+        try:
+            transaction = blocker.transaction()
+            await transaction.start()
+            await blocker.execute("LOCK TABLE events IN SHARE UPDATE EXCLUSIVE MODE")
+            with pytest.raises(StoreUnavailableError):
+                await log.append("t", [NewEvent.of("s", "E", {})])
+            await transaction.rollback()
+            assert (await log.append("t", [NewEvent.of("s", "E", {})])).events[0].position == 1
+        finally:
+            await blocker.close()
+            await log.close()
