@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.support.kafka import KafkaBroker, running_kafka
 from tests.support.postgres import PostgresServer, running_postgres
 
 
@@ -14,3 +15,10 @@ def postgres() -> Iterator[PostgresServer]:
     """A real PostgreSQL 15 with a database of this run's own, dropped at the end."""
     with running_postgres() as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def kafka() -> Iterator[KafkaBroker]:
+    """A real single-node Apache Kafka (KRaft) on loopback, stopped and deleted at the end."""
+    with running_kafka() as broker:
+        yield broker
