@@ -211,20 +211,27 @@ class SqlEventLog(EventLog):
     async def _drain(self) -> None:
         """The one writer of this process: commits queued appends in groups until none are left."""
         while self._pending:
-            group: list[_Request] = []
-            size = 0
-            while self._pending and (not group or size + len(self._pending[0].batch) <= MAX_GROUP_EVENTS):
-                request = self._pending.pop(0)
-                if not request.future.done():  # the caller may have gone away
-                    group.append(request)
-                    size += len(request.batch)
-            if group:
-                await self._commit_group(group)
+            await self._commit_group(None)
 
-    async def _commit_group(self, group: list[_Request]) -> None:
+    def _take_group(self) -> list[_Request]:
+        group: list[_Request] = []
+        size = 0
+        while self._pending and (not group or size + len(self._pending[0].batch) <= MAX_GROUP_EVENTS):
+            request = self._pending.pop(0)
+            if not request.future.done():  # the caller may have gone away
+                group.append(request)
+                size += len(request.batch)
+        return group
+
+    async def _commit_group(self, chosen: list[_Request] | None) -> None:
+        """Commit ``chosen``, or (None) what is queued once the write lock is held: appends that arrive
+        while this writer waits for the lock (held by another process, say) join the group."""
+        group: list[_Request] = chosen or []
         try:
             async with self._writer() as conn:
-                outcomes = await self._append_group(conn, group)
+                if chosen is None:
+                    group = self._take_group()
+                outcomes = await self._append_group(conn, group) if group else []
         except _InlineFailed as failed:
             if len(group) == 1:
                 _settle(group[0], failed.error)
@@ -235,15 +242,16 @@ class SqlEventLog(EventLog):
             return
         except IntegrityError as exc:
             # Cannot happen under the write lock unless the database was changed behind our back.
-            for request in group:
+            for request in group or self._take_group():
                 _settle(request, EventStoreError(f"the log refused the batch: {exc.orig}"))
             return
         except (DBAPIError, InterfaceError, OSError) as exc:
-            for request in group:
+            # Also when the lock was not granted in time: the queued appends fail rather than wait forever.
+            for request in group or self._take_group():
                 _settle(request, StoreUnavailableError(f"the log could not take the batch: {exc}"))
             return
         except BaseException as exc:
-            for request in group:
+            for request in group or self._take_group():
                 _settle(request, exc)
             raise
         head = max((o.last_position for o in outcomes if isinstance(o, AppendResult)), default=0)
@@ -254,6 +262,8 @@ class SqlEventLog(EventLog):
 
     async def _append_group(self, conn: AsyncConnection, group: list[_Request]) -> list[AppendResult | Exception]:
         """Check and store every batch of the group under the write lock, in one insert."""
+        if not group:
+            return []
         tenants = sorted({r.tenant for r in group})
         known: dict[tuple[str, str], StoredEvent] = {}
         versions: dict[str, dict[str, int]] = {}
