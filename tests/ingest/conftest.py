@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from proficio_events import EventLog
 from proficio_ingest import CredentialStore, IngestSettings, create_app
 from tests.support.postgres import PostgresServer
+from tests.support.server import RunningServer, running_server
 
 VERSION = {"X-Experience-API-Version": "1.0.3"}
 
@@ -72,6 +73,20 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     name = f"{server.database}_i{abs(hash(request.node.nodeid)) % 10**8}"
     yield server.create_database(name)
     server.drop_database(name)
+
+
+@pytest.fixture
+def served(store_url: str, tmp_path: Path) -> Iterator[tuple[RunningServer, str]]:
+    """``proficio serve`` as a real process on the store, and the store's address."""
+    with running_server(tmp_path, None if store_url.startswith("sqlite") else store_url) as running:
+        yield running, store_url
+
+
+def tincan_lrs(running: RunningServer) -> Any:
+    """The ``tincan`` package's RemoteLRS, a real xAPI 1.0.3 client, for a running server."""
+    from tincan import RemoteLRS
+
+    return RemoteLRS(endpoint=running.endpoint, username=running.key, password=running.secret, version="1.0.3")
 
 
 @pytest.fixture

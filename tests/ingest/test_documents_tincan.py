@@ -12,19 +12,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 from tincan import Activity, Agent, RemoteLRS
 from tincan.documents import StateDocument
 from tincan.documents.document import Document
 
-from proficio_events import open_event_log, sqlite_url
+from proficio_events import open_event_log
 from proficio_ingest._documents import DOCUMENT_EVENTS
-from tests.support.postgres import PostgresServer
-from tests.support.server import running_server
+from tests.support.server import RunningServer
+
+from .conftest import tincan_lrs
 
 COURSE = Activity(id="https://school.example.org/courses/fractions/au/1")
 LEARNER = Agent(name="Ada", mbox="mailto:ada@school.example.org")
@@ -44,21 +43,11 @@ def _content(self: Document, value: bytes | bytearray | str | None) -> None:
     self._content = value
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def player(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Player]:
+@pytest.fixture
+def player(served: tuple[RunningServer, str], monkeypatch: pytest.MonkeyPatch) -> Player:
     monkeypatch.setattr(Document, "content", property(Document.content.fget, _content))
-    database_url = None
-    if request.param == "postgresql":
-        server: PostgresServer = request.getfixturevalue("postgres")
-        name = f"{server.database}_tincan_docs"
-        database_url = server.create_database(name)
-    try:
-        with running_server(tmp_path, database_url) as running:
-            lrs = RemoteLRS(endpoint=running.endpoint, username=running.key, password=running.secret, version="1.0.3")
-            yield Player(lrs, database_url or sqlite_url(tmp_path))
-    finally:
-        if database_url:
-            server.drop_database(name)
+    running, store_url = served
+    return Player(tincan_lrs(running), store_url)
 
 
 def suspend_data(page: int, answers: dict[str, str]) -> str:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from tincan import (
@@ -21,23 +19,14 @@ from tincan import (
     Verb,
 )
 
-from tests.support.postgres import PostgresServer
-from tests.support.server import running_server
+from tests.support.server import RunningServer
+
+from .conftest import tincan_lrs
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def lrs(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RemoteLRS]:
-    database_url = None
-    if request.param == "postgresql":
-        server: PostgresServer = request.getfixturevalue("postgres")
-        name = f"{server.database}_tincan"
-        database_url = server.create_database(name)
-    try:
-        with running_server(tmp_path, database_url) as running:
-            yield RemoteLRS(endpoint=running.endpoint, username=running.key, password=running.secret, version="1.0.3")
-    finally:
-        if database_url:
-            server.drop_database(name)
+@pytest.fixture
+def lrs(served: tuple[RunningServer, str]) -> RemoteLRS:
+    return tincan_lrs(served[0])
 
 
 def learner(n: int) -> Agent:

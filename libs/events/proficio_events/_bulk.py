@@ -29,6 +29,16 @@ def _pg_sql(table: sa.Table, columns: tuple[str, ...], ignore_conflicts: bool) -
     return _PG_SQL[key]
 
 
+async def _pg_execute(conn: AsyncConnection, sql: str, arrays: Sequence[list[Any]]) -> None:
+    """Run ``sql`` with one array parameter per column on the driver connection of the open transaction."""
+    raw = await conn.get_raw_connection()
+    await raw.driver_connection.execute(sql, *arrays)  # type: ignore[union-attr]
+
+
+def _columns(rows: Sequence[Sequence[Any]]) -> list[list[Any]]:
+    return [list(column) for column in zip(*rows, strict=True)]
+
+
 async def bulk_insert(
     conn: AsyncConnection,
     table: sa.Table,
@@ -45,9 +55,7 @@ async def bulk_insert(
         return
     names = tuple(columns) if columns is not None else tuple(c.name for c in table.columns)
     if conn.dialect.name == "postgresql":
-        raw = await conn.get_raw_connection()
-        arrays = [list(column) for column in zip(*rows, strict=True)]
-        await raw.driver_connection.execute(_pg_sql(table, names, ignore_conflicts), *arrays)  # type: ignore[union-attr]
+        await _pg_execute(conn, _pg_sql(table, names, ignore_conflicts), _columns(rows))
         return
     verb = "INSERT OR IGNORE" if ignore_conflicts else "INSERT"
     marks = ", ".join("?" for _ in names)
@@ -76,10 +84,9 @@ async def bulk_insert_many(
         for index in range(len(names), 0, -1):
             sql = sql.replace(f"${index}::", f"${index + len(arguments)}::")
         parts.append(sql)
-        arguments.extend(list(column) for column in zip(*rows, strict=True))
+        arguments.extend(_columns(rows))
     statement = "WITH " + ", ".join(f"w{i} AS ({sql})" for i, sql in enumerate(parts[:-1])) + " " + parts[-1]
-    raw = await conn.get_raw_connection()
-    await raw.driver_connection.execute(statement, *arguments)  # type: ignore[union-attr]
+    await _pg_execute(conn, statement, arguments)
 
 
 async def bulk_upsert(
@@ -92,9 +99,7 @@ async def bulk_upsert(
     updates = ", ".join(f"{name} = excluded.{name}" for name in names if name not in key)
     conflict = f" ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}"
     if conn.dialect.name == "postgresql":
-        raw = await conn.get_raw_connection()
-        arrays = [list(column) for column in zip(*rows, strict=True)]
-        await raw.driver_connection.execute(_pg_sql(table, names, False) + conflict, *arrays)  # type: ignore[union-attr]
+        await _pg_execute(conn, _pg_sql(table, names, False) + conflict, _columns(rows))
         return
     marks = ", ".join("?" for _ in names)
     await conn.exec_driver_sql(f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({marks}){conflict}", list(rows))
