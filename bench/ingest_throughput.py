@@ -26,6 +26,8 @@ import httpx
 import orjson
 from tests.support.server import running_server
 
+from bench import _wrk as wrk
+
 LEARNERS = 10_000
 VERBS = [f"http://adlnet.gov/expapi/verbs/{v}" for v in ("answered", "attempted", "completed", "passed", "failed")]
 
@@ -117,17 +119,30 @@ async def run(base: str, headers: dict[str, str], args: argparse.Namespace) -> N
     if args.skip_posts:
         await load_and_query(base, headers, args)
         return
-    await drive(8, 3, post_batch, base, headers)  # warm-up
-    count, latencies, elapsed = await drive(8, args.seconds, post_batch, base, headers)
-    print(
-        f"  batched POST (100/request, 8 clients)   {count / elapsed:>10,.0f} statements/s   "
-        f"p50 {percentile(latencies, 0.5) * 1000:6.1f} ms  p99 {percentile(latencies, 0.99) * 1000:6.1f} ms"
-    )
-    count, latencies, elapsed = await drive(8, args.seconds, post_single, base, headers)
-    print(
-        f"  single POST (8 clients)                 {count / elapsed:>10,.0f} statements/s   "
-        f"p50 {percentile(latencies, 0.5) * 1000:6.1f} ms  p99 {percentile(latencies, 0.99) * 1000:6.1f} ms"
-    )
+    if args.client == "wrk":
+        url = base + "/xapi/statements"
+        wrk.post(url, json_headers, batches[0], clients=8, seconds=3)  # warm-up
+        for label, body, per_request in (
+            ("batched POST (100/request, 8 clients)", batches[0], 100),
+            ("single POST (8 clients)", singles[0][1:-1], 1),
+        ):
+            result = wrk.post(url, json_headers, body, clients=8, seconds=args.seconds)
+            print(
+                f"  {label:<40}{result.per_second * per_request:>10,.0f} statements/s   "
+                f"p50 {result.p50_ms:6.1f} ms  p99 {result.p99_ms:6.1f} ms   (wrk)"
+            )
+    else:
+        await drive(8, 3, post_batch, base, headers)  # warm-up
+        count, latencies, elapsed = await drive(8, args.seconds, post_batch, base, headers)
+        print(
+            f"  batched POST (100/request, 8 clients)   {count / elapsed:>10,.0f} statements/s   "
+            f"p50 {percentile(latencies, 0.5) * 1000:6.1f} ms  p99 {percentile(latencies, 0.99) * 1000:6.1f} ms"
+        )
+        count, latencies, elapsed = await drive(8, args.seconds, post_single, base, headers)
+        print(
+            f"  single POST (8 clients)                 {count / elapsed:>10,.0f} statements/s   "
+            f"p50 {percentile(latencies, 0.5) * 1000:6.1f} ms  p99 {percentile(latencies, 0.99) * 1000:6.1f} ms"
+        )
 
     await load_and_query(base, headers, args)
 
@@ -199,6 +214,12 @@ def main() -> None:
     parser.add_argument("--statements", type=int, default=1_000_000, help="log size for the GET measurements")
     parser.add_argument("--seconds", type=float, default=15, help="length of each measurement")
     parser.add_argument("--workers", type=int, default=2, help="server processes")
+    parser.add_argument(
+        "--client",
+        choices=("wrk", "httpx"),
+        default="wrk" if wrk.available() else "httpx",
+        help="load generator for the POSTs (wrk, a separate C process, when installed)",
+    )
     parser.add_argument("--skip-posts", action="store_true", help="only load the log and measure queries")
     args = parser.parse_args()
     print(
