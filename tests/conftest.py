@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -22,3 +23,15 @@ def kafka() -> Iterator[KafkaBroker]:
     """A real single-node Apache Kafka (KRaft) on loopback, stopped and deleted at the end."""
     with running_kafka() as broker:
         yield broker
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The log address, once on SQLite and once on PostgreSQL."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'proficio.db'}"
+        return
+    server: PostgresServer = request.getfixturevalue("postgres")
+    name = f"{server.database}_i{abs(hash(request.node.nodeid)) % 10**8}"
+    yield server.create_database(name)
+    server.drop_database(name)

@@ -15,7 +15,6 @@ from fastapi import FastAPI
 
 from proficio_events import EventLog
 from proficio_ingest import CredentialStore, IngestSettings, create_app
-from tests.support.postgres import PostgresServer
 from tests.support.server import RunningServer, running_server
 
 VERSION = {"X-Experience-API-Version": "1.0.3"}
@@ -61,18 +60,6 @@ class Client:
         created = await CredentialStore(self.log).create(tenant, "other", list(scopes))
         token = base64.b64encode(f"{created.credential.key}:{created.secret}".encode()).decode()
         return {"Authorization": f"Basic {token}"}
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """The log address, once on SQLite and once on PostgreSQL."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'proficio.db'}"
-        return
-    server: PostgresServer = request.getfixturevalue("postgres")
-    name = f"{server.database}_i{abs(hash(request.node.nodeid)) % 10**8}"
-    yield server.create_database(name)
-    server.drop_database(name)
 
 
 @pytest.fixture

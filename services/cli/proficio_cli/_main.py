@@ -73,7 +73,9 @@ def serve(data_dir: Path | None, host: str | None, port: int | None, workers: in
     """Run the xAPI service on the embedded log, or on PostgreSQL when PROFICIO_DATABASE_URL is set."""
     import uvicorn
 
-    from proficio_ingest import IngestSettings, create_app
+    from proficio_ingest import IngestSettings
+
+    from ._stream import create_full_app
 
     updates: dict[str, Any] = {}
     if data_dir is not None:
@@ -88,11 +90,11 @@ def serve(data_dir: Path | None, host: str | None, port: int | None, workers: in
         # Worker processes build their own app from the environment.
         os.environ["PROFICIO_DATA_DIR"] = str(settings.data_dir)
         uvicorn.run(
-            "proficio_ingest:create_app", factory=True, host=settings.host, port=settings.port, workers=workers,
-            log_level=log_level,
+            "proficio_cli._stream:create_full_app", factory=True, host=settings.host, port=settings.port,
+            workers=workers, log_level=log_level,
         )  # fmt: skip
         return
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=log_level)
+    uvicorn.run(create_full_app(settings), host=settings.host, port=settings.port, log_level=log_level)
 
 
 def _describe(settings: StoreSettings) -> str:
@@ -311,16 +313,31 @@ async def tenants_list(data_dir: Path | None, as_json: bool) -> int:
     return 0
 
 
+QUERY_TABLES = ("all", "statements", "documents", "tenants")
+
+
 @main.command()
 @store_options
-@click.argument("name", type=click.Choice(["all", "statements", "documents", "tenants"]))
+@click.argument("name")
 @_async
 async def rebuild(data_dir: Path | None, name: str) -> int:
-    """Drop a view and rebuild it from the log (the ingest service's query tables).
+    """Rebuild a view from the log.
 
-    statements: statements, their index, attachments and activity definitions; documents: the current
-    State and profile documents; tenants: tenant settings; all: every one of them.
+    The ingest service's query tables are dropped and rebuilt in place: statements (statements, their
+    index, attachments and activity definitions), documents (current State and profile documents),
+    tenants (tenant settings), or all of them. A projector's view (learner_activity, ...) is rebuilt
+    under a new generation from position 0 while the current one keeps serving, and swapped in when
+    it has caught up.
     """
+    from ._stream import projector_names, rebuild_projector
+
+    if name in projector_names():
+        return await rebuild_projector(data_dir, name)
+    if name not in QUERY_TABLES:
+        raise click.BadParameter(
+            f"{name!r} is not a view; choose one of {', '.join([*QUERY_TABLES, *projector_names()])}",
+            param_hint="NAME",
+        )
     from proficio_ingest import open_ingest_store, rebuild_query_tables
     from proficio_ingest._rebuild import ALL
 
@@ -330,6 +347,81 @@ async def rebuild(data_dir: Path | None, name: str) -> int:
     for view, count in counts.items():
         click.echo(f"{view}: rebuilt from {count} events")
     return 0
+
+
+@main.command()
+@store_options
+@click.option("--batch-size", type=int, default=5000, show_default=True, help="Events per Kafka flush.")
+@_async
+async def relay(data_dir: Path | None, batch_size: int) -> int:
+    """Publish the log to Kafka (PROFICIO_KAFKA_BOOTSTRAP, PROFICIO_KAFKA_TOPIC), keyed by stream, until stopped."""
+    from ._stream import run_relay
+
+    return await run_relay(data_dir, batch_size)
+
+
+@main.command()
+@store_options
+@click.option(
+    "--source",
+    type=click.Choice(["auto", "sql", "kafka"]),
+    default="auto",
+    show_default=True,
+    help="Where events come from: the SQL log, or the Kafka topic (auto: Kafka when PROFICIO_KAFKA_BOOTSTRAP is set).",
+)
+@click.argument("names", nargs=-1)
+@_async
+async def project(data_dir: Path | None, source: str, names: tuple[str, ...]) -> int:
+    """Run projectors (all, or the NAMES given) until stopped; several processes share the work."""
+    from ._stream import run_projectors
+
+    return await run_projectors(data_dir, source, names)
+
+
+@main.group()
+def projectors() -> None:
+    """Projector generations, watermarks and lag."""
+
+
+@projectors.command("status")
+@store_options
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
+@_async
+async def projectors_status(data_dir: Path | None, as_json: bool) -> int:
+    """Each projector's watermark, lag behind the log and open dead letters; the relay's checkpoint."""
+    from ._stream import show_status
+
+    return await show_status(data_dir, as_json)
+
+
+@main.group()
+def deadletters() -> None:
+    """Events a projector could not fold, parked after retries."""
+
+
+@deadletters.command("list")
+@store_options
+@click.argument("name", required=False)
+@click.option("--all", "include_resolved", is_flag=True, help="Resolved ones too.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
+@_async
+async def deadletters_list(data_dir: Path | None, name: str | None, include_resolved: bool, as_json: bool) -> int:
+    """Open dead letters (of one projector with NAME), with the error and the attempts."""
+    from ._stream import list_dead_letters
+
+    return await list_dead_letters(data_dir, name, include_resolved, as_json)
+
+
+@deadletters.command("replay")
+@store_options
+@click.argument("name")
+@click.option("--position", type=int, default=None, help="Only the dead letter at this log position.")
+@_async
+async def deadletters_replay(data_dir: Path | None, name: str, position: int | None) -> int:
+    """Fold a projector's dead letters again, in log order; exit 1 if any still fails."""
+    from ._stream import replay
+
+    return await replay(data_dir, name, position)
 
 
 @main.command()

@@ -1,0 +1,190 @@
+"""``proficio relay``, ``project``, ``projectors``, ``deadletters`` and the app ``serve`` runs."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+from typing import Any
+
+import click
+import orjson
+from fastapi import FastAPI
+
+from proficio_events import EventLog
+
+
+def stream_settings(data_dir: Path | None) -> Any:
+    from proficio_projector import StreamSettings
+
+    settings = StreamSettings()
+    if data_dir is not None:
+        settings = settings.model_copy(update={"data_dir": data_dir})
+    return settings
+
+
+def create_full_app(settings: Any = None) -> FastAPI:
+    """The xAPI service with the views API; on the SQL log (no Kafka configured) it runs the projectors too."""
+    from proficio_ingest import IngestSettings, create_app
+    from proficio_projector import StreamSettings, default_projections, install
+
+    settings = settings or IngestSettings()
+    stream = StreamSettings().model_copy(update={"data_dir": settings.data_dir, "database_url": settings.database_url})
+    app = create_app(settings)
+    install(app, default_projections(), stream, run_projectors=stream.kafka_bootstrap is None)
+    return app
+
+
+async def open_store(data_dir: Path | None) -> EventLog:
+    from proficio_ingest import IngestSettings, open_ingest_store
+    from proficio_projector import migrate_runtime
+
+    settings = IngestSettings()
+    if data_dir is not None:
+        settings = settings.model_copy(update={"data_dir": data_dir})
+    log = await open_ingest_store(settings)
+    await migrate_runtime(log)
+    return log
+
+
+def stop_on_signals() -> asyncio.Event:
+    """An event set by SIGINT or SIGTERM: workers finish their batch, release their leases and exit."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+def need_kafka(settings: Any) -> str:
+    if not settings.kafka_bootstrap:
+        raise click.ClickException("set PROFICIO_KAFKA_BOOTSTRAP (host:port of a Kafka broker)")
+    bootstrap: str = settings.kafka_bootstrap
+    return bootstrap
+
+
+async def run_relay(data_dir: Path | None, batch_size: int) -> int:
+    from proficio_projector import Relay
+
+    settings = stream_settings(data_dir)
+    bootstrap = need_kafka(settings)
+    async with await open_store(data_dir) as log:
+        stop = stop_on_signals()
+        relay = Relay(
+            log, bootstrap, settings.kafka_topic, partitions=settings.kafka_partitions,
+            replication=settings.kafka_replication, batch_size=batch_size,
+        )  # fmt: skip
+        click.echo(f"relay: log -> Kafka {bootstrap} topic {settings.kafka_topic}", err=True)
+        await relay.run(stop)
+    return 0
+
+
+async def run_projectors(data_dir: Path | None, source: str, names: tuple[str, ...]) -> int:
+    from proficio_projector import KafkaProjector, SqlProjector, default_projections, projection_named
+
+    settings = stream_settings(data_dir)
+    projections = default_projections()
+    if names:
+        try:
+            projections = [projection_named(projections, n) for n in names]
+        except KeyError as exc:
+            raise click.ClickException(str(exc.args[0])) from exc
+    chosen = source if source != "auto" else ("kafka" if settings.kafka_bootstrap else "sql")
+    async with await open_store(data_dir) as log:
+        stop = stop_on_signals()
+        runners: list[Any]
+        if chosen == "kafka":
+            bootstrap = need_kafka(settings)
+            runners = [KafkaProjector(log, p, bootstrap, settings.kafka_topic) for p in projections]
+        else:
+            runners = [SqlProjector(log, p) for p in projections]
+        click.echo(f"projectors ({chosen}): {', '.join(p.name for p in projections)}", err=True)
+        await asyncio.gather(*(r.run(stop) for r in runners))
+    return 0
+
+
+async def show_status(data_dir: Path | None, as_json: bool) -> int:
+    from proficio_projector import relay_consumer, status
+
+    settings = stream_settings(data_dir)
+    async with await open_store(data_dir) as log:
+        found = await status(log, relay_consumer=relay_consumer(settings.kafka_topic))
+        relay = await log.get_checkpoint(relay_consumer(settings.kafka_topic))
+        head = await log.max_position()
+    if as_json:
+        click.echo(
+            orjson.dumps(
+                {
+                    "log_position": head,
+                    "relay_checkpoint": relay,
+                    "projectors": [s.__dict__ for s in found],
+                },
+                option=orjson.OPT_NON_STR_KEYS,
+            ).decode()
+        )
+        return 0
+    click.echo(f"log at {head}; relay at {relay} ({head - relay} behind)")
+    for s in found:
+        click.echo(
+            f"{s.name} generation {s.generation} (code v{s.code_version}, {s.status}): watermark {s.watermark},"
+            f" lag {s.lag}, dead letters {s.dead_letters}"
+        )
+    return 0
+
+
+async def list_dead_letters(data_dir: Path | None, name: str | None, include_resolved: bool, as_json: bool) -> int:
+    import sqlalchemy as sa
+
+    from proficio_projector._schema import dead_letters
+
+    async with await open_store(data_dir) as log:
+        query = sa.select(dead_letters).order_by(dead_letters.c.consumer, dead_letters.c.position)
+        if name is not None:
+            query = query.where(dead_letters.c.consumer.like(f"projector:{name}@%"))
+        if not include_resolved:
+            query = query.where(dead_letters.c.resolved_us.is_(None))
+        async with log.engine.connect() as conn:
+            rows = [dict(r) for r in (await conn.execute(query)).mappings()]
+    if as_json:
+        click.echo(orjson.dumps(rows).decode())
+        return 0
+    if not rows:
+        click.echo("no dead letters")
+    for r in rows:
+        state = "resolved" if r["resolved_us"] else "open"
+        click.echo(
+            f"{r['consumer']} position {r['position']} ({r['event_type']}, tenant {r['tenant']}) {state},"
+            f" {r['attempts']} attempt(s): {r['error']}"
+        )
+    return 0
+
+
+async def replay(data_dir: Path | None, name: str, position: int | None) -> int:
+    from proficio_projector import default_projections, projection_named, replay_dead_letters
+
+    try:
+        projection = projection_named(default_projections(), name)
+    except KeyError as exc:
+        raise click.ClickException(str(exc.args[0])) from exc
+    async with await open_store(data_dir) as log:
+        resolved, failing = await replay_dead_letters(log, projection, position=position)
+    click.echo(f"{name}: {len(resolved)} dead letter(s) resolved, {len(failing)} still failing")
+    for p in failing:
+        click.echo(f"  still failing: position {p}")
+    return 0 if not failing else 1
+
+
+async def rebuild_projector(data_dir: Path | None, name: str) -> int:
+    from proficio_projector import build, default_projections, projection_named
+
+    projection = projection_named(default_projections(), name)
+    async with await open_store(data_dir) as log:
+        generation = await build(log, projection)
+    click.echo(f"{name}: generation {generation.generation} built from the log and swapped in")
+    return 0
+
+
+def projector_names() -> list[str]:
+    from proficio_projector import default_projections
+
+    return [p.name for p in default_projections()]

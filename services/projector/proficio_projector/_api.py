@@ -1,0 +1,182 @@
+"""Running projectors beside the xAPI service, and the HTTP API that reads their views.
+
+``install(app, projections)`` adds both to a FastAPI app whose lifespan opens ``app.state.log``: on
+the embedded default the projectors tail the SQL log in the same process, so one command gives a
+working system. Views are read per tenant (every view table's first key column is ``tenant``), in
+pages keyed by the row key, with ``X-Experience-API-Consistent-Through`` giving how far into the log
+the view has folded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+from fastapi import APIRouter, FastAPI, HTTPException, Request
+from fastapi.responses import Response
+
+from proficio_events import EventLog
+
+from ._model import Projection
+from ._runtime import RunnerSettings, SqlProjector, recorded_at, status
+from ._settings import StreamSettings
+from ._store import ViewStore, active_generation, migrate_runtime
+from ._stream import relay_consumer
+
+READ_SCOPES = frozenset({"all", "all/read", "statements/read"})
+MAX_PAGE = 1000
+
+
+def _json(content: Any, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(content), status_code=status_code, media_type="application/json", headers=headers)
+
+
+async def _tenant(request: Request) -> str:
+    credential = await request.app.state.credentials.authenticate(request.headers.get("authorization"))
+    if not credential.scopes & READ_SCOPES:
+        raise HTTPException(403, f"reading views needs one of the scopes {', '.join(sorted(READ_SCOPES))}")
+    tenant: str = credential.tenant
+    return tenant
+
+
+def _iso(us: int | None) -> str | None:
+    if us is None:
+        return None
+    return datetime.fromtimestamp(us / 1e6, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def router(projections: Sequence[Projection], stream: StreamSettings) -> APIRouter:
+    by_name = {p.name: p for p in projections}
+    api = APIRouter(prefix="/views", tags=["views"])
+
+    @api.get("/status")
+    async def projector_status(request: Request) -> Response:
+        """Each projector's generation, watermark (log position), lag (events) and open dead letters."""
+        await _tenant(request)
+        log: EventLog = request.app.state.log
+        found = await status(log, relay_consumer=relay_consumer(stream.kafka_topic))
+        return _json(
+            [
+                {
+                    "name": s.name, "generation": s.generation, "code_version": s.code_version, "status": s.status,
+                    "watermark": s.watermark, "lag": s.lag, "dead_letters": s.dead_letters,
+                }
+                for s in found
+            ]
+        )  # fmt: skip
+
+    @api.get("/{name}/{table}")
+    async def list_rows(
+        request: Request, name: str, table: str, limit: int = 100, after: str | None = None
+    ) -> Response:
+        """Rows of one view table for the caller's tenant, in key order; ``more`` gives the next page."""
+        tenant = await _tenant(request)
+        _store, physical = await _view(request, by_name, name, table)
+        if not 1 <= limit <= MAX_PAGE:
+            raise HTTPException(400, f"limit must be between 1 and {MAX_PAGE}")
+        keys = [c for c in physical.primary_key.columns]
+        query = sa.select(physical).where(keys[0] == tenant).order_by(*keys).limit(limit + 1)
+        if after is not None:
+            try:
+                last = orjson.loads(after)
+            except orjson.JSONDecodeError:
+                last = None
+            if not isinstance(last, list) or len(last) != len(keys) - 1:
+                raise HTTPException(400, f"after must be a JSON array of {len(keys) - 1} key value(s)")
+            query = query.where(sa.tuple_(*keys[1:]) > sa.tuple_(*(sa.literal(v) for v in last)))
+        log: EventLog = request.app.state.log
+        async with log.engine.connect() as conn:
+            rows = [{str(k): v for k, v in r.items()} for r in (await conn.execute(query)).mappings()]
+        more = None
+        if len(rows) > limit:
+            rows = rows[:limit]
+            cursor = orjson.dumps([rows[-1][c.name] for c in keys[1:]]).decode()
+            more = str(request.url.include_query_params(after=cursor))
+        return _json({"rows": rows, "more": more}, headers=await _consistency(request, name))
+
+    @api.get("/{name}/{table}/{key:path}")
+    async def one_row(request: Request, name: str, table: str, key: str) -> Response:
+        """One row by the rest of its key (after the tenant), ``/``-separated."""
+        tenant = await _tenant(request)
+        _store, physical = await _view(request, by_name, name, table)
+        keys = list(physical.primary_key.columns)
+        parts = key.split("/")
+        if len(parts) != len(keys) - 1:
+            raise HTTPException(400, f"{name}/{table} rows are keyed by {', '.join(c.name for c in keys[1:])}")
+        log: EventLog = request.app.state.log
+        async with log.engine.connect() as conn:
+            row = (
+                (
+                    await conn.execute(
+                        sa.select(physical).where(*(c == v for c, v in zip(keys, [tenant, *parts], strict=True)))
+                    )
+                )
+                .mappings()
+                .first()
+            )
+        if row is None:
+            raise HTTPException(404, f"no such row in {name}/{table}")
+        return _json({str(k): v for k, v in row.items()}, headers=await _consistency(request, name))
+
+    return api
+
+
+async def _view(request: Request, by_name: dict[str, Projection], name: str, table: str) -> tuple[ViewStore, sa.Table]:
+    projection = by_name.get(name)
+    if projection is None:
+        raise HTTPException(404, f"no view named {name!r}; known: {', '.join(sorted(by_name))}")
+    log: EventLog = request.app.state.log
+    async with log.engine.connect() as conn:
+        generation = await active_generation(conn, name)
+    if generation is None:
+        raise HTTPException(503, f"the view {name!r} has not been built yet")
+    store = ViewStore(projection, generation)
+    if table not in store.tables:
+        raise HTTPException(404, f"{name} has no table {table!r}; it has {', '.join(sorted(store.tables))}")
+    return store, store.table(table)
+
+
+async def _consistency(request: Request, name: str) -> dict[str, str]:
+    """The view holds every event recorded up to this time (its slowest worker's watermark)."""
+    log: EventLog = request.app.state.log
+    found = [s for s in await status(log) if s.name == name and s.status == "active"]
+    when = _iso(await recorded_at(log, found[0].watermark)) if found else None
+    return {"X-Experience-API-Consistent-Through": when} if when else {}
+
+
+def install(
+    app: FastAPI,
+    projections: Sequence[Projection],
+    stream: StreamSettings | None = None,
+    runner: RunnerSettings | None = None,
+    *,
+    run_projectors: bool = True,
+) -> None:
+    """Add the views API to ``app`` and, with ``run_projectors``, run the projectors on the SQL log in its lifespan."""
+    stream = stream or StreamSettings()
+    app.include_router(router(projections, stream))
+    inner = app.router.lifespan_context
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app_: Any) -> AsyncIterator[Any]:
+        async with inner(app_) as state:
+            log: EventLog = app_.state.log
+            await migrate_runtime(log)
+            stop = asyncio.Event()
+            tasks = (
+                [asyncio.create_task(SqlProjector(log, p, runner).run(stop)) for p in projections]
+                if run_projectors
+                else []
+            )
+            try:
+                yield state
+            finally:
+                stop.set()
+                await asyncio.gather(*tasks, return_exceptions=True)
+
+    app.router.lifespan_context = lifespan

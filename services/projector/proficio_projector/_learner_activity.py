@@ -1,0 +1,70 @@
+"""``learner_activity``: per learner, how many statements, when first and last, and the latest verb.
+
+The simplest useful view, and the one the runtime's tests and benchmarks run: rows are per learner
+stream (the pseudonymous id ingest gives each actor), so it may be partitioned.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+
+from proficio_events import StoredEvent
+
+from ._model import Change, Put, RowRef, State, ViewTable
+
+STATEMENT_STORED = "StatementStored"
+STATEMENT_VOIDED = "StatementVoided"
+TABLE = "learners"
+
+
+class LearnerActivity:
+    name = "learner_activity"
+    version = 1
+    event_types = frozenset({STATEMENT_STORED, STATEMENT_VOIDED})
+    partitioned = True
+    tables: Sequence[ViewTable] = (
+        ViewTable(
+            TABLE,
+            key=(sa.Column("tenant", sa.Text), sa.Column("learner", sa.Text)),
+            values=(
+                sa.Column("statements", sa.Integer, nullable=False),
+                sa.Column("voiding", sa.Integer, nullable=False),
+                sa.Column("first_stored_us", sa.BigInteger, nullable=False),
+                sa.Column("last_stored_us", sa.BigInteger, nullable=False),
+                sa.Column("last_verb", sa.Text, nullable=True),
+                sa.Column("last_statement", sa.Text, nullable=True),
+            ),
+        ),
+    )
+
+    def reads(self, event: StoredEvent) -> Iterable[RowRef]:
+        return (RowRef(TABLE, (event.tenant, event.stream)),)
+
+    def apply(self, state: State, event: StoredEvent) -> Sequence[Change]:
+        statement: dict[str, Any] = event.data()["statement"]
+        row = state.get(TABLE, (event.tenant, event.stream))
+        before: dict[str, Any] = dict(row) if row is not None else {
+            "statements": 0, "voiding": 0, "first_stored_us": event.recorded_us,
+        }  # fmt: skip
+        return (
+            Put(
+                TABLE,
+                (event.tenant, event.stream),
+                {
+                    "statements": before["statements"] + 1,
+                    "voiding": before["voiding"] + (event.event_type == STATEMENT_VOIDED),
+                    "first_stored_us": before["first_stored_us"],
+                    "last_stored_us": event.recorded_us,
+                    "last_verb": statement["verb"]["id"],
+                    "last_statement": statement["id"],
+                },
+            ),
+        )
+
+
+def default_projections() -> list[Any]:
+    """The projections ``proficio project`` and ``proficio serve`` run."""
+    return [LearnerActivity()]

@@ -1,0 +1,368 @@
+"""Running projections on the SQL log: leases, checkpoints in the view's transaction, rebuilds, status.
+
+``SqlProjector`` serves one projection: it follows the active generation, takes its share of the
+generation's segments, and for each batch of the log folds the events of the segments it holds and
+moves their checkpoints in one transaction. When the code's version differs from the active
+generation's, or on ``rebuild()``, a new generation is built from position 0 beside the active one,
+which keeps serving, and swapped in when it has caught up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import sqlalchemy as sa
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from proficio_events import EventLog, EventStoreError, StoredEvent
+from proficio_events._schema import checkpoints, events
+
+from ._apply import Applier
+from ._leases import LeaseKeeper, worker_id
+from ._model import Projection
+from ._schema import dead_letters, generations, offsets
+from ._store import (
+    ACTIVE,
+    BUILDING,
+    RETIRED,
+    Generation,
+    ViewStore,
+    active_generation,
+    create_generation,
+    ensure_active,
+    list_generations,
+    now_us,
+    segment_of,
+)
+
+logger = logging.getLogger("proficio.projector")
+RETRYABLE = (DBAPIError, InterfaceError, OSError, EventStoreError)
+
+
+@dataclass
+class RunnerSettings:
+    batch_size: int = 2000
+    idle_timeout: float = 1.0
+    lease_ttl: float = 10.0
+    #: Seconds to wait before retrying after the store failed.
+    retry_delay: float = 0.5
+    owner: str = field(default_factory=worker_id)
+
+
+async def sql_checkpoints(conn: AsyncConnection, generation: Generation) -> dict[int, int]:
+    rows = await conn.execute(
+        sa.select(checkpoints.c.partition, checkpoints.c.position).where(checkpoints.c.consumer == generation.consumer)
+    )
+    found = {int(p): int(pos) for p, pos in rows}
+    return {segment: found.get(segment, 0) for segment in range(generation.segments)}
+
+
+class SegmentFolder:
+    """Folds the log into one generation, for the segments a lease keeper holds."""
+
+    def __init__(self, log: EventLog, projection: Projection, generation: Generation, keeper: LeaseKeeper) -> None:
+        self.log = log
+        self.generation = generation
+        self.keeper = keeper
+        self.applier = Applier(projection, generation)
+
+    async def step(self, batch_size: int) -> int | None:
+        """Fold the next batch for the held segments; the events read (0: caught up), None: nothing held."""
+        owned = sorted(self.keeper.owned)
+        if not owned:
+            return None
+        async with self.log.engine.connect() as conn:
+            marks = await sql_checkpoints(conn, self.generation)
+        start = min(marks[s] for s in owned)
+        batch = await self.log.read_after(start, batch_size)
+        if not batch:
+            return 0
+        async with self.log.transaction() as conn:
+            current = await sql_checkpoints(conn, self.generation)
+            mine: list[StoredEvent] = []
+            moved: list[int] = []
+            for segment in owned:
+                if current[segment] != marks[segment] or not await self.keeper.holds(conn, segment):
+                    continue  # another worker took it, or moved it on, since we looked
+                moved.append(segment)
+            chosen = set(moved)
+            for event in batch:
+                segment = segment_of(event.tenant, event.stream, self.generation.segments)
+                if segment in chosen and event.position > current[segment]:
+                    mine.append(event)
+            await self.applier.apply(conn, mine)
+            for segment in moved:
+                await self.log.save_checkpoint(self.generation.consumer, batch[-1].position, segment, conn=conn)
+        return len(batch)
+
+
+class SqlProjector:
+    """Keeps one projection's active generation up to date from the SQL log, with other workers."""
+
+    def __init__(self, log: EventLog, projection: Projection, settings: RunnerSettings | None = None) -> None:
+        self.log = log
+        self.projection = projection
+        self.settings = settings or RunnerSettings()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                generation = await ensure_active(self.log, self.projection)
+                if generation.code_version != self.projection.version:
+                    logger.warning(
+                        "%s: the active generation was built by version %d, the code is version %d: rebuilding",
+                        self.projection.name, generation.code_version, self.projection.version,
+                    )  # fmt: skip
+                    await build(self.log, self.projection, self.settings, stop=stop)
+                    continue
+                await self._serve(generation, stop)
+            except RETRYABLE as exc:
+                logger.warning("%s: the store failed (%s); retrying", self.projection.name, exc)
+                await _sleep(stop, self.settings.retry_delay)
+
+    async def _serve(self, generation: Generation, stop: asyncio.Event) -> None:
+        keeper = LeaseKeeper(
+            self.log, generation.consumer, generation.segments, self.settings.owner, ttl=self.settings.lease_ttl
+        )
+        folder = SegmentFolder(self.log, self.projection, generation, keeper)
+        loop = asyncio.get_running_loop()
+        try:
+            renew_at = 0.0
+            while not stop.is_set():
+                if loop.time() >= renew_at:
+                    await keeper.refresh()
+                    renew_at = loop.time() + self.settings.lease_ttl / 3
+                    async with self.log.engine.connect() as conn:
+                        active = await active_generation(conn, self.projection.name)
+                    if active != generation:
+                        return  # swapped by a rebuild: serve the new generation
+                try:
+                    read = await folder.step(self.settings.batch_size)
+                except IntegrityError as exc:  # a dead letter parked twice by racing workers, say
+                    logger.warning("%s: %s; retrying", generation.consumer, exc)
+                    continue
+                if read is None:
+                    await _sleep(stop, min(self.settings.idle_timeout, max(0.0, renew_at - loop.time())))
+                elif read == 0:
+                    async with self.log.engine.connect() as conn:
+                        low = min((await sql_checkpoints(conn, generation)).values())
+                    waiter = asyncio.ensure_future(self.log.wait_for_events(low, self.settings.idle_timeout))
+                    stopper = asyncio.ensure_future(stop.wait())
+                    await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                    for task in (waiter, stopper):
+                        task.cancel()
+        finally:
+            with contextlib.suppress(*RETRYABLE):
+                await keeper.release()
+
+
+async def build(
+    log: EventLog, projection: Projection, settings: RunnerSettings | None = None, *, stop: asyncio.Event | None = None
+) -> Generation:
+    """Build a new generation of ``projection`` from position 0 of the SQL log and swap it in when caught up.
+
+    The active generation keeps serving (and being updated by its workers) until the swap. A building
+    generation left by an interrupted rebuild is resumed from its checkpoints.
+    """
+    settings = settings or RunnerSettings()
+    stop = stop or asyncio.Event()
+    async with log.transaction() as conn:
+        building = [g for g in await list_generations(conn, projection.name) if g.status == BUILDING]
+        if building and building[-1].code_version == projection.version:
+            generation = building[-1]
+        else:
+            for stale in building:
+                await _retire(conn, projection, stale)
+            generation = await create_generation(conn, projection, status=BUILDING)
+    keeper = LeaseKeeper(
+        log, generation.consumer, generation.segments, settings.owner, ttl=settings.lease_ttl, fair=False
+    )
+    folder = SegmentFolder(log, projection, generation, keeper)
+    try:
+        while True:
+            if stop.is_set():
+                raise asyncio.CancelledError("stopped before the rebuild caught up")
+            if len(await keeper.refresh()) < generation.segments:
+                await _sleep(stop, settings.lease_ttl / 3)  # another builder holds some: wait for it to finish
+                continue
+            read = await folder.step(settings.batch_size * 5)
+            if read == 0 and await _swap(log, projection, generation, keeper):
+                break
+    finally:
+        await keeper.release()
+    logger.info("%s: generation %d is live", projection.name, generation.generation)
+    return generation
+
+
+async def _swap(log: EventLog, projection: Projection, generation: Generation, keeper: LeaseKeeper) -> bool:
+    async with log.transaction() as conn:
+        for segment in range(generation.segments):
+            if not await keeper.holds(conn, segment):
+                return False
+        marks = await sql_checkpoints(conn, generation)
+        built_through = min(marks.values())
+        for old in await list_generations(conn, projection.name):
+            if old.status == ACTIVE:
+                await _retire(conn, projection, old)
+        await conn.execute(
+            generations.update()
+            .where(generations.c.name == generation.name, generations.c.generation == generation.generation)
+            .values(status=ACTIVE, activated_us=now_us(), built_through=built_through)
+        )
+    return True
+
+
+async def _retire(conn: AsyncConnection, projection: Projection, generation: Generation) -> None:
+    await conn.execute(
+        generations.update()
+        .where(generations.c.name == generation.name, generations.c.generation == generation.generation)
+        .values(status=RETIRED)
+    )
+    await ViewStore(projection, generation).drop_tables(conn)
+
+
+@dataclass(frozen=True)
+class ProjectorStatus:
+    name: str
+    generation: int
+    code_version: int
+    status: str
+    #: Every event up to this position is in the view.
+    watermark: int
+    #: Log events past the watermark.
+    lag: int
+    dead_letters: int
+    sql_checkpoints: dict[int, int]
+    kafka_partitions: dict[int, dict[str, int]]
+
+
+async def status(log: EventLog, *, relay_consumer: str | None = None) -> list[ProjectorStatus]:
+    """Every live generation (active or building), its watermark, lag and open dead letters."""
+    head = await log.max_position()
+    found: list[ProjectorStatus] = []
+    async with log.engine.connect() as conn:
+        relay = 0
+        if relay_consumer is not None:
+            relay = int(
+                await conn.scalar(sa.select(checkpoints.c.position).where(checkpoints.c.consumer == relay_consumer))
+                or 0
+            )
+        for generation in await list_generations(conn):
+            if generation.status == RETIRED:
+                continue
+            marks = await sql_checkpoints(conn, generation)
+            rows = await conn.execute(sa.select(offsets).where(offsets.c.consumer == generation.consumer))
+            partitions = {
+                int(r.partition): {
+                    "next_offset": int(r.next_offset),
+                    "highwater": int(r.highwater),
+                    "last_position": int(r.last_position),
+                }
+                for r in rows
+            }
+            mark = max(min(marks.values()), generation.built_through)
+            if partitions:
+                kafka_mark = min(
+                    max(relay, p["last_position"]) if p["next_offset"] >= p["highwater"] else p["last_position"]
+                    for p in partitions.values()
+                )
+                mark = max(mark, kafka_mark)
+            open_letters = await conn.scalar(
+                sa.select(sa.func.count()).where(
+                    dead_letters.c.consumer == generation.consumer, dead_letters.c.resolved_us.is_(None)
+                )
+            )
+            found.append(
+                ProjectorStatus(
+                    generation.name,
+                    generation.generation,
+                    generation.code_version,
+                    generation.status,
+                    mark,
+                    max(0, head - mark),
+                    int(open_letters or 0),
+                    marks,
+                    partitions,
+                )
+            )
+    return found
+
+
+async def recorded_at(log: EventLog, position: int) -> int | None:
+    """The recorded time (µs) of the event at ``position``."""
+    if position <= 0:
+        return None
+    async with log.engine.connect() as conn:
+        value = await conn.scalar(sa.select(events.c.recorded_us).where(events.c.position == position))
+    return int(value) if value is not None else None
+
+
+async def replay_dead_letters(
+    log: EventLog, projection: Projection, *, position: int | None = None
+) -> tuple[list[int], list[int]]:
+    """Fold the active generation's open dead letters again, in log order (or only the one at ``position``).
+
+    Returns (resolved positions, still failing positions). A stream's events stay held until every
+    dead letter before them is resolved.
+    """
+    async with log.engine.connect() as conn:
+        generation = await active_generation(conn, projection.name)
+    if generation is None:
+        return [], []
+    applier = Applier(projection, generation)
+    query = (
+        sa.select(dead_letters.c.position)
+        .where(dead_letters.c.consumer == generation.consumer, dead_letters.c.resolved_us.is_(None))
+        .order_by(dead_letters.c.position)
+    )
+    if position is not None:
+        query = query.where(dead_letters.c.position == position)
+    async with log.engine.connect() as conn:
+        positions = [int(p) for (p,) in await conn.execute(query)]
+    resolved: list[int] = []
+    failing: list[int] = []
+    failed_streams: set[tuple[str, str]] = set()
+    for wanted in positions:
+        batch = await log.read_after(wanted - 1, 1)
+        if not batch or batch[0].position != wanted:
+            continue
+        event = batch[0]
+        if (event.tenant, event.stream) in failed_streams:
+            failing.append(wanted)
+            continue
+        async with log.transaction() as conn:
+            letter = dead_letters.c.consumer == generation.consumer, dead_letters.c.position == wanted
+            parked = (await conn.execute(sa.select(dead_letters).where(*letter))).mappings().first()
+            if parked is None or parked["resolved_us"] is not None:
+                continue  # resolved meanwhile by another replay
+            await conn.execute(dead_letters.delete().where(*letter))
+            outcome = await applier.apply(conn, [event], replaying=True)  # parks it again if it still fails
+            if outcome.parked:
+                failing.append(wanted)
+                failed_streams.add((event.tenant, event.stream))
+            else:
+                # Kept, resolved, as the record of what was parked and when it was put right.
+                await conn.execute(
+                    dead_letters.insert().values(
+                        {**{k: v for k, v in parked.items() if k != "id"}, "resolved_us": now_us()}
+                    )
+                )
+                resolved.append(wanted)
+    return resolved, failing
+
+
+async def _sleep(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
+
+
+def projection_named(projections: Sequence[Projection], name: str) -> Projection:
+    for projection in projections:
+        if projection.name == name:
+            return projection
+    raise KeyError(f"no projection named {name!r}; known: {', '.join(p.name for p in projections) or 'none'}")

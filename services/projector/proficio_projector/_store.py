@@ -1,0 +1,254 @@
+"""Where projections keep their views: one set of tables per generation, rows guarded by log position.
+
+A generation is one build of a projection: its tables are named ``view_<name>_g<generation>_<table>``,
+so a rebuild fills new tables while the active generation keeps serving, and the swap is one update
+of ``projector_generations``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from proficio_events import EventLog
+
+from ._model import Projection, RowKey, ViewTable
+from ._schema import dead_letters, generations, offsets
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+VERSION_TABLE = "proficio_projector_version"
+ACTIVE = "active"
+BUILDING = "building"
+RETIRED = "retired"
+#: SQL-log segments of a partitioned projection (workers share them); unpartitioned ones have one.
+DEFAULT_SEGMENTS = 4
+_NAME = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+def segment_of(tenant: str, stream: str, segments: int) -> int:
+    """The SQL-log segment of a stream: stable across processes and runs (not Python's ``hash``)."""
+    if segments == 1:
+        return 0
+    digest = hashlib.blake2b(f"{tenant}/{stream}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % segments
+
+
+@dataclass(frozen=True)
+class Generation:
+    name: str
+    generation: int
+    code_version: int
+    status: str
+    segments: int
+    built_through: int
+
+    @property
+    def consumer(self) -> str:
+        """The consumer id of this generation's checkpoints, offsets, dead letters and Kafka group."""
+        return f"projector:{self.name}@{self.generation}"
+
+
+def check_name(name: str) -> None:
+    if not _NAME.match(name):
+        raise ValueError(f"projection name {name!r} must be lower-case letters, digits and _ (at most 41)")
+
+
+def _generation(row: Any) -> Generation:
+    return Generation(row.name, row.generation, row.code_version, row.status, row.segments, row.built_through)
+
+
+async def list_generations(conn: AsyncConnection, name: str | None = None) -> list[Generation]:
+    query = sa.select(generations).order_by(generations.c.name, generations.c.generation)
+    if name is not None:
+        query = query.where(generations.c.name == name)
+    return [_generation(row) for row in await conn.execute(query)]
+
+
+async def active_generation(conn: AsyncConnection, name: str) -> Generation | None:
+    found = [g for g in await list_generations(conn, name) if g.status == ACTIVE]
+    return found[-1] if found else None
+
+
+async def create_generation(
+    conn: AsyncConnection, projection: Projection, *, status: str, built_through: int = 0
+) -> Generation:
+    """A new generation (the next number) of ``projection`` with empty tables."""
+    check_name(projection.name)
+    latest = await conn.scalar(
+        sa.select(sa.func.max(generations.c.generation)).where(generations.c.name == projection.name)
+    )
+    generation = Generation(
+        projection.name,
+        int(latest or 0) + 1,
+        projection.version,
+        status,
+        DEFAULT_SEGMENTS if projection.partitioned else 1,
+        built_through,
+    )
+    await conn.execute(
+        generations.insert().values(
+            name=generation.name,
+            generation=generation.generation,
+            code_version=generation.code_version,
+            status=status,
+            segments=generation.segments,
+            built_through=built_through,
+            created_us=now_us(),
+            activated_us=now_us() if status == ACTIVE else None,
+        )
+    )
+    await ViewStore(projection, generation).create_tables(conn)
+    return generation
+
+
+async def ensure_active(log: EventLog, projection: Projection) -> Generation:
+    """The serving generation of ``projection``, created (empty, from position 0) when it has none."""
+    async with log.transaction() as conn:
+        found = await active_generation(conn, projection.name)
+        if found is not None:
+            return found
+        return await create_generation(conn, projection, status=ACTIVE)
+
+
+async def migrate_runtime(log: EventLog) -> None:
+    await log.migrate_package(MIGRATIONS, VERSION_TABLE)
+
+
+class ViewStore:
+    """The tables of one generation of a projection, and guarded reads and writes of their rows."""
+
+    def __init__(self, projection: Projection, generation: Generation) -> None:
+        self.projection = projection
+        self.generation = generation
+        self.metadata = sa.MetaData()
+        self.tables: dict[str, sa.Table] = {t.name: self._table(t) for t in projection.tables}
+        self._keys: dict[str, list[str]] = {t.name: [c.name for c in t.key] for t in projection.tables}
+
+    def _table(self, view: ViewTable) -> sa.Table:
+        physical = f"view_{self.generation.name}_g{self.generation.generation}_{view.name}"
+        columns: list[sa.Column[Any]] = [sa.Column(c.name, c.type, primary_key=True, nullable=False) for c in view.key]
+        columns += [sa.Column(c.name, c.type, nullable=c.nullable) for c in view.values]
+        columns.append(sa.Column("last_position", sa.BigInteger, nullable=False))
+        indexes = [sa.Index(f"ix_{physical}_{i}", *names) for i, names in enumerate(view.indexes)]
+        return sa.Table(physical, self.metadata, *columns, *indexes)
+
+    def table(self, name: str) -> sa.Table:
+        return self.tables[name]
+
+    async def create_tables(self, conn: AsyncConnection) -> None:
+        await conn.run_sync(self.metadata.create_all)
+
+    async def drop_tables(self, conn: AsyncConnection) -> None:
+        await conn.run_sync(self.metadata.drop_all)
+
+    async def load(
+        self, conn: AsyncConnection, table: str, keys: Iterable[RowKey]
+    ) -> dict[RowKey, tuple[dict[str, Any], int]]:
+        """The rows with these keys that exist, each with its ``last_position`` apart."""
+        physical = self.tables[table]
+        names = self._keys[table]
+        key_columns = [physical.c[n] for n in names]
+        wanted = sorted(set(keys), key=repr)
+        found: dict[RowKey, tuple[dict[str, Any], int]] = {}
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            condition = (
+                key_columns[0].in_([k[0] for k in chunk])
+                if len(key_columns) == 1
+                else sa.tuple_(*key_columns).in_(chunk)
+            )
+            for row in (await conn.execute(sa.select(physical).where(condition))).mappings():
+                values = {k: v for k, v in row.items() if k != "last_position"}
+                found[tuple(values[n] for n in names)] = (values, int(row["last_position"]))
+        return found
+
+    async def write(
+        self,
+        conn: AsyncConnection,
+        puts: Mapping[tuple[str, RowKey], tuple[dict[str, Any], int]],
+        removes: Mapping[tuple[str, RowKey], int],
+    ) -> None:
+        """Upsert and delete rows, each only where the stored row is older than the change's position."""
+        by_table: dict[str, list[dict[str, Any]]] = {}
+        for (table, _key), (row, position) in puts.items():
+            by_table.setdefault(table, []).append({**row, "last_position": position})
+        for table, rows in by_table.items():
+            await conn.execute(self._upsert(conn, table), rows)
+        deletes: dict[str, list[dict[str, Any]]] = {}
+        for (table, key), position in removes.items():
+            values = {f"k_{n}": v for n, v in zip(self._keys[table], key, strict=True)}
+            deletes.setdefault(table, []).append({**values, "p": position})
+        for table, params in deletes.items():
+            physical = self.tables[table]
+            condition = sa.and_(
+                *(physical.c[n] == sa.bindparam(f"k_{n}") for n in self._keys[table]),
+                physical.c.last_position < sa.bindparam("p"),
+            )
+            await conn.execute(physical.delete().where(condition), params)
+
+    def _upsert(self, conn: AsyncConnection, table: str) -> Any:
+        physical = self.tables[table]
+        insert: Any = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(physical)
+        keys = self._keys[table]
+        return insert.on_conflict_do_update(
+            index_elements=keys,
+            set_={c.name: insert.excluded[c.name] for c in physical.columns if c.name not in keys},
+            # The per-row guard: a replayed (or re-delivered) older event changes nothing.
+            where=physical.c.last_position < insert.excluded.last_position,
+        )
+
+    async def rows(self, conn: AsyncConnection, table: str) -> list[dict[str, Any]]:
+        """Every row of a table in key order (tests and comparisons), without ``last_position``."""
+        physical = self.tables[table]
+        query = sa.select(physical).order_by(*(physical.c[n] for n in self._keys[table]))
+        return [
+            {k: v for k, v in row.items() if k != "last_position"} for row in (await conn.execute(query)).mappings()
+        ]
+
+
+async def open_dead_letter_streams(conn: AsyncConnection, consumer: str) -> dict[tuple[str, str], int]:
+    """(tenant, stream) -> the first parked position, for streams held behind an unresolved dead letter."""
+    rows = await conn.execute(
+        sa.select(dead_letters.c.tenant, dead_letters.c.stream, sa.func.min(dead_letters.c.position))
+        .where(dead_letters.c.consumer == consumer, dead_letters.c.resolved_us.is_(None))
+        .group_by(dead_letters.c.tenant, dead_letters.c.stream)
+    )
+    return {(tenant, stream): int(position) for tenant, stream, position in rows}
+
+
+async def kafka_offsets(conn: AsyncConnection, consumer: str, topic: str) -> dict[int, tuple[int, int, int]]:
+    """partition -> (next_offset, last_position, highwater) of a Kafka consumer."""
+    rows = await conn.execute(
+        sa.select(offsets.c.partition, offsets.c.next_offset, offsets.c.last_position, offsets.c.highwater).where(
+            offsets.c.consumer == consumer, offsets.c.topic == topic
+        )
+    )
+    return {int(p): (int(n), int(last), int(h)) for p, n, last, h in rows}
+
+
+__all__ = [
+    "ACTIVE",
+    "BUILDING",
+    "RETIRED",
+    "Generation",
+    "ViewStore",
+    "active_generation",
+    "create_generation",
+    "ensure_active",
+    "list_generations",
+    "migrate_runtime",
+    "segment_of",
+]

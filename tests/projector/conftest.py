@@ -1,0 +1,20 @@
+"""A log with the projector runtime's tables, on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from proficio_events import EventLog, open_event_log
+from proficio_projector import migrate_runtime
+
+
+@pytest.fixture
+async def log(store_url: str) -> AsyncIterator[EventLog]:
+    opened = await open_event_log(store_url)
+    try:
+        await migrate_runtime(opened)
+        yield opened
+    finally:
+        await opened.close()

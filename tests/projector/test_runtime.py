@@ -1,0 +1,203 @@
+"""The projector runtime on the SQL log, on SQLite and PostgreSQL: checkpoints with the view, the per-row
+guard, dead letters, leases shared by workers, and rebuilds swapped in while the old generation serves."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+
+import sqlalchemy as sa
+
+from proficio_events import EventLog, StoredEvent
+from proficio_projector import (
+    Applier,
+    Change,
+    LearnerActivity,
+    Projection,
+    RunnerSettings,
+    SqlProjector,
+    State,
+    build,
+    ensure_active,
+    list_generations,
+    replay_dead_letters,
+    status,
+)
+from proficio_projector._schema import dead_letters, leases
+
+from .support import append_statements, caught_up, replayed_rows, statement_event, view_rows
+
+FAST = {"idle_timeout": 0.2, "lease_ttl": 2.0, "retry_delay": 0.1}
+
+
+@asynccontextmanager
+async def running(log: EventLog, *projectors: SqlProjector) -> AsyncIterator[None]:
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(p.run(stop)) for p in projectors]
+    try:
+        yield
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks)
+
+
+def projector(log: EventLog, projection: Projection | None = None, owner: str = "worker-a") -> SqlProjector:
+    return SqlProjector(log, projection or LearnerActivity(), RunnerSettings(owner=owner, batch_size=300, **FAST))
+
+
+async def test_follows_the_log_and_equals_a_replay(log: EventLog) -> None:
+    await append_statements(log, 700, learners=23)
+    async with running(log, projector(log)):
+        await caught_up(log)
+        assert await view_rows(log, LearnerActivity()) == await replayed_rows(log)
+        await append_statements(log, 300, learners=31, start=700)  # arrives while it runs
+        await caught_up(log)
+    rows = await view_rows(log, LearnerActivity())
+    assert rows == await replayed_rows(log)
+    assert sum(r["statements"] for r in rows) == 1000
+
+
+async def test_view_and_checkpoint_commit_together_or_not_at_all(log: EventLog) -> None:
+    await append_statements(log, 40)
+    generation = await ensure_active(log, LearnerActivity())
+    applier = Applier(LearnerActivity(), generation)
+    events = await log.read_after(0, 100)
+
+    class Crash(Exception):
+        pass
+
+    try:
+        async with log.transaction() as conn:
+            await applier.apply(conn, events)
+            await log.save_checkpoint(generation.consumer, events[-1].position, 0, conn=conn)
+            raise Crash
+    except Crash:
+        pass
+
+    assert await view_rows(log, LearnerActivity()) == []
+    assert await log.get_checkpoint(generation.consumer, 0) == 0
+
+
+async def test_a_replayed_event_changes_nothing(log: EventLog) -> None:
+    await append_statements(log, 200, learners=7)
+    async with running(log, projector(log)):
+        await caught_up(log)
+    before = await view_rows(log, LearnerActivity())
+    generation = await ensure_active(log, LearnerActivity())
+    # As if the checkpoints were lost: every event is delivered again, in batches that straddle rows.
+    for segment in range(generation.segments):
+        await log.save_checkpoint(generation.consumer, 0, segment)
+    events = await log.read_after(0, 1000)
+    applier = Applier(LearnerActivity(), generation)
+    for start in range(0, len(events), 37):
+        async with log.transaction() as conn:
+            outcome = await applier.apply(conn, events[start : start + 37])
+            assert outcome.applied == 0
+    assert await view_rows(log, LearnerActivity()) == before == await replayed_rows(log)
+
+
+async def test_workers_share_the_segments_and_the_view_is_the_same(log: EventLog) -> None:
+    await append_statements(log, 600, learners=40)
+    first, second = projector(log, owner="worker-a"), projector(log, owner="worker-b")
+    async with running(log, first, second):
+        await caught_up(log)
+        await asyncio.sleep(1.5)  # a lease round: the second worker takes its share
+        await append_statements(log, 200, learners=40, start=600)
+        await caught_up(log)
+        async with log.engine.connect() as conn:
+            owners = [
+                row.owner
+                for row in await conn.execute(sa.select(leases).where(leases.c.expires_us > 0))
+                if row.name.startswith("projector:learner_activity")
+            ]
+    assert sorted(owners) == ["worker-a", "worker-a", "worker-b", "worker-b"]
+    assert await view_rows(log, LearnerActivity()) == await replayed_rows(log)
+
+
+async def test_rebuild_swaps_in_a_new_generation_while_the_old_one_serves(log: EventLog) -> None:
+    await append_statements(log, 300, learners=9)
+    async with running(log, projector(log)):
+        await caught_up(log)
+        before = await view_rows(log, LearnerActivity())
+        rebuilding = asyncio.create_task(build(log, LearnerActivity(), RunnerSettings(owner="rebuilder", **FAST)))
+        await append_statements(log, 100, learners=9, start=300)
+        generation = await rebuilding
+        assert generation.generation == 2
+        await caught_up(log)
+        after = await view_rows(log, LearnerActivity())
+    assert before != after
+    assert after == await replayed_rows(log)
+    async with log.engine.connect() as conn:
+        statuses = {g.generation: g.status for g in await list_generations(conn, "learner_activity")}
+        tables = await conn.run_sync(lambda sync: sa.inspect(sync).get_table_names())
+    assert statuses == {1: "retired", 2: "active"}
+    assert not [t for t in tables if t.startswith("view_learner_activity_g1_")]
+    assert "view_learner_activity_g2_learners" in tables
+
+
+class VersionTwo(LearnerActivity):
+    version = 2
+
+
+async def test_new_code_version_is_rebuilt_on_start(log: EventLog) -> None:
+    await append_statements(log, 120)
+    async with running(log, projector(log)):
+        await caught_up(log)
+    async with running(log, projector(log, VersionTwo())):
+        for _ in range(200):
+            async with log.engine.connect() as conn:
+                live = [g for g in await list_generations(conn, "learner_activity") if g.status == "active"]
+            if live and live[0].code_version == 2:
+                break
+            await asyncio.sleep(0.05)
+        await caught_up(log)
+    assert live[0].generation == 2
+    assert await view_rows(log, VersionTwo()) == await replayed_rows(log)
+
+
+class Picky(LearnerActivity):
+    """Cannot fold statements whose verb is .../poison, until ``fixed``."""
+
+    name = "picky"
+    fixed = False
+    calls = 0
+
+    def reads(self, event: StoredEvent) -> Iterable:  # type: ignore[type-arg]
+        return super().reads(event)
+
+    def apply(self, state: State, event: StoredEvent) -> Sequence[Change]:
+        if event.data()["statement"]["verb"]["id"].endswith("/poison") and not type(self).fixed:
+            type(self).calls += 1
+            raise ValueError("no rule for this verb")
+        return super().apply(state, event)
+
+
+async def test_a_poison_event_is_parked_after_retries_and_holds_its_stream_until_replayed(log: EventLog) -> None:
+    Picky.fixed = False
+    Picky.calls = 0
+    await log.append("district-7", [statement_event(1, 0), statement_event(2, 1)])
+    poison = await log.append("district-7", [statement_event(1, 2, verb="http://example.org/poison")])
+    after = await log.append("district-7", [statement_event(1, 3), statement_event(2, 4)])
+    poisoned, held = poison.events[0].position, after.events[0].position
+    async with running(log, projector(log, Picky())):
+        await caught_up(log, "picky")
+        found = await status(log)
+    assert Picky.calls == 3  # tried three times, then parked
+    assert [s.dead_letters for s in found if s.name == "picky"] == [2]
+    async with log.engine.connect() as conn:
+        parked = {r.position: r for r in await conn.execute(sa.select(dead_letters))}
+    assert sorted(parked) == [poisoned, held]
+    assert parked[poisoned].attempts == 3
+    assert "no rule for this verb" in parked[poisoned].error
+    assert f"held behind the dead letter at position {poisoned}" in parked[held].error
+    rows = {r["learner"]: r["statements"] for r in await view_rows(log, Picky())}
+    assert rows == {"learner:1": 1, "learner:2": 2}  # learner 2 went on; learner 1 stopped at the poison
+
+    assert await replay_dead_letters(log, Picky()) == ([], [poisoned, held])  # still failing: stays parked
+
+    Picky.fixed = True
+    assert await replay_dead_letters(log, Picky()) == ([poisoned, held], [])
+    assert await view_rows(log, Picky()) == await replayed_rows(log, Picky())
+    found = await status(log)
+    assert [s.dead_letters for s in found if s.name == "picky"] == [0]
