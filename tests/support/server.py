@@ -51,8 +51,11 @@ def create_credential(data_dir: Path, env: dict[str, str], *scopes: str, tenant:
 
 
 @contextmanager
-def running_server(data_dir: Path, database_url: str | None = None, *, workers: int = 1) -> Iterator[RunningServer]:
-    env = dict(os.environ)
+def running_server(
+    data_dir: Path, database_url: str | None = None, *, workers: int = 1, env: dict[str, str] | None = None
+) -> Iterator[RunningServer]:
+    """``env``: more environment for the server (PROFICIO_KAFKA_BOOTSTRAP, say)."""
+    env = {**os.environ, **(env or {})}
     env.pop("PROFICIO_DATABASE_URL", None)
     if database_url:
         env["PROFICIO_DATABASE_URL"] = database_url

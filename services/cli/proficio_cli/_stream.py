@@ -31,7 +31,7 @@ def create_full_app(settings: Any = None) -> FastAPI:
     settings = settings or IngestSettings()
     stream = StreamSettings().model_copy(update={"data_dir": settings.data_dir, "database_url": settings.database_url})
     app = create_app(settings)
-    install(app, default_projections(), stream, run_projectors=stream.kafka_bootstrap is None)
+    install(app, default_projections(), stream, stream.runner(), run_projectors=stream.kafka_bootstrap is None)
     return app
 
 
@@ -72,7 +72,7 @@ async def run_relay(data_dir: Path | None, batch_size: int) -> int:
         stop = stop_on_signals()
         relay = Relay(
             log, bootstrap, settings.kafka_topic, partitions=settings.kafka_partitions,
-            replication=settings.kafka_replication, batch_size=batch_size,
+            replication=settings.kafka_replication, batch_size=batch_size, settings=settings.runner(),
         )  # fmt: skip
         click.echo(f"relay: log -> Kafka {bootstrap} topic {settings.kafka_topic}", err=True)
         await relay.run(stop)
@@ -95,9 +95,19 @@ async def run_projectors(data_dir: Path | None, source: str, names: tuple[str, .
         runners: list[Any]
         if chosen == "kafka":
             bootstrap = need_kafka(settings)
-            runners = [KafkaProjector(log, p, bootstrap, settings.kafka_topic) for p in projections]
+            runners = [
+                KafkaProjector(
+                    log,
+                    p,
+                    bootstrap,
+                    settings.kafka_topic,
+                    settings.runner(),
+                    session_timeout_ms=settings.kafka_session_timeout_ms,
+                )
+                for p in projections
+            ]
         else:
-            runners = [SqlProjector(log, p) for p in projections]
+            runners = [SqlProjector(log, p, settings.runner()) for p in projections]
         click.echo(f"projectors ({chosen}): {', '.join(p.name for p in projections)}", err=True)
         await asyncio.gather(*(r.run(stop) for r in runners))
     return 0

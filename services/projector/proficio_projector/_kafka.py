@@ -81,6 +81,7 @@ class ConsumerThread:
         load_offsets: OffsetLoader,
         *,
         max_records: int = 5000,
+        session_timeout_ms: int = 10_000,
     ) -> None:
         self.bootstrap = bootstrap
         self.topic = topic
@@ -89,6 +90,7 @@ class ConsumerThread:
         self.queue = queue
         self.load_offsets = load_offsets
         self.max_records = max_records
+        self.session_timeout_ms = session_timeout_ms
         self.stopping = threading.Event()
         self.failed: BaseException | None = None
         self.assigned: set[int] = set()
@@ -115,6 +117,8 @@ class ConsumerThread:
                 enable_auto_commit=False,  # offsets live with the view, in its transaction
                 auto_offset_reset="earliest",
                 max_poll_records=self.max_records,
+                session_timeout_ms=self.session_timeout_ms,
+                heartbeat_interval_ms=max(500, self.session_timeout_ms // 5),
                 **CLIENT_OPTIONS,
             )
         except BaseException as exc:

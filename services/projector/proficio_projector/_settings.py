@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from proficio_events import StoreSettings
 
+from ._runtime import RunnerSettings
+
 
 class StreamSettings(StoreSettings):
     #: Kafka brokers, ``host:port[,host:port]``; unset: projectors tail the SQL log.
@@ -13,3 +15,11 @@ class StreamSettings(StoreSettings):
     #: Partitions of the topic when the relay creates it: the most projector processes that can share it.
     kafka_partitions: int = 6
     kafka_replication: int = 1
+    #: A consumer that stops heartbeating loses its partitions after this long (the broker's minimum is 6 s).
+    kafka_session_timeout_ms: int = 10_000
+    #: A worker that stops renewing its lease (a SQL-log segment, the relay) is replaced after this long.
+    lease_ttl_s: float = 10.0
+
+    def runner(self, **changes: object) -> RunnerSettings:
+        """Runner settings for the relay and projectors from these settings."""
+        return RunnerSettings(lease_ttl=self.lease_ttl_s, **changes)  # type: ignore[arg-type]

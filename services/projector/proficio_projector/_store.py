@@ -17,6 +17,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from proficio_events import EventLog
@@ -116,11 +117,19 @@ async def create_generation(
 
 async def ensure_active(log: EventLog, projection: Projection) -> Generation:
     """The serving generation of ``projection``, created (empty, from position 0) when it has none."""
-    async with log.transaction() as conn:
-        found = await active_generation(conn, projection.name)
-        if found is not None:
-            return found
-        return await create_generation(conn, projection, status=ACTIVE)
+    try:
+        async with log.transaction() as conn:
+            found = await active_generation(conn, projection.name)
+            if found is not None:
+                return found
+            return await create_generation(conn, projection, status=ACTIVE)
+    except IntegrityError:
+        # Another worker created it at the same moment (PostgreSQL): use theirs.
+        async with log.engine.connect() as conn:
+            found = await active_generation(conn, projection.name)
+        if found is None:
+            raise
+        return found
 
 
 async def migrate_runtime(log: EventLog) -> None:

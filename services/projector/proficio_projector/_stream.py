@@ -138,13 +138,22 @@ class KafkaProjector:
         bootstrap: str,
         topic: str,
         settings: RunnerSettings | None = None,
+        *,
+        session_timeout_ms: int = 10_000,
     ) -> None:
         self.log = log
+        self.session_timeout_ms = session_timeout_ms
         self.projection = projection
         self.bootstrap = bootstrap
         self.topic = topic
         self.settings = settings or RunnerSettings()
         self.applied = 0
+        self._consumer: ConsumerThread | None = None
+
+    @property
+    def assigned(self) -> set[int]:
+        """The partitions this projector's consumer holds now."""
+        return set(self._consumer.assigned) if self._consumer is not None else set()
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -168,8 +177,13 @@ class KafkaProjector:
                 known = await kafka_offsets(conn, generation.consumer, self.topic)
             return {p: known[p][0] if p in known else None for p in partitions}
 
-        thread = ConsumerThread(self.bootstrap, self.topic, generation.consumer, loop, queue, starts)
+        # One group per topic and generation: its members share the topic's partitions.
+        group = f"{self.topic}:{generation.consumer}"
+        thread = ConsumerThread(
+            self.bootstrap, self.topic, group, loop, queue, starts, session_timeout_ms=self.session_timeout_ms
+        )
         thread.start()
+        self._consumer = thread
         check_at = loop.time() + self.settings.lease_ttl / 3
         try:
             while not stop.is_set():
