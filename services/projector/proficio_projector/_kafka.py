@@ -63,6 +63,12 @@ class Batch:
     records: dict[int, list[Any]]
     highwater: dict[int, int]
 
+    def merged(self, later: Batch) -> Batch:
+        records = {p: list(found) for p, found in self.records.items()}
+        for partition, found in later.records.items():
+            records.setdefault(partition, []).extend(found)
+        return Batch(records, {**self.highwater, **later.highwater})
+
 
 #: Given the partitions just assigned, where to start each (None: the beginning).
 OffsetLoader = Callable[[list[int]], Coroutine[Any, Any, dict[int, int | None]]]
@@ -117,6 +123,7 @@ class ConsumerThread:
                 enable_auto_commit=False,  # offsets live with the view, in its transaction
                 auto_offset_reset="earliest",
                 max_poll_records=self.max_records,
+                max_partition_fetch_bytes=4 * 1024 * 1024,
                 session_timeout_ms=self.session_timeout_ms,
                 heartbeat_interval_ms=max(500, self.session_timeout_ms // 5),
                 **CLIENT_OPTIONS,

@@ -13,6 +13,7 @@ are computed when read, or by a projection that runs unpartitioned (``partitione
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -35,6 +36,10 @@ class ViewTable:
     key: Sequence[sa.Column[Any]]
     values: Sequence[sa.Column[Any]]
     indexes: Sequence[Sequence[str]] = ()
+
+    @functools.cached_property
+    def key_names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.key)
 
 
 @dataclass(frozen=True)
@@ -103,15 +108,14 @@ class MemoryState:
         self.rows.setdefault(table, {})[key] = row
 
     def apply_changes(self, projection: Projection, changes: Sequence[Change]) -> None:
-        tables = {t.name: t for t in projection.tables}
         for change in changes:
-            table = tables.get(change.table)
+            table = next((t for t in projection.tables if t.name == change.table), None)
             if table is None:
                 raise ValueError(f"{projection.name} changed a table it does not declare: {change.table!r}")
             if isinstance(change, Remove):
                 self.set(change.table, change.key, None)
                 continue
-            row = dict(zip((c.name for c in table.key), change.key, strict=True))
+            row = dict(zip(table.key_names, change.key, strict=True))
             row.update(change.values)
             self.set(change.table, change.key, row)
 

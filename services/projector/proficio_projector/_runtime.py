@@ -46,7 +46,7 @@ RETRYABLE = (DBAPIError, InterfaceError, OSError, EventStoreError)
 
 @dataclass
 class RunnerSettings:
-    batch_size: int = 2000
+    batch_size: int = 5000
     idle_timeout: float = 1.0
     lease_ttl: float = 10.0
     #: Seconds to wait before retrying after the store failed.
@@ -70,6 +70,17 @@ class SegmentFolder:
         self.generation = generation
         self.keeper = keeper
         self.applier = Applier(projection, generation)
+        # The batch after the last one read, read while that one is folded: (the position it follows, read).
+        self._ahead: tuple[int, asyncio.Future[list[StoredEvent]]] | None = None
+
+    def close(self) -> None:
+        """Drop a read-ahead in flight."""
+        if self._ahead is not None:
+            ahead = self._ahead[1]
+            ahead.cancel()
+            if ahead.done() and not ahead.cancelled():
+                ahead.exception()
+            self._ahead = None
 
     async def step(self, batch_size: int) -> int | None:
         """Fold the next batch for the held segments; the events read (0: caught up), None: nothing held."""
@@ -79,9 +90,15 @@ class SegmentFolder:
         async with self.log.engine.connect() as conn:
             marks = await sql_checkpoints(conn, self.generation)
         start = min(marks[s] for s in owned)
-        batch = await self.log.read_after(start, batch_size)
+        if self._ahead is not None and self._ahead[0] == start:
+            batch = await self._ahead[1]
+            self._ahead = None
+        else:
+            self.close()
+            batch = await self.log.read_after(start, batch_size)
         if not batch:
             return 0
+        self._ahead = (batch[-1].position, asyncio.ensure_future(self.log.read_after(batch[-1].position, batch_size)))
         async with self.log.transaction() as conn:
             current = await sql_checkpoints(conn, self.generation)
             mine: list[StoredEvent] = []
@@ -157,6 +174,7 @@ class SqlProjector:
                     for task in (waiter, stopper):
                         task.cancel()
         finally:
+            folder.close()
             with contextlib.suppress(*RETRYABLE):
                 await keeper.release()
 
@@ -194,6 +212,7 @@ async def build(
             if read == 0 and await _swap(log, projection, generation, keeper):
                 break
     finally:
+        folder.close()
         await keeper.release()
     logger.info("%s: generation %d is live", projection.name, generation.generation)
     return generation

@@ -170,8 +170,27 @@ class ViewStore:
         physical = self.tables[table]
         names = self._keys[table]
         key_columns = [physical.c[n] for n in names]
-        wanted = sorted(set(keys), key=repr)
+        wanted = list(set(keys))
         found: dict[RowKey, tuple[dict[str, Any], int]] = {}
+        if conn.dialect.name == "postgresql" and wanted:
+            # One array per key column, joined: one statement and one plan for any number of keys (a
+            # long row-value IN list is planned badly and costs most of a batch).
+            arrays = [
+                sa.bindparam(f"k{i}", [k[i] for k in wanted], type_=postgresql.ARRAY(c.type))
+                for i, c in enumerate(key_columns)
+            ]
+            wanted_keys = (
+                sa.func.unnest(*arrays)
+                .table_valued(*(f"k{i}" for i in range(len(names))))
+                .render_derived(name="wanted")
+            )
+            query = sa.select(physical).join(
+                wanted_keys, sa.and_(*(c == wanted_keys.c[f"k{i}"] for i, c in enumerate(key_columns)))
+            )
+            for row in (await conn.execute(query)).mappings():
+                values = {k: v for k, v in row.items() if k != "last_position"}
+                found[tuple(values[n] for n in names)] = (values, int(row["last_position"]))
+            return found
         for start in range(0, len(wanted), 500):
             chunk = wanted[start : start + 500]
             condition = (
@@ -195,7 +214,10 @@ class ViewStore:
         for (table, _key), (row, position) in puts.items():
             by_table.setdefault(table, []).append({**row, "last_position": position})
         for table, rows in by_table.items():
-            await conn.execute(self._upsert(conn, table), rows)
+            if conn.dialect.name == "postgresql":
+                await conn.execute(self._pg_upsert(table, rows))
+            else:
+                await conn.execute(self._upsert(conn, table), rows)
         deletes: dict[str, list[dict[str, Any]]] = {}
         for (table, key), position in removes.items():
             values = {f"k_{n}": v for n, v in zip(self._keys[table], key, strict=True)}
@@ -207,6 +229,23 @@ class ViewStore:
                 physical.c.last_position < sa.bindparam("p"),
             )
             await conn.execute(physical.delete().where(condition), params)
+
+    def _pg_upsert(self, table: str, rows: list[dict[str, Any]]) -> Any:
+        """All rows in one statement: one array per column, unnested (not a statement per 1,000 rows)."""
+        physical = self.tables[table]
+        names = [c.name for c in physical.columns]
+        arrays = [
+            sa.bindparam(f"a_{name}", [row.get(name) for row in rows], type_=postgresql.ARRAY(physical.c[name].type))
+            for name in names
+        ]
+        source = sa.select(sa.func.unnest(*arrays).table_valued(*names).render_derived(name="incoming"))
+        insert = postgresql.insert(physical).from_select(names, source)
+        keys = self._keys[table]
+        return insert.on_conflict_do_update(
+            index_elements=keys,
+            set_={name: insert.excluded[name] for name in names if name not in keys},
+            where=physical.c.last_position < insert.excluded.last_position,
+        )
 
     def _upsert(self, conn: AsyncConnection, table: str) -> Any:
         physical = self.tables[table]

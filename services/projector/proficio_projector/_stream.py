@@ -32,6 +32,15 @@ from ._store import Generation, active_generation, ensure_active, kafka_offsets,
 logger = logging.getLogger("proficio.stream")
 
 
+def _dropped(future: asyncio.Future[Any] | None) -> None:
+    """Cancel a read-ahead, and retrieve its outcome so that a failure in it is not reported unretrieved."""
+    if future is None:
+        return
+    future.cancel()
+    if future.done() and not future.cancelled():
+        future.exception()
+
+
 def relay_consumer(topic: str) -> str:
     return f"relay:{topic}"
 
@@ -69,6 +78,10 @@ class Relay:
                 self.log, self.consumer, 1, self.settings.owner, ttl=self.settings.lease_ttl, fair=False
             )
             renew_at = 0.0
+            # The next batch, read while the current one is published; valid only while `ahead_of` is the
+            # checkpoint (any failure drops it and reads again from the checkpoint).
+            upcoming: asyncio.Future[list[StoredEvent]] | None = None
+            ahead_of = -1
             try:
                 while not stop.is_set():
                     try:
@@ -84,23 +97,37 @@ class Relay:
                             await _sleep(stop, self.settings.lease_ttl / 3)
                             continue
                         position = await self.log.get_checkpoint(self.consumer)
-                        batch = await self.log.read_after(position, self.batch_size)
+                        if upcoming is not None and ahead_of == position:
+                            batch = await upcoming
+                        else:
+                            _dropped(upcoming)
+                            batch = await self.log.read_after(position, self.batch_size)
+                        upcoming = None
                         if not batch:
                             await self._wait(stop, position)
                             continue
-                        await loop.run_in_executor(thread, self._publish, producer, batch)
+                        publishing = loop.run_in_executor(thread, self._publish, producer, batch)
+                        upcoming = asyncio.ensure_future(self.log.read_after(batch[-1].position, self.batch_size))
+                        ahead_of = batch[-1].position
+                        await publishing
                         async with self.log.transaction() as conn:
                             if not await keeper.holds(conn, 0):
                                 continue  # lost the lease while publishing: the new holder re-sends
+                            # Only after Kafka acknowledged every record of the batch.
                             await self.log.save_checkpoint(self.consumer, batch[-1].position, conn=conn)
                         self.published += len(batch)
                     except RETRYABLE as exc:
+                        _dropped(upcoming)
+                        upcoming = None
                         logger.warning("relay: the store failed (%s); retrying", exc)
                         await _sleep(stop, self.settings.retry_delay)
                     except Exception as exc:  # kafka-python's errors: the broker is away, a timeout
+                        _dropped(upcoming)
+                        upcoming = None
                         logger.warning("relay: Kafka failed (%s); re-sending from the checkpoint", exc)
                         await _sleep(stop, self.settings.retry_delay)
             finally:
+                _dropped(upcoming)
                 if producer is not None:
                     await loop.run_in_executor(thread, lambda: producer.close(timeout=10))
                 with contextlib.suppress(*RETRYABLE):
@@ -114,15 +141,19 @@ class Relay:
             task.cancel()
 
     def _publish(self, producer: Any, batch: list[StoredEvent]) -> None:
-        futures = [
-            producer.send(
-                self.topic,
-                key=_wire.record_key(event),
-                value=_wire.encode(event),
-                headers=[("position", str(event.position).encode())],
+        partitions = len(producer.partitions_for(self.topic))
+        futures = []
+        for event in batch:
+            key = _wire.record_key(event)
+            futures.append(
+                producer.send(
+                    self.topic,
+                    key=key,
+                    value=_wire.encode(event),
+                    partition=_wire.partition_of(key, partitions),
+                    headers=[("position", str(event.position).encode())],
+                )
             )
-            for event in batch
-        ]
         producer.flush(timeout=60)
         for future in futures:
             future.get(timeout=60)  # raises if Kafka did not take the record: the checkpoint stays
@@ -198,6 +229,8 @@ class KafkaProjector:
                     batch = await asyncio.wait_for(queue.get(), timeout=0.5)
                 except TimeoutError:
                     continue
+                while not queue.empty():  # behind: fold what has arrived in one transaction
+                    batch = batch.merged(queue.get_nowait())
                 while True:
                     try:
                         self.applied += await self._commit(applier, generation, batch)
