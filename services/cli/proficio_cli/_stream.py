@@ -154,7 +154,7 @@ async def list_dead_letters(data_dir: Path | None, name: str | None, include_res
         if not include_resolved:
             query = query.where(dead_letters.c.resolved_us.is_(None))
         async with log.engine.connect() as conn:
-            rows = [dict(r) for r in (await conn.execute(query)).mappings()]
+            rows = [{str(k): v for k, v in r.items()} for r in (await conn.execute(query)).mappings()]
     if as_json:
         click.echo(orjson.dumps(rows).decode())
         return 0
