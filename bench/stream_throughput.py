@@ -7,8 +7,9 @@ Fills a PostgreSQL log with statement events (about 600 bytes, 5,000 learners), 
 time on the same log: the relay publishing it all to a 6-partition topic; one `learner_activity`
 projector consuming the topic to the end; one `learner_activity` projector folding the SQL log from
 position 0. Then (unless --skip-lag) runs `proficio serve`, `proficio relay` and one
-`proficio project --source kafka` as processes, posts statements at a steady rate for a while and
-samples how far the view's watermark trails the log, in seconds and in events.
+`proficio project --source kafka` as processes on a fresh database, posts statements at a steady rate
+once the pipeline is live, and samples how far the view's watermark trails the log, in seconds and in
+events. Results and how to read them: bench/README.md.
 """
 
 from __future__ import annotations
@@ -105,7 +106,7 @@ async def throughput(url: str, bootstrap: str, events: int) -> None:
     report("relay into Kafka", *await timed(relay, relayed, head))
 
     async def watermark(name: str) -> int:
-        found = [s for s in await status(log, relay_consumer=relay_consumer(topic)) if s.name == name]
+        found = [s for s in await status(log, topic=topic) if s.name == name]
         return found[0].watermark if found else 0
 
     kafka_projector = KafkaProjector(log, LearnerActivity(), bootstrap, topic, settings)
@@ -126,7 +127,7 @@ def report(label: str, rate: float, start_up: float) -> None:
 
 
 @contextlib.contextmanager
-def running_stream(url: str, bootstrap: str) -> Iterator[RunningServer]:
+def running_stream(url: str, bootstrap: str) -> Iterator[tuple[RunningServer, str]]:
     """``proficio serve``, ``proficio relay`` and one ``proficio project --source kafka``, as processes."""
     topic = f"bench-lag-{uuid.uuid4().hex[:8]}"
     env = {"PROFICIO_KAFKA_BOOTSTRAP": bootstrap, "PROFICIO_KAFKA_TOPIC": topic}
@@ -137,14 +138,14 @@ def running_stream(url: str, bootstrap: str) -> Iterator[RunningServer]:
             subprocess.Popen([*PROFICIO, "project", "--source", "kafka"], env=full_env, stderr=subprocess.DEVNULL),
         ]
         try:
-            yield server
+            yield server, topic
         finally:
             for worker in workers:
                 worker.terminate()
                 worker.wait(timeout=30)
 
 
-async def lag(url: str, server: RunningServer, rate: int, seconds: float) -> None:
+async def lag(url: str, server: RunningServer, topic: str, rate: int, seconds: float) -> None:
     """Post ``rate`` statements/s (batches of 20) and sample the view's watermark every 100 ms."""
     log = await open_event_log(url)
     try:
@@ -154,6 +155,13 @@ async def lag(url: str, server: RunningServer, rate: int, seconds: float) -> Non
         rng = random.Random(5)
         bodies = [orjson.dumps([make_statement(rng) for _ in range(20)]) for _ in range(200)]
         async with httpx.AsyncClient(base_url=server.base_url, headers=headers, timeout=30) as http:
+            # Steady state only: the relay and the projector are up and the projector holds its partitions.
+            (await http.post("/xapi/statements", content=bodies[0])).raise_for_status()
+            while True:
+                found = [s for s in await status(log, topic=topic) if s.name == "learner_activity"]
+                if found and found[0].lag == 0:
+                    break
+                await asyncio.sleep(0.1)
             interval = 20 / rate
             start = time.perf_counter()
             sent = 0
@@ -166,8 +174,8 @@ async def lag(url: str, server: RunningServer, rate: int, seconds: float) -> Non
                 while time.perf_counter() - start < seconds:
                     await asyncio.sleep(0.1)
                     head = await log.max_position()
-                    found = [s for s in await status(log) if s.name == "learner_activity"]
-                    if not found or time.perf_counter() - start < 3:  # warm-up
+                    found = [s for s in await status(log, topic=topic) if s.name == "learner_activity"]
+                    if not found:
                         continue
                     mark = found[0].watermark
                     lags_events.append(head - mark)
@@ -211,8 +219,8 @@ def main() -> None:
         asyncio.run(throughput(pg.url, kafka.bootstrap_servers, args.events))
         if not args.skip_lag:
             url = pg.create_database(f"{pg.database}_lag")  # a log of its own, not the 200,000 above
-            with running_stream(url, kafka.bootstrap_servers) as server:
-                asyncio.run(lag(url, server, args.rate, args.seconds))
+            with running_stream(url, kafka.bootstrap_servers) as (server, topic):
+                asyncio.run(lag(url, server, topic, args.rate, args.seconds))
 
 
 if __name__ == "__main__":

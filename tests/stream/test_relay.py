@@ -114,7 +114,7 @@ async def test_two_kafka_projectors_in_one_group_equal_a_replay(log: EventLog, k
         await append_statements(log, 400, learners=30, start=800)
         await eventually(shared, "both members still hold partitions")
         await eventually(views_match, "the view equals a replay after more events")
-        found = [s for s in await status(log, relay_consumer=relay_consumer(topic)) if s.name == "learner_activity"]
+        found = [s for s in await status(log, topic=topic) if s.name == "learner_activity"]
         await eventually(lambda: _lag_zero(log, topic), "status reports the projector caught up", timeout=20)
     assert sorted(found[0].kafka_partitions) == [0, 1, 2, 3]
     assert sum(projector.applied for projector in projectors) == 1200
@@ -122,5 +122,5 @@ async def test_two_kafka_projectors_in_one_group_equal_a_replay(log: EventLog, k
 
 
 async def _lag_zero(log: EventLog, topic: str) -> bool:
-    found = [s for s in await status(log, relay_consumer=relay_consumer(topic)) if s.name == "learner_activity"]
+    found = [s for s in await status(log, topic=topic) if s.name == "learner_activity"]
     return bool(found) and found[0].lag == 0

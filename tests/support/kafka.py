@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+import selectors
 import shutil
 import signal
 import socket
@@ -54,9 +55,12 @@ START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 30.0
 
 # kafka-python 3.1 adds `net=` (the network backend) and picks its experimental asyncio backend by itself
-# when a client is built inside a running event loop. Clients pin the plain selector backend wherever the
-# installed kafka-python knows the option; 3.0.x has no such option and refuses unknown ones.
-NET_BACKEND: dict[str, Any] = {"net": "selector"} if "net" in KafkaConsumer.DEFAULT_CONFIG else {}
+# when a client is built inside a running event loop. Clients name the plain selector backend: `net=` where
+# the installed kafka-python knows it; on 3.0.x (one backend, the selector loop; unknown options are
+# refused) the OS selector it runs on.
+NET_BACKEND: dict[str, Any] = (
+    {"net": "selector"} if "net" in KafkaConsumer.DEFAULT_CONFIG else {"selector": selectors.DefaultSelector}
+)
 
 
 def _close_refused_sockets() -> None:

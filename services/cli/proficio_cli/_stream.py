@@ -118,7 +118,7 @@ async def show_status(data_dir: Path | None, as_json: bool) -> int:
 
     settings = stream_settings(data_dir)
     async with await open_store(data_dir) as log:
-        found = await status(log, relay_consumer=relay_consumer(settings.kafka_topic))
+        found = await status(log, topic=settings.kafka_topic)
         relay = await log.get_checkpoint(relay_consumer(settings.kafka_topic))
         head = await log.max_position()
     if as_json:

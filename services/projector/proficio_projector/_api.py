@@ -26,7 +26,6 @@ from ._model import Projection
 from ._runtime import RunnerSettings, SqlProjector, recorded_at, status
 from ._settings import StreamSettings
 from ._store import ViewStore, active_generation, migrate_runtime
-from ._stream import relay_consumer
 
 READ_SCOPES = frozenset({"all", "all/read", "statements/read"})
 MAX_PAGE = 1000
@@ -59,7 +58,7 @@ def router(projections: Sequence[Projection], stream: StreamSettings) -> APIRout
         """Each projector's generation, watermark (log position), lag (events) and open dead letters."""
         await _tenant(request)
         log: EventLog = request.app.state.log
-        found = await status(log, relay_consumer=relay_consumer(stream.kafka_topic))
+        found = await status(log, topic=stream.kafka_topic)
         return _json(
             [
                 {
@@ -97,7 +96,7 @@ def router(projections: Sequence[Projection], stream: StreamSettings) -> APIRout
             rows = rows[:limit]
             cursor = orjson.dumps([rows[-1][c.name] for c in keys[1:]]).decode()
             more = str(request.url.include_query_params(after=cursor))
-        return _json({"rows": rows, "more": more}, headers=await _consistency(request, name))
+        return _json({"rows": rows, "more": more}, headers=await _consistency(request, name, stream))
 
     @api.get("/{name}/{table}/{key:path}")
     async def one_row(request: Request, name: str, table: str, key: str) -> Response:
@@ -121,7 +120,7 @@ def router(projections: Sequence[Projection], stream: StreamSettings) -> APIRout
             )
         if row is None:
             raise HTTPException(404, f"no such row in {name}/{table}")
-        return _json({str(k): v for k, v in row.items()}, headers=await _consistency(request, name))
+        return _json({str(k): v for k, v in row.items()}, headers=await _consistency(request, name, stream))
 
     return api
 
@@ -141,10 +140,10 @@ async def _view(request: Request, by_name: dict[str, Projection], name: str, tab
     return store, store.table(table)
 
 
-async def _consistency(request: Request, name: str) -> dict[str, str]:
+async def _consistency(request: Request, name: str, stream: StreamSettings) -> dict[str, str]:
     """The view holds every event recorded up to this time (its slowest worker's watermark)."""
     log: EventLog = request.app.state.log
-    found = [s for s in await status(log) if s.name == name and s.status == "active"]
+    found = [s for s in await status(log, topic=stream.kafka_topic) if s.name == name and s.status == "active"]
     when = _iso(await recorded_at(log, found[0].watermark)) if found else None
     return {"X-Experience-API-Consistent-Through": when} if when else {}
 

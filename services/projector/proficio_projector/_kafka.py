@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import selectors
 import threading
 import warnings
 from collections.abc import Callable, Coroutine
@@ -26,9 +27,12 @@ with warnings.catch_warnings():
 
 logger = logging.getLogger("proficio.stream")
 
-# kafka-python 3.1 adds `net=` and picks its experimental asyncio backend by itself when a client is
-# built inside a running event loop; 3.0.x has no such option (and refuses unknown ones).
-NET_BACKEND: dict[str, Any] = {"net": "selector"} if "net" in KafkaConsumer.DEFAULT_CONFIG else {}
+# The network backend, named explicitly: kafka-python 3.1 adds `net=` and would pick its experimental
+# asyncio backend by itself for a client built inside a running event loop; 3.0.x has no `net` option
+# (and refuses unknown ones), its one backend is the selector loop, and `selector` names the OS selector.
+NET_BACKEND: dict[str, Any] = (
+    {"net": "selector"} if "net" in KafkaConsumer.DEFAULT_CONFIG else {"selector": selectors.DefaultSelector}
+)
 #: A restarted broker is found again within a second rather than after the default 30 s backoff.
 CLIENT_OPTIONS: dict[str, Any] = {"reconnect_backoff_max_ms": 1000, **NET_BACKEND}
 

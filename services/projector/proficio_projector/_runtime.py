@@ -260,22 +260,28 @@ class ProjectorStatus:
     kafka_partitions: dict[int, dict[str, int]]
 
 
-async def status(log: EventLog, *, relay_consumer: str | None = None) -> list[ProjectorStatus]:
-    """Every live generation (active or building), its watermark, lag and open dead letters."""
+async def status(log: EventLog, *, topic: str | None = None) -> list[ProjectorStatus]:
+    """Every live generation (active or building), its watermark, lag and open dead letters.
+
+    ``topic``: the Kafka topic projectors read (its relay checkpoint and only its offsets count).
+    """
     head = await log.max_position()
     found: list[ProjectorStatus] = []
     async with log.engine.connect() as conn:
         relay = 0
-        if relay_consumer is not None:
+        if topic is not None:
             relay = int(
-                await conn.scalar(sa.select(checkpoints.c.position).where(checkpoints.c.consumer == relay_consumer))
+                await conn.scalar(sa.select(checkpoints.c.position).where(checkpoints.c.consumer == f"relay:{topic}"))
                 or 0
             )
         for generation in await list_generations(conn):
             if generation.status == RETIRED:
                 continue
             marks = await sql_checkpoints(conn, generation)
-            rows = await conn.execute(sa.select(offsets).where(offsets.c.consumer == generation.consumer))
+            query = sa.select(offsets).where(offsets.c.consumer == generation.consumer)
+            if topic is not None:
+                query = query.where(offsets.c.topic == topic)
+            rows = await conn.execute(query)
             partitions = {
                 int(r.partition): {
                     "next_offset": int(r.next_offset),
