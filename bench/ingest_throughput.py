@@ -220,20 +220,26 @@ def main() -> None:
         default="wrk" if wrk.available() else "httpx",
         help="load generator for the POSTs (wrk, a separate C process, when installed)",
     )
+    parser.add_argument(
+        "--with-projectors",
+        action="store_true",
+        help="let the server fold the views in its own process too (by default they would run as `proficio project`)",
+    )
     parser.add_argument("--skip-posts", action="store_true", help="only load the log and measure queries")
     args = parser.parse_args()
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, CPython {platform.python_version()}, "
         f"{args.workers} server worker(s)"
     )
+    env = {} if args.with_projectors else {"PROFICIO_RUN_PROJECTORS": "false"}
     with tempfile.TemporaryDirectory() as tmp:
         if args.sqlite:
-            with running_server(Path(tmp), workers=args.workers) as server:
+            with running_server(Path(tmp), workers=args.workers, env=env) as server:
                 asyncio.run(run(server.base_url, server.headers, args))
             return
         from tests.support.postgres import running_postgres
 
-        with running_postgres() as pg, running_server(Path(tmp), pg.url, workers=args.workers) as server:
+        with running_postgres() as pg, running_server(Path(tmp), pg.url, workers=args.workers, env=env) as server:
             asyncio.run(run(server.base_url, server.headers, args))
 
 

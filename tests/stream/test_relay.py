@@ -9,7 +9,16 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from proficio_events import EventLog
-from proficio_projector import KafkaProjector, LearnerActivity, Relay, RunnerSettings, relay_consumer, status
+from proficio_projector import (
+    KafkaProjector,
+    LearnerActivity,
+    Relay,
+    RunnerSettings,
+    active_generation,
+    build,
+    relay_consumer,
+    status,
+)
 from proficio_projector._wire import record_key
 from tests.projector.support import append_statements, replayed_rows, view_rows, whole_log
 from tests.stream.support import read_topic
@@ -124,3 +133,31 @@ async def test_two_kafka_projectors_in_one_group_equal_a_replay(log: EventLog, k
 async def _lag_zero(log: EventLog, topic: str) -> bool:
     found = [s for s in await status(log, topic=topic) if s.name == "learner_activity"]
     return bool(found) and found[0].lag == 0
+
+
+async def test_a_rebuild_swaps_under_running_kafka_projectors(log: EventLog, kafka: KafkaBroker, topic: str) -> None:
+    """The new generation is built from the SQL log; Kafka members move to it and skip what it already holds."""
+    await append_statements(log, 300, learners=12)
+    projector = KafkaProjector(log, LearnerActivity(), kafka.bootstrap_servers, topic,
+                               RunnerSettings(owner="projector", **FAST), session_timeout_ms=6000)  # fmt: skip
+
+    async def views_match() -> bool:
+        try:
+            return await view_rows(log, LearnerActivity()) == await replayed_rows(log)
+        except AssertionError:
+            return False
+
+    async with running(relay(log, kafka, topic), projector):
+        await eventually(views_match, "the view equals a replay")
+        generation = await build(log, LearnerActivity(), RunnerSettings(owner="rebuilder", **FAST))
+        assert generation.generation == 2
+        assert generation.built_through == 0  # as created; the swap records how far it was built
+        await append_statements(log, 200, learners=12, start=300)
+        await eventually(views_match, "the new generation, fed from Kafka after the swap, equals a replay")
+        async with log.engine.connect() as conn:
+            live = await active_generation(conn, "learner_activity")
+        assert live is not None
+        assert live.generation == 2
+        assert live.built_through >= 300
+    rows = await view_rows(log, LearnerActivity())
+    assert sum(r["statements"] for r in rows) == 500

@@ -19,6 +19,9 @@ class StreamSettings(StoreSettings):
     kafka_session_timeout_ms: int = 10_000
     #: A worker that stops renewing its lease (a SQL-log segment, the relay) is replaced after this long.
     lease_ttl_s: float = 10.0
+    #: Whether ``proficio serve`` runs the projectors in its own process when no Kafka is configured
+    #: (the embedded default); with false they run only as ``proficio project`` processes.
+    run_projectors: bool = True
 
     def runner(self, **changes: object) -> RunnerSettings:
         """Runner settings for the relay and projectors from these settings."""

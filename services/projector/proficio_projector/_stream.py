@@ -240,11 +240,17 @@ class KafkaProjector:
                     except RETRYABLE as exc:
                         logger.warning("%s: the store failed (%s); retrying the batch", generation.consumer, exc)
                         await _sleep(stop, self.settings.retry_delay)
-                        if stop.is_set():
-                            return
+                        if stop.is_set() or await self._swapped(generation):
+                            return  # a rebuild retired this generation (and dropped its tables)
         finally:
             thread.stop()
             await asyncio.to_thread(thread.join, 30)
+
+    async def _swapped(self, generation: Generation) -> bool:
+        with contextlib.suppress(*RETRYABLE):
+            async with self.log.engine.connect() as conn:
+                return await active_generation(conn, self.projection.name) != generation
+        return False
 
     async def _commit(self, applier: Applier, generation: Generation, batch: Batch) -> int:
         """Fold a poll's records and move the partitions' offsets, in one transaction."""
