@@ -1,24 +1,14 @@
-"""Logs for the stream tests (with the projector runtime's tables), and a unique topic per test."""
+"""Logs for the stream tests (the projector tests' fixture), and a unique topic per test."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 
 import pytest
 
-from proficio_events import EventLog, open_event_log
-from proficio_projector import migrate_runtime
+from tests.projector.conftest import log
 
-
-@pytest.fixture
-async def log(store_url: str) -> AsyncIterator[EventLog]:
-    opened = await open_event_log(store_url)
-    try:
-        await migrate_runtime(opened)
-        yield opened
-    finally:
-        await opened.close()
+__all__ = ["log"]
 
 
 @pytest.fixture

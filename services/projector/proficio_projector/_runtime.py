@@ -118,13 +118,16 @@ class SegmentFolder:
         return len(batch)
 
 
-class SqlProjector:
-    """Keeps one projection's active generation up to date from the SQL log, with other workers."""
+class ActiveFollower:
+    """Serves the active generation of one projection until stopped, whatever source feeds it.
 
-    def __init__(self, log: EventLog, projection: Projection, settings: RunnerSettings | None = None) -> None:
-        self.log = log
-        self.projection = projection
-        self.settings = settings or RunnerSettings()
+    A generation built by other code (an older ``version``) is rebuilt first; when a rebuild swaps in a
+    new generation, ``_serve`` returns and the new one is served; store failures are retried.
+    """
+
+    log: EventLog
+    projection: Projection
+    settings: RunnerSettings
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -141,6 +144,18 @@ class SqlProjector:
             except RETRYABLE as exc:
                 logger.warning("%s: the store failed (%s); retrying", self.projection.name, exc)
                 await _sleep(stop, self.settings.retry_delay)
+
+    async def _serve(self, generation: Generation, stop: asyncio.Event) -> None:
+        raise NotImplementedError
+
+
+class SqlProjector(ActiveFollower):
+    """Keeps one projection's active generation up to date from the SQL log, with other workers."""
+
+    def __init__(self, log: EventLog, projection: Projection, settings: RunnerSettings | None = None) -> None:
+        self.log = log
+        self.projection = projection
+        self.settings = settings or RunnerSettings()
 
     async def _serve(self, generation: Generation, stop: asyncio.Event) -> None:
         keeper = LeaseKeeper(

@@ -25,9 +25,9 @@ from ._apply import Applier
 from ._kafka import Batch, ConsumerThread, ensure_topic, make_producer
 from ._leases import LeaseKeeper
 from ._model import Projection
-from ._runtime import RETRYABLE, RunnerSettings, _sleep, build
+from ._runtime import RETRYABLE, ActiveFollower, RunnerSettings, _sleep
 from ._schema import offsets
-from ._store import Generation, active_generation, ensure_active, kafka_offsets, now_us
+from ._store import Generation, active_generation, kafka_offsets, now_us
 
 logger = logging.getLogger("proficio.stream")
 
@@ -159,7 +159,7 @@ class Relay:
             future.get(timeout=60)  # raises if Kafka did not take the record: the checkpoint stays
 
 
-class KafkaProjector:
+class KafkaProjector(ActiveFollower):
     """Keeps one projection's active generation up to date from a Kafka consumer group."""
 
     def __init__(
@@ -185,18 +185,6 @@ class KafkaProjector:
     def assigned(self) -> set[int]:
         """The partitions this projector's consumer holds now."""
         return set(self._consumer.assigned) if self._consumer is not None else set()
-
-    async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                generation = await ensure_active(self.log, self.projection)
-                if generation.code_version != self.projection.version:
-                    await build(self.log, self.projection, self.settings, stop=stop)
-                    continue
-                await self._serve(generation, stop)
-            except RETRYABLE as exc:
-                logger.warning("%s: the store failed (%s); retrying", self.projection.name, exc)
-                await _sleep(stop, self.settings.retry_delay)
 
     async def _serve(self, generation: Generation, stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
