@@ -78,17 +78,20 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=15)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--with-projectors", action="store_true", help="the server folds the views itself too")
     args = parser.parse_args()
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, CPython {platform.python_version()}, "
           f"{args.workers} server worker(s), {'SQLite' if args.sqlite else 'PostgreSQL'}")  # fmt: skip
+    # The views run as `proficio project` processes here; `--with-projectors` folds them in the server too.
+    env = {} if args.with_projectors else {"PROFICIO_RUN_PROJECTORS": "false"}
     with tempfile.TemporaryDirectory() as tmp:
         if args.sqlite:
-            with running_server(Path(tmp), workers=args.workers) as server:
+            with running_server(Path(tmp), workers=args.workers, env=env) as server:
                 asyncio.run(run(server.base_url, server.headers, args.clients, args.seconds))
             return
         from tests.support.postgres import running_postgres
 
-        with running_postgres() as pg, running_server(Path(tmp), pg.url, workers=args.workers) as server:
+        with running_postgres() as pg, running_server(Path(tmp), pg.url, workers=args.workers, env=env) as server:
             asyncio.run(run(server.base_url, server.headers, args.clients, args.seconds))
 
 
