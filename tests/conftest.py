@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
+from proficio_events import EventLog, open_event_log
+from proficio_projector import migrate_runtime
 from tests.support.kafka import KafkaBroker, running_kafka
 from tests.support.postgres import PostgresServer, running_postgres
 
@@ -35,3 +37,14 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     name = f"{server.database}_i{abs(hash(request.node.nodeid)) % 10**8}"
     yield server.create_database(name)
     server.drop_database(name)
+
+
+@pytest.fixture
+async def log(store_url: str) -> AsyncIterator[EventLog]:
+    """A log on ``store_url`` with the projector runtime's tables beside it."""
+    opened = await open_event_log(store_url)
+    try:
+        await migrate_runtime(opened)
+        yield opened
+    finally:
+        await opened.close()

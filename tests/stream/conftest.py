@@ -1,14 +1,10 @@
-"""Logs for the stream tests (the projector tests' fixture), and a unique topic per test."""
+"""A unique Kafka topic per stream test (the log fixture is the suite's own, in tests/conftest.py)."""
 
 from __future__ import annotations
 
 import uuid
 
 import pytest
-
-from tests.projector.conftest import log
-
-__all__ = ["log"]
 
 
 @pytest.fixture

@@ -379,6 +379,40 @@ async def project(data_dir: Path | None, source: str, names: tuple[str, ...]) ->
 
 
 @main.group()
+def frameworks() -> None:
+    """Competency frameworks (IMS CASE 1.0 packages)."""
+
+
+@frameworks.command("import")
+@store_options
+@click.argument("source")
+@click.option("--tenant", default="default", show_default=True, help="The tenant (district) the framework is for.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
+@_async
+async def frameworks_import(data_dir: Path | None, source: str, tenant: str, as_json: bool) -> int:
+    """Import a CASE 1.0 package from a file or an http(s) address, as the framework's next version.
+
+    The package is checked first; anything wrong is named and nothing is imported. Importing the same
+    package again changes nothing.
+    """
+    from ._stream import import_framework_from
+
+    return await import_framework_from(data_dir, source, tenant, as_json)
+
+
+@frameworks.command("list")
+@store_options
+@click.option("--tenant", default=None, help="Only this tenant's frameworks.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
+@_async
+async def frameworks_list(data_dir: Path | None, tenant: str | None, as_json: bool) -> int:
+    """The frameworks the frameworks view holds (run by serve or proficio project)."""
+    from ._stream import list_frameworks
+
+    return await list_frameworks(data_dir, tenant, as_json)
+
+
+@main.group()
 def projectors() -> None:
     """Projector generations, watermarks and lag."""
 

@@ -202,3 +202,50 @@ def projector_names() -> list[str]:
     from proficio_projector import default_projections
 
     return [p.name for p in default_projections()]
+
+
+async def import_framework_from(data_dir: Path | None, source: str, tenant: str, as_json: bool) -> int:
+    from proficio_projector.competency import FrameworkError, import_framework, read_source
+
+    try:
+        raw = read_source(source)
+        async with await open_store(data_dir) as log:
+            result = await import_framework(log, tenant, raw, source=source)
+    except FrameworkError as exc:
+        raise click.ClickException(f"{source}: {exc}; nothing was imported") from exc
+    if as_json:
+        click.echo(orjson.dumps(result.__dict__).decode())
+    elif result.created:
+        click.echo(
+            f"{result.title}: version {result.version} imported for {tenant} ({result.competencies} competencies,"
+            f" {result.removed} removed since the previous version)"
+        )
+    else:
+        click.echo(f"{result.title}: unchanged since version {result.version}; nothing imported")
+    return 0
+
+
+async def list_frameworks(data_dir: Path | None, tenant: str | None, as_json: bool) -> int:
+    import sqlalchemy as sa
+
+    from proficio_projector import ViewStore, active_generation
+    from proficio_projector.competency import Frameworks
+
+    projection = Frameworks()
+    async with await open_store(data_dir) as log, log.engine.connect() as conn:
+        generation = await active_generation(conn, projection.name)
+        rows: list[dict[str, Any]] = []
+        if generation is not None:
+            table = ViewStore(projection, generation).table("frameworks")
+            query = sa.select(table).order_by(table.c.tenant, table.c.title)
+            if tenant is not None:
+                query = query.where(table.c.tenant == tenant)
+            rows = [{str(k): v for k, v in r.items()} for r in (await conn.execute(query)).mappings()]
+    if as_json:
+        click.echo(orjson.dumps(rows).decode())
+        return 0
+    if not rows:
+        click.echo("no frameworks in the frameworks view (it is built by proficio serve or proficio project)")
+    for r in rows:
+        click.echo(f"{r['tenant']}  {r['title']}  version {r['version']}  {r['competencies']} competencies  {r['uri']}")
+    return 0

@@ -23,7 +23,7 @@ TABLE = "learners"
 class LearnerActivity:
     name = "learner_activity"
     version = 1
-    event_types = frozenset({STATEMENT_STORED, STATEMENT_VOIDED})
+    event_types: frozenset[str] | None = frozenset({STATEMENT_STORED, STATEMENT_VOIDED})
     partitioned = True
     tables: Sequence[ViewTable] = (
         ViewTable(
@@ -67,4 +67,6 @@ class LearnerActivity:
 
 def default_projections() -> list[Any]:
     """The projections ``proficio project`` and ``proficio serve`` run."""
-    return [LearnerActivity()]
+    from .competency import Frameworks
+
+    return [LearnerActivity(), Frameworks()]

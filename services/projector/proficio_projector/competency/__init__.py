@@ -1,5 +1,7 @@
-"""The competency domain: mastery methods (and, as issue 6 grows, frameworks, alignments and the progress view)."""
+"""The competency domain: CASE frameworks, mastery methods (alignments and the progress view to come)."""
 
+from ._case import DEFAULT_SCALE, Framework, FrameworkError, Level, parse_package
+from ._frameworks import FRAMEWORK_IMPORTED, Frameworks, ImportResult, framework_stream, import_framework, read_source
 from ._mastery import (
     BktParameters,
     MasteryPolicy,
@@ -14,14 +16,25 @@ from ._mastery import (
 )
 
 __all__ = [
+    "DEFAULT_SCALE",
+    "FRAMEWORK_IMPORTED",
     "BktParameters",
+    "Framework",
+    "FrameworkError",
+    "Frameworks",
+    "ImportResult",
+    "Level",
     "MasteryPolicy",
     "Method",
     "bkt_next_correct",
     "bkt_probability",
+    "framework_stream",
+    "import_framework",
     "is_mastered",
     "mastery_score",
+    "parse_package",
     "power_law",
+    "read_source",
     "rescale",
     "round_half_up",
 ]
