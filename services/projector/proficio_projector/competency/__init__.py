@@ -1,6 +1,7 @@
 """The competency domain: CASE frameworks, mastery methods (alignments and the progress view to come)."""
 
 from ._case import DEFAULT_SCALE, Framework, FrameworkError, Level, parse_package
+from ._evidence import COMPETENCY_TYPES, Evidence, competencies_named, evidence_from_statement, normalized_result
 from ._frameworks import FRAMEWORK_IMPORTED, Frameworks, ImportResult, framework_stream, import_framework, read_source
 from ._mastery import (
     BktParameters,
@@ -16,9 +17,11 @@ from ._mastery import (
 )
 
 __all__ = [
+    "COMPETENCY_TYPES",
     "DEFAULT_SCALE",
     "FRAMEWORK_IMPORTED",
     "BktParameters",
+    "Evidence",
     "Framework",
     "FrameworkError",
     "Frameworks",
@@ -28,10 +31,13 @@ __all__ = [
     "Method",
     "bkt_next_correct",
     "bkt_probability",
+    "competencies_named",
+    "evidence_from_statement",
     "framework_stream",
     "import_framework",
     "is_mastered",
     "mastery_score",
+    "normalized_result",
     "parse_package",
     "power_law",
     "read_source",

@@ -1,0 +1,137 @@
+"""Evidence of competencies in xAPI statements (competency-domain.md section 2), as a pure function.
+
+Where a statement names competencies:
+
+- **A. about the competency**: the object is an activity of type objective or competency;
+- **B. tagged**: activities of those types in ``context.contextActivities`` ``parent``, ``grouping`` or
+  ``other`` (never ``category``, which names profiles);
+- **C. aligned out of band**: an alignment map (activity IRI -> competency, weight), passed in by the
+  caller (issue 6's alignments); the object's id is looked up in it.
+
+Each (statement, competency) pair is one piece of evidence, its id ``(statement id, competency)``, so a
+replay or a retried statement never counts twice. Its value: ``score.scaled`` clamped to 0..1, else
+``(raw - min) / (max - min)``, else ``success`` as 1 or 0; a statement with none of these (a launch,
+say) is no evidence. Evidence is ordered by ``(timestamp, stored, statement id)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+COMPETENCY_TYPES = frozenset(
+    {
+        "http://adlnet.gov/expapi/activities/objective",
+        "https://w3id.org/xapi/tla/activity-types/competency",
+    }
+)
+TAGGING_CONTEXTS = ("parent", "grouping", "other")
+VOIDED = "http://adlnet.gov/expapi/verbs/voided"
+
+
+@dataclass(frozen=True)
+class Evidence:
+    statement_id: str
+    competency: str
+    #: Normalized 0..1; multiply by the scale's points for a score.
+    norm: Decimal
+    success: bool | None
+    #: "statement" (A or B), or "alignment" (C).
+    source: str
+    weight: Decimal
+    #: The statement's timestamp (µs since the epoch; stored when it has none) and stored time: the order.
+    timestamp_us: int
+    stored_us: int
+
+    @property
+    def order(self) -> tuple[int, int, str]:
+        return (self.timestamp_us, self.stored_us, self.statement_id)
+
+    def points(self, points_possible: Decimal) -> Decimal:
+        return self.norm * points_possible
+
+
+def normalized_result(statement: Mapping[str, Any]) -> tuple[Decimal, bool | None] | None:
+    """(norm 0..1, success) from a statement's result, or None when it carries no evidence value."""
+    result = statement.get("result")
+    if not isinstance(result, Mapping):
+        return None
+    success = result.get("success") if isinstance(result.get("success"), bool) else None
+    score = result.get("score")
+    if isinstance(score, Mapping):
+        scaled = score.get("scaled")
+        if isinstance(scaled, int | float) and not isinstance(scaled, bool):
+            return min(max(Decimal(str(scaled)), Decimal(0)), Decimal(1)), success
+        numbers = [score.get(k) for k in ("raw", "min", "max")]
+        if all(isinstance(v, int | float) and not isinstance(v, bool) for v in numbers):
+            raw, low, high = (Decimal(str(v)) for v in numbers)
+            if high > low:
+                return min(max((raw - low) / (high - low), Decimal(0)), Decimal(1)), success
+    if success is not None:
+        return (Decimal(1) if success else Decimal(0)), success
+    return None
+
+
+def _timestamp_us(value: Any, fallback: int) -> int:
+    if not isinstance(value, str):
+        return fallback
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return fallback
+    if moment.tzinfo is None:
+        return fallback
+    return int(moment.timestamp() * 1_000_000)
+
+
+def _is_competency(activity: Any) -> bool:
+    if not isinstance(activity, Mapping) or not isinstance(activity.get("id"), str):
+        return False
+    definition = activity.get("definition")
+    return isinstance(definition, Mapping) and definition.get("type") in COMPETENCY_TYPES
+
+
+def competencies_named(statement: Mapping[str, Any]) -> list[str]:
+    """The competency IRIs a statement names itself (patterns A and B), in order of appearance, once each."""
+    found: list[str] = []
+    target = statement.get("object")
+    if _is_competency(target) and (target.get("objectType") in (None, "Activity")):  # type: ignore[union-attr]
+        found.append(target["id"])  # type: ignore[index]
+    context = statement.get("context")
+    activities = context.get("contextActivities") if isinstance(context, Mapping) else None
+    if isinstance(activities, Mapping):
+        for kind in TAGGING_CONTEXTS:
+            listed = activities.get(kind)
+            for activity in listed if isinstance(listed, list) else [listed] if listed else []:
+                if _is_competency(activity) and activity["id"] not in found:
+                    found.append(activity["id"])
+    return found
+
+
+def evidence_from_statement(
+    statement: Mapping[str, Any],
+    stored_us: int,
+    alignments: Mapping[str, Mapping[str, Decimal]] | None = None,
+) -> list[Evidence]:
+    """The evidence one stored statement gives (none for voiding statements; voiding withdraws it)."""
+    verb = statement.get("verb")
+    if isinstance(verb, Mapping) and verb.get("id") == VOIDED:
+        return []
+    value = normalized_result(statement)
+    if value is None:
+        return []
+    norm, success = value
+    statement_id = str(statement.get("id", "")).lower()
+    when = _timestamp_us(statement.get("timestamp"), stored_us)
+    found: dict[str, Evidence] = {}
+    for competency in competencies_named(statement):
+        found[competency] = Evidence(statement_id, competency, norm, success, "statement", Decimal(1), when, stored_us)
+    target = statement.get("object")
+    activity = target.get("id") if isinstance(target, Mapping) else None
+    for competency, weight in ((alignments or {}).get(activity, {}) if isinstance(activity, str) else {}).items():
+        if competency not in found:
+            found[competency] = Evidence(statement_id, competency, norm, success, "alignment", weight, when, stored_us)
+    return list(found.values())
