@@ -4,7 +4,7 @@
 >>> await log.append("district-7", [NewEvent.of("learner:42", "StatementStored", {...}, key=stmt_id)])
 """
 
-from ._bulk import bulk_insert, bulk_insert_many, bulk_upsert
+from ._bulk import bulk_insert, bulk_insert_many, bulk_upsert, select_in
 from ._envelope import (
     GENESIS,
     AppendResult,
@@ -50,5 +50,6 @@ __all__ = [
     "chain_hash",
     "make_event_log",
     "open_event_log",
+    "select_in",
     "sqlite_url",
 ]

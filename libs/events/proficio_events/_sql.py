@@ -56,6 +56,15 @@ class _Request:
     future: asyncio.Future[AppendResult]
 
 
+@dataclass
+class GroupState:
+    known: dict[tuple[str, str], StoredEvent]
+    versions: dict[str, dict[str, int]]
+    chain: dict[str, bytes]
+    head_position: int
+    head_recorded_us: int
+
+
 class _InlineFailed(Exception):
     """A batch's inline work raised: the group's transaction is rolled back."""
 
@@ -265,37 +274,20 @@ class SqlEventLog(EventLog):
         if not group:
             return []
         tenants = sorted({r.tenant for r in group})
-        known: dict[tuple[str, str], StoredEvent] = {}
-        versions: dict[str, dict[str, int]] = {}
-        chain: dict[str, bytes] = {}
-        for tenant in tenants:
-            mine = [r for r in group if r.tenant == tenant]
-            keys = sorted({e.key for r in mine for e in r.batch if e.key is not None})
-            if keys:
-                for key, event in (await self._events_by_keys(conn, tenant, keys)).items():
-                    known[(tenant, key)] = event
-            versions[tenant] = await self._stream_versions(conn, tenant, {e.stream for r in mine for e in r.batch})
-        head = (
-            await conn.execute(
-                sa.select(
-                    sa.select(events.c.position).order_by(events.c.position.desc()).limit(1).scalar_subquery(),
-                    sa.select(events.c.recorded_us).order_by(events.c.position.desc()).limit(1).scalar_subquery(),
-                    *(
-                        sa.select(events.c.hash)
-                        .where(events.c.tenant == tenant)
-                        .order_by(events.c.position.desc())
-                        .limit(1)
-                        .scalar_subquery()
-                        for tenant in tenants
-                    ),
-                )
+        wanted = {
+            tenant: (
+                sorted({e.key for r in group if r.tenant == tenant for e in r.batch if e.key is not None}),
+                {e.stream for r in group if r.tenant == tenant for e in r.batch},
             )
-        ).one()
-        position: int = head[0] or 0
+            for tenant in tenants
+        }
+        found = await self._group_state(conn, wanted)
+        known: dict[tuple[str, str], StoredEvent] = found.known
+        versions: dict[str, dict[str, int]] = found.versions
+        chain: dict[str, bytes] = dict(found.chain)
+        position: int = found.head_position
         # Recorded times never go backwards, even if the clock does: they become xAPI `stored`.
-        recorded = max(now_us(), head[1] or 0)
-        for tenant, last_hash in zip(tenants, head[2:], strict=True):
-            chain[tenant] = last_hash or GENESIS
+        recorded = max(now_us(), found.head_recorded_us)
 
         outcomes: list[AppendResult | Exception] = []
         rows: list[tuple[Any, ...]] = []
@@ -354,6 +346,36 @@ class SqlEventLog(EventLog):
                     raise _InlineFailed(exc) from exc
             await self._announce(conn, position)
         return outcomes
+
+    async def _group_state(self, conn: AsyncConnection, wanted: dict[str, tuple[list[str], set[str]]]) -> GroupState:
+        """What a group commit must know, under the write lock: per tenant, the events already stored under
+        the batches' keys, the current version of their streams and the tenant's last hash; and the head."""
+        known: dict[tuple[str, str], StoredEvent] = {}
+        versions: dict[str, dict[str, int]] = {}
+        for tenant, (keys, streams) in wanted.items():
+            if keys:
+                for key, event in (await self._events_by_keys(conn, tenant, keys)).items():
+                    known[(tenant, key)] = event
+            versions[tenant] = await self._stream_versions(conn, tenant, streams)
+        tenants = sorted(wanted)
+        head = (
+            await conn.execute(
+                sa.select(
+                    sa.select(events.c.position).order_by(events.c.position.desc()).limit(1).scalar_subquery(),
+                    sa.select(events.c.recorded_us).order_by(events.c.position.desc()).limit(1).scalar_subquery(),
+                    *(
+                        sa.select(events.c.hash)
+                        .where(events.c.tenant == tenant)
+                        .order_by(events.c.position.desc())
+                        .limit(1)
+                        .scalar_subquery()
+                        for tenant in tenants
+                    ),
+                )
+            )
+        ).one()
+        chain = {tenant: last_hash or GENESIS for tenant, last_hash in zip(tenants, head[2:], strict=True)}
+        return GroupState(known, versions, chain, head[0] or 0, head[1] or 0)
 
     @abc.abstractmethod
     async def _stream_versions(self, conn: AsyncConnection, tenant: str, streams: set[str]) -> dict[str, int]:

@@ -16,7 +16,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from proficio_events import StoredEvent, bulk_insert, bulk_insert_many, bulk_upsert
+from proficio_events import StoredEvent, bulk_insert, bulk_insert_many, bulk_upsert, select_in
 
 from ._agents import identities
 from ._schema import activities, attachments, statement_index, statements
@@ -255,13 +255,15 @@ async def _apply_statements(conn: AsyncConnection, tenant: str, batch: dict[str,
             target.voided = target.voided or not target.voiding
         elif new.target in known and not known[new.target][1]:
             void_stored.append(new.target)
-    referrers = (
-        await conn.execute(
-            sa.select(statements.c.statement_id, statements.c.position, statements.c.is_voiding, statements.c.target_id)
-            .where(statements.c.tenant == tenant, statements.c.target_id.in_(ids))
-            .order_by(statements.c.position)
-        )
-    ).all()
+    referrers = await select_in(
+        conn,
+        statements,
+        ("statement_id", "position", "is_voiding", "target_id"),
+        {"tenant": tenant},
+        "target_id",
+        ids,
+        order_by="position",
+    )
     for _sid, _position, voiding, target_id in referrers:
         if voiding and not batch[target_id].voiding:
             batch[target_id].voided = True
@@ -311,16 +313,16 @@ async def _merge_definitions(conn: AsyncConnection, tenant: str, batch: list[_Ne
     if not incoming:
         return
     ids = sorted({activity for activity, _, _ in incoming})
-    rows = await conn.execute(
-        sa.select(activities.c.activity_id, activities.c.definition).where(
-            activities.c.tenant == tenant, activities.c.activity_id.in_(ids)
-        )
-    )
+    rows = await select_in(conn, activities, ("activity_id", "definition"), {"tenant": tenant}, "activity_id", ids)
     canonical: dict[str, dict[str, Any]] = {activity: orjson.loads(body) for activity, body in rows}
+    # Only definitions that change are written (most statements repeat what is known): `position` is the
+    # event that last changed the definition, the same whether folded live or in a rebuild.
     positions: dict[str, int] = {}
     for activity, definition, position in incoming:
-        canonical[activity] = merge_definition(canonical.get(activity), definition)
-        positions[activity] = position
+        merged = merge_definition(canonical.get(activity), definition)
+        if activity not in canonical or merged != canonical[activity]:
+            positions[activity] = position
+        canonical[activity] = merged
     await bulk_upsert(
         conn,
         activities,
