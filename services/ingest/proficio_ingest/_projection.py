@@ -255,15 +255,8 @@ async def _apply_statements(conn: AsyncConnection, tenant: str, batch: dict[str,
             target.voided = target.voided or not target.voiding
         elif new.target in known and not known[new.target][1]:
             void_stored.append(new.target)
-    referrers = await select_in(
-        conn,
-        statements,
-        ("statement_id", "position", "is_voiding", "target_id"),
-        {"tenant": tenant},
-        "target_id",
-        ids,
-        order_by="position",
-    )
+    incoming = _incoming_definitions(list(batch.values()))
+    referrers, stored_definitions = await _lookups(conn, tenant, ids, sorted({a for a, _, _ in incoming}))
     for _sid, _position, voiding, target_id in referrers:
         if voiding and not batch[target_id].voiding:
             batch[target_id].voided = True
@@ -297,7 +290,7 @@ async def _apply_statements(conn: AsyncConnection, tenant: str, batch: dict[str,
             .where(statements.c.tenant == tenant, statements.c.statement_id.in_(void_stored))
             .values(voided=True)
         )
-    await _merge_definitions(conn, tenant, list(batch.values()))
+    await _merge_definitions(conn, tenant, incoming, stored_definitions)
     await _propagate(
         conn,
         tenant,
@@ -306,15 +299,57 @@ async def _apply_statements(conn: AsyncConnection, tenant: str, batch: dict[str,
     )
 
 
-async def _merge_definitions(conn: AsyncConnection, tenant: str, batch: list[_NewStatement]) -> None:
+def _incoming_definitions(batch: list[_NewStatement]) -> list[tuple[str, dict[str, Any], int]]:
+    """(activity, definition, position) from the statements of credentials that may define."""
+    return [(activity, definition, new.event.position) for new in batch if new.define
+            for activity, definition in defined_activities(new.statement)]  # fmt: skip
+
+
+# The projection's two lookups in one round trip on PostgreSQL: stored statements that point at the new
+# ones (kind 1), and the canonical definitions of the activities the batch defines (kind 2).
+_PG_LOOKUPS = """
+SELECT 1 AS kind, statement_id, position, is_voiding, target_id, NULL::bytea AS definition
+  FROM xapi_statements WHERE tenant = $1 AND target_id = ANY($2::text[])
+UNION ALL
+SELECT 2, activity_id, NULL::bigint, NULL::boolean, NULL, definition
+  FROM xapi_activities WHERE tenant = $1 AND activity_id = ANY($3::text[])
+ORDER BY 1, 3
+"""
+
+
+async def _lookups(
+    conn: AsyncConnection, tenant: str, ids: list[str], activity_ids: list[str]
+) -> tuple[list[tuple[Any, ...]], list[tuple[str, bytes]]]:
+    """(statements pointing at ``ids``, in log order; stored definitions of ``activity_ids``)."""
+    if conn.dialect.name == "postgresql":
+        raw = await conn.get_raw_connection()
+        rows = await raw.driver_connection.fetch(_PG_LOOKUPS, tenant, ids, activity_ids)  # type: ignore[union-attr]
+        referrers = [(r[1], r[2], r[3], r[4]) for r in rows if r[0] == 1]
+        return referrers, [(r[1], r[5]) for r in rows if r[0] == 2]
+    referrers = await select_in(
+        conn,
+        statements,
+        ("statement_id", "position", "is_voiding", "target_id"),
+        {"tenant": tenant},
+        "target_id",
+        ids,
+        order_by="position",
+    )
+    found = await select_in(conn, activities, ("activity_id", "definition"), {"tenant": tenant}, "activity_id",
+                            activity_ids)  # fmt: skip
+    return referrers, [(activity, body) for activity, body in found]
+
+
+async def _merge_definitions(
+    conn: AsyncConnection,
+    tenant: str,
+    incoming: list[tuple[str, dict[str, Any], int]],
+    stored: list[tuple[str, bytes]],
+) -> None:
     """Fold the activity definitions of statements from defining credentials into the canonical ones."""
-    incoming = [(activity, definition, new.event.position) for new in batch if new.define
-                for activity, definition in defined_activities(new.statement)]  # fmt: skip
     if not incoming:
         return
-    ids = sorted({activity for activity, _, _ in incoming})
-    rows = await select_in(conn, activities, ("activity_id", "definition"), {"tenant": tenant}, "activity_id", ids)
-    canonical: dict[str, dict[str, Any]] = {activity: orjson.loads(body) for activity, body in rows}
+    canonical: dict[str, dict[str, Any]] = {activity: orjson.loads(body) for activity, body in stored}
     # Only definitions that change are written (most statements repeat what is known): `position` is the
     # event that last changed the definition, the same whether folded live or in a rebuild.
     positions: dict[str, int] = {}

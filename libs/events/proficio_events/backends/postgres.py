@@ -58,18 +58,26 @@ _STREAM_VERSIONS = sa.text(
 )
 
 
-# The group commit's reads, on the driver connection of the append transaction: three plain prepared
-# statements instead of SQLAlchemy Core round trips (which cost several times the query itself here).
-_KEYED = f"SELECT {', '.join(EVENT_COLUMNS)} FROM events WHERE tenant = $1 AND key = ANY($2::text[])"
-_VERSIONS = (
-    "SELECT s.stream, (SELECT e.stream_version FROM events e WHERE e.tenant = $1 AND e.stream = s.stream"
-    " ORDER BY e.stream_version DESC LIMIT 1) FROM unnest($2::text[]) AS s(stream)"
-)
-_HEADS = (
-    "SELECT t.tenant, (SELECT e.hash FROM events e WHERE e.tenant = t.tenant ORDER BY e.position DESC LIMIT 1),"
-    " h.position, h.recorded_us FROM unnest($1::text[]) AS t(tenant)"
-    " LEFT JOIN LATERAL (SELECT position, recorded_us FROM events ORDER BY position DESC LIMIT 1) h ON true"
-)
+# The group commit's reads for one tenant in one round trip, on the driver connection of the append
+# transaction (SQLAlchemy Core would cost several times the query here): rows of kind 0 are the events
+# already stored under the batches' keys, kind 1 the current version of each stream (in `position`),
+# kind 2 the log's head (position, recorded_us) and the tenant's last hash (in `hash`).
+_GROUP_STATE = f"""
+SELECT 0 AS kind, {", ".join("e." + c for c in EVENT_COLUMNS)}
+  FROM events e WHERE e.tenant = $1 AND e.key = ANY($2::text[])
+UNION ALL
+SELECT 1, (SELECT v.stream_version FROM events v WHERE v.tenant = $1 AND v.stream = s.stream
+           ORDER BY v.stream_version DESC LIMIT 1)::bigint,
+       NULL, s.stream, NULL::int, NULL, NULL::smallint, NULL::bigint, NULL, NULL::bytea, NULL::bytea, NULL::bytea,
+       NULL, NULL::bytea, NULL::bytea
+  FROM unnest($3::text[]) AS s(stream)
+UNION ALL
+SELECT 2, h.position, NULL, NULL, NULL::int, NULL, NULL::smallint, h.recorded_us, NULL, NULL::bytea, NULL::bytea,
+       NULL::bytea, NULL, NULL::bytea,
+       (SELECT t.hash FROM events t WHERE t.tenant = $1 ORDER BY t.position DESC LIMIT 1)
+  FROM (SELECT 1) AS one
+  LEFT JOIN LATERAL (SELECT position, recorded_us FROM events ORDER BY position DESC LIMIT 1) AS h ON true
+"""
 
 
 def _ssl_mode(url: URL) -> str | None:
@@ -134,16 +142,21 @@ class PostgresEventLog(SqlEventLog):
         driver: asyncpg.Connection = raw.driver_connection
         known: dict[tuple[str, str], StoredEvent] = {}
         versions: dict[str, dict[str, int]] = {}
+        chain: dict[str, bytes] = {}
+        position = recorded = 0
         for tenant, (keys, streams) in wanted.items():
-            if keys:
-                for row in await driver.fetch(_KEYED, tenant, keys):
-                    event = StoredEvent(*row)
+            versions[tenant] = {}
+            for row in await driver.fetch(_GROUP_STATE, tenant, keys, sorted(streams)):
+                kind = row[0]
+                if kind == 0:
+                    event = StoredEvent(*row[1:])
                     known[(tenant, event.key or "")] = event
-            found = await driver.fetch(_VERSIONS, tenant, sorted(streams))
-            versions[tenant] = {stream: version for stream, version in found if version is not None}
-        heads = await driver.fetch(_HEADS, sorted(wanted))
-        chain = {tenant: last_hash or GENESIS for tenant, last_hash, _, _ in heads}
-        position, recorded = (heads[0][2] or 0, heads[0][3] or 0) if heads else (0, 0)
+                elif kind == 1:
+                    if row[1] is not None:
+                        versions[tenant][row[3]] = int(row[1])
+                else:
+                    position, recorded = row[1] or 0, row[7] or 0
+                    chain[tenant] = row[14] or GENESIS
         return GroupState(known, versions, chain, position, recorded)
 
     async def _stream_versions(self, conn: AsyncConnection, tenant: str, streams: set[str]) -> dict[str, int]:
