@@ -62,14 +62,41 @@ async def bulk_insert(
     await conn.exec_driver_sql(f"{verb} INTO {table.name} ({', '.join(names)}) VALUES ({marks})", list(rows))
 
 
+#: Where ``defer_insert`` keeps inserts, on the connection, until the next ``bulk_insert_many`` or flush.
+_DEFERRED = "proficio_deferred_inserts"
+
+
+def defer_insert(conn: AsyncConnection, table: sa.Table, rows: Sequence[Sequence[Any]]) -> None:
+    """Insert ``rows`` later in this transaction, in the same statement as the next ``bulk_insert_many``.
+
+    The log defers a small batch's own rows this way while its inline handler runs, so that the events
+    and the handler's rows go in together, in one round trip. Nothing may read the rows before
+    ``flush_deferred`` (or that ``bulk_insert_many``).
+    """
+    conn.info.setdefault(_DEFERRED, []).append((table, rows, False))
+
+
+async def flush_deferred(conn: AsyncConnection) -> None:
+    """Insert what ``defer_insert`` left (nothing if a ``bulk_insert_many`` already took it)."""
+    pending = conn.info.pop(_DEFERRED, [])
+    if pending:
+        await bulk_insert_many(conn, pending)
+
+
+def drop_deferred(conn: AsyncConnection) -> None:
+    """Forget deferred inserts (the transaction failed): the connection goes back to the pool clean."""
+    conn.info.pop(_DEFERRED, None)
+
+
 async def bulk_insert_many(
     conn: AsyncConnection, inserts: Sequence[tuple[sa.Table, Sequence[Sequence[Any]], bool]]
 ) -> None:
     """Several ``bulk_insert`` calls ``(table, rows, ignore_conflicts)`` in one round trip on PostgreSQL.
 
     The inserts become the data-modifying CTEs of one statement (they see none of each other's rows,
-    so they must not depend on one another).
+    so they must not depend on one another). Deferred inserts (``defer_insert``) go in first.
     """
+    inserts = [*conn.info.pop(_DEFERRED, []), *inserts]
     work = [(table, rows, ignore) for table, rows, ignore in inserts if rows]
     if conn.dialect.name != "postgresql" or len(work) < 2:
         for table, rows, ignore in work:

@@ -22,6 +22,7 @@ from alembic.config import Config
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from ._bulk import defer_insert, drop_deferred, flush_deferred
 from ._envelope import (
     GENESIS,
     AppendResult,
@@ -174,6 +175,13 @@ class SqlEventLog(EventLog):
     @abc.abstractmethod
     async def _upsert_checkpoint(self, conn: AsyncConnection, values: dict[str, Any]) -> None: ...
 
+    #: Exceptions of the database driver itself (statements run on the driver connection, past SQLAlchemy).
+    _driver_errors: tuple[type[Exception], ...] = ()
+
+    def _may_defer(self, rows: list[tuple[Any, ...]]) -> bool:
+        """Whether a batch's rows may wait for the inline handlers' insert (see ``defer_insert``)."""
+        return False
+
     async def _announce(self, conn: AsyncConnection, position: int) -> None:
         """Tell other processes, inside the append transaction, that ``position`` exists."""
 
@@ -236,6 +244,7 @@ class SqlEventLog(EventLog):
         """Commit ``chosen``, or (None) what is queued once the write lock is held: appends that arrive
         while this writer waits for the lock (held by another process, say) join the group."""
         group: list[_Request] = chosen or []
+        unavailable: tuple[type[BaseException], ...] = (DBAPIError, InterfaceError, OSError, *self._driver_errors)
         try:
             async with self._writer() as conn:
                 if chosen is None:
@@ -243,7 +252,10 @@ class SqlEventLog(EventLog):
                 outcomes = await self._append_group(conn, group) if group else []
         except _InlineFailed as failed:
             if len(group) == 1:
-                _settle(group[0], failed.error)
+                error = failed.error
+                if isinstance(error, unavailable) and not isinstance(error, IntegrityError):  # the store failed
+                    error = StoreUnavailableError(f"the log could not take the batch: {error}")
+                _settle(group[0], error)
             else:
                 # One batch's inline work failed: give every batch a transaction of its own, so only it fails.
                 for request in group:
@@ -254,8 +266,9 @@ class SqlEventLog(EventLog):
             for request in group or self._take_group():
                 _settle(request, EventStoreError(f"the log refused the batch: {exc.orig}"))
             return
-        except (DBAPIError, InterfaceError, OSError) as exc:
+        except unavailable as exc:
             # Also when the lock was not granted in time: the queued appends fail rather than wait forever.
+            # (Driver errors: from the statements a backend runs on the driver connection directly.)
             for request in group or self._take_group():
                 _settle(request, StoreUnavailableError(f"the log could not take the batch: {exc}"))
             return
@@ -338,12 +351,20 @@ class SqlEventLog(EventLog):
                 new_by_handler.setdefault(request.inline, []).extend(fresh)
             outcomes.append(AppendResult(tuple(out), tuple(created)))
         if rows:
-            await self._insert_rows(conn, rows)
-            for handler, new_events in new_by_handler.items():
-                try:
-                    await handler(conn, new_events)
-                except Exception as exc:
-                    raise _InlineFailed(exc) from exc
+            if new_by_handler and self._may_defer(rows):
+                # Into the handlers' own insert statement: one round trip less for a typical append.
+                defer_insert(conn, events, rows)
+            else:
+                await self._insert_rows(conn, rows)
+            try:
+                for handler, new_events in new_by_handler.items():
+                    try:
+                        await handler(conn, new_events)
+                    except Exception as exc:
+                        raise _InlineFailed(exc) from exc
+                await flush_deferred(conn)
+            finally:
+                drop_deferred(conn)
             await self._announce(conn, position)
         return outcomes
 

@@ -129,6 +129,11 @@ class PostgresEventLog(SqlEventLog):
             await conn.execute(sa.text("LOCK TABLE events IN EXCLUSIVE MODE"))
             yield conn
 
+    _driver_errors = (asyncpg.PostgresError, asyncpg.InterfaceError)
+
+    def _may_defer(self, rows: list[tuple[Any, ...]]) -> bool:
+        return len(rows) < COPY_THRESHOLD  # larger batches go in by COPY, on their own
+
     async def _insert_rows(self, conn: AsyncConnection, rows: list[tuple[Any, ...]]) -> None:
         raw = await conn.get_raw_connection()
         driver: asyncpg.Connection = raw.driver_connection
