@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -30,6 +30,7 @@ COMPETENCY_TYPES = frozenset(
 )
 TAGGING_CONTEXTS = ("parent", "grouping", "other")
 VOIDED = "http://adlnet.gov/expapi/verbs/voided"
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,9 @@ def normalized_result(statement: Mapping[str, Any]) -> tuple[Decimal, bool | Non
     return None
 
 
-def _timestamp_us(value: Any, fallback: int) -> int:
+def statement_time_us(statement: Mapping[str, Any], fallback: int) -> int:
+    """The statement's timestamp in µs since the epoch; ``fallback`` (its stored time) when it has none."""
+    value = statement.get("timestamp")
     if not isinstance(value, str):
         return fallback
     try:
@@ -84,7 +87,7 @@ def _timestamp_us(value: Any, fallback: int) -> int:
         return fallback
     if moment.tzinfo is None:
         return fallback
-    return int(moment.timestamp() * 1_000_000)
+    return (moment - EPOCH) // timedelta(microseconds=1)  # exact, unlike a float timestamp
 
 
 def _is_competency(activity: Any) -> bool:
@@ -125,7 +128,7 @@ def evidence_from_statement(
         return []
     norm, success = value
     statement_id = str(statement.get("id", "")).lower()
-    when = _timestamp_us(statement.get("timestamp"), stored_us)
+    when = statement_time_us(statement, stored_us)
     found: dict[str, Evidence] = {}
     for competency in competencies_named(statement):
         found[competency] = Evidence(statement_id, competency, norm, success, "statement", Decimal(1), when, stored_us)
