@@ -68,6 +68,7 @@ async def test_serve_on_the_embedded_default_runs_the_projectors(tmp_path: Path)
             assert one.json() == rows[0]
             state = (await http.get("/views/status")).json()
             assert [(s["name"], s["lag"], s["dead_letters"]) for s in state] == [
+                ("competency_evidence", 0, 0),
                 ("frameworks", 0, 0),
                 ("learner_activity", 0, 0),
             ]
@@ -133,7 +134,8 @@ async def _both_hold_segments(log: EventLog, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while True:
         async with log.engine.connect() as conn:
-            owners = {r.owner for r in await conn.execute(sa.select(leases)) if r.expires_us > time.time() * 1e6}
+            held = await conn.execute(sa.select(leases).where(leases.c.name.like("projector:learner_activity@%")))
+            owners = {r.owner for r in held if r.expires_us > time.time() * 1e6}
         if len(owners) == 2:
             return
         if time.monotonic() > deadline:

@@ -201,3 +201,28 @@ async def test_a_poison_event_is_parked_after_retries_and_holds_its_stream_until
     assert await view_rows(log, Picky()) == await replayed_rows(log, Picky())
     found = await status(log)
     assert [s.dead_letters for s in found if s.name == "picky"] == [0]
+
+
+class BlindReads(LearnerActivity):
+    """Cannot even name the rows of a statement whose verb is .../poison."""
+
+    name = "blind_reads"
+
+    def reads(self, event: StoredEvent) -> Iterable:  # type: ignore[type-arg]
+        if event.data()["statement"]["verb"]["id"].endswith("/poison"):
+            raise KeyError("no rows for this verb")
+        return super().reads(event)
+
+
+async def test_an_event_whose_rows_cannot_be_named_is_parked_too(log: EventLog) -> None:
+    await log.append("district-7", [statement_event(1, 0), statement_event(2, 1)])
+    poison = await log.append("district-7", [statement_event(1, 2, verb="http://example.org/poison")])
+    await log.append("district-7", [statement_event(2, 3)])
+    async with running(log, projector(log, BlindReads())):
+        await caught_up(log, "blind_reads")
+    async with log.engine.connect() as conn:
+        parked = [(r.position, r.error) for r in await conn.execute(sa.select(dead_letters))]
+    assert [position for position, _ in parked] == [poison.events[0].position]
+    assert "naming the rows it reads" in parked[0][1]
+    rows = {r["learner"]: r["statements"] for r in await view_rows(log, BlindReads())}
+    assert rows == {"learner:1": 1, "learner:2": 2}

@@ -25,7 +25,7 @@ def stream_settings(data_dir: Path | None) -> Any:
 
 def create_full_app(settings: Any = None) -> FastAPI:
     """The xAPI service with the views API; on the SQL log (no Kafka configured) it runs the projectors too."""
-    from proficio_ingest import IngestSettings, create_app
+    from proficio_ingest import IngestSettings, create_app, learner_stream
     from proficio_projector import StreamSettings, default_projections, install
 
     settings = settings or IngestSettings()
@@ -34,8 +34,9 @@ def create_full_app(settings: Any = None) -> FastAPI:
     # Folding a batch holds the event loop the requests share: small batches keep request latency even.
     runner = stream.runner(batch_size=500)
     install(
-        app, default_projections(), stream, runner, run_projectors=stream.run_projectors and not stream.kafka_bootstrap
-    )
+        app, default_projections(), stream, runner,
+        run_projectors=stream.run_projectors and not stream.kafka_bootstrap, learner_id=learner_stream,
+    )  # fmt: skip
     return app
 
 

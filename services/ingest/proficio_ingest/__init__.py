@@ -16,6 +16,7 @@ from ._errors import (
 from ._rebuild import rebuild as rebuild_query_tables
 from ._rebuild import rebuild_documents, rebuild_statement_tables
 from ._settings import IngestSettings
+from ._statements import learner_stream
 from ._tenants import SUPPORTED_VERSIONS, TenantPolicy, TenantStore
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "Unauthorized",
     "XAPIError",
     "create_app",
+    "learner_stream",
     "open_ingest_store",
     "rebuild_documents",
     "rebuild_query_tables",

@@ -140,7 +140,9 @@ class AlternateSyntaxMiddleware:
         self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or b"method=" not in scope.get("query_string", b""):
+        # Only the xAPI resources speak the alternate syntax: other APIs may have a parameter called method.
+        xapi = str(scope.get("path", "")).startswith("/xapi")
+        if scope["type"] != "http" or not xapi or b"method=" not in scope.get("query_string", b""):
             await self.app(scope, receive, send)
             return
         query = parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)

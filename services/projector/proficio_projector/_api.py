@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -155,10 +155,22 @@ def install(
     runner: RunnerSettings | None = None,
     *,
     run_projectors: bool = True,
+    learner_id: Callable[[str, Any], str] | None = None,
 ) -> None:
-    """Add the views API to ``app`` and, with ``run_projectors``, run the projectors on the SQL log in its lifespan."""
+    """Add the views API to ``app`` and, with ``run_projectors``, run the projectors on the SQL log in its lifespan.
+
+    ``learner_id`` turns an xAPI agent into the learner id of the views (the competency API's ``agent=``).
+    """
+    from .competency._api import competency_router
+
     stream = stream or StreamSettings()
+    chosen = stream
     app.include_router(router(projections, stream))
+
+    async def consistency(request: Request, name: str) -> dict[str, str]:
+        return await _consistency(request, name, chosen)
+
+    app.include_router(competency_router(_tenant, consistency, learner_id))
     inner = app.router.lifespan_context
 
     @contextlib.asynccontextmanager

@@ -61,7 +61,14 @@ class Applier:
             return outcome
         held = {} if replaying else await open_dead_letter_streams(conn, self.generation.consumer)
         state = MemoryState()
-        reads = {e.position: [(r.table, tuple(r.key)) for r in self.projection.reads(e)] for e in relevant}
+        # An event whose rows cannot even be named is as poisonous as one that cannot be folded.
+        reads: dict[int, list[tuple[str, RowKey]]] = {}
+        unreadable: dict[int, str] = {}
+        for event in relevant:
+            try:
+                reads[event.position] = [(r.table, tuple(r.key)) for r in self.projection.reads(event)]
+            except Exception as exc:  # a projection bug or a malformed event
+                unreadable[event.position] = f"{type(exc).__name__}: {exc} (naming the rows it reads)"
         needed: dict[str, set[RowKey]] = {}
         for refs in reads.values():
             for table, key in refs:
@@ -82,6 +89,12 @@ class Applier:
             stream = (event.tenant, event.stream)
             if stream in held:
                 parked.append(self._dead_letter(event, f"held behind the dead letter at position {held[stream]}", 0))
+                continue
+            if event.position in unreadable:
+                logger.error("%s parks event %d: %s", self.generation.consumer, event.position,
+                             unreadable[event.position])  # fmt: skip
+                parked.append(self._dead_letter(event, unreadable[event.position], 1))
+                held[stream] = event.position
                 continue
             if any(row_positions.get(slot, 0) >= event.position for slot in reads[event.position]):
                 outcome.skipped += 1

@@ -67,6 +67,6 @@ class LearnerActivity:
 
 def default_projections() -> list[Any]:
     """The projections ``proficio project`` and ``proficio serve`` run."""
-    from .competency import Frameworks
+    from .competency import CompetencyEvidence, Frameworks
 
-    return [LearnerActivity(), Frameworks()]
+    return [LearnerActivity(), Frameworks(), CompetencyEvidence()]

@@ -1,0 +1,126 @@
+"""The competency read API: a learner's progress, computed from the evidence view when read."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import Response
+
+from proficio_events import EventLog
+
+from .._store import ViewStore, active_generation
+from ._frameworks import Frameworks
+from ._mastery import MasteryPolicy, Method
+from ._progress import CompetencyEvidence, Observation, progress
+
+#: The learner id (the pseudonymous stream ingest files the learner's statements under) of an xAPI agent.
+LearnerId = Callable[[str, Any], str]
+
+
+def _json(content: Any, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(content, default=str), media_type="application/json", headers=headers)
+
+
+def competency_router(
+    tenant_of: Callable[[Request], Any], consistency: Callable[[Request, str], Any], learner_id: LearnerId | None
+) -> APIRouter:
+    api = APIRouter(prefix="/competency", tags=["competency"])
+
+    @api.get("/progress")
+    async def learner_progress(
+        request: Request,
+        learner: str | None = None,
+        agent: str | None = None,
+        method: str = "highest",
+        parameter: int | None = None,
+    ) -> Response:
+        """A learner's progress on every competency with evidence: score, level, mastered (now and since when),
+        and the evidence behind it. ``learner`` is the learner id of the views; ``agent`` an xAPI agent (JSON).
+        ``method``/``parameter`` choose the mastery method until mastery policies are configured per tenant.
+        """
+        tenant: str = await tenant_of(request)
+        if (learner is None) == (agent is None):
+            raise HTTPException(400, "give exactly one of learner (a learner id) or agent (an xAPI agent as JSON)")
+        if agent is not None:
+            if learner_id is None:
+                raise HTTPException(400, "this service resolves no agents: give learner")
+            try:
+                learner = learner_id(tenant, orjson.loads(agent))
+            except (orjson.JSONDecodeError, ValueError, TypeError, AttributeError, KeyError) as exc:
+                raise HTTPException(400, f"agent is not an xAPI agent: {exc}") from None
+        try:
+            policy = MasteryPolicy(Method(method), parameter)
+        except ValueError as exc:
+            raise HTTPException(400, f"mastery policy: {exc}") from None
+        assert learner is not None
+        log: EventLog = request.app.state.log
+        async with log.engine.connect() as conn:
+            evidence_generation = await active_generation(conn, CompetencyEvidence.name)
+            if evidence_generation is None:
+                raise HTTPException(503, "the competency evidence view has not been built yet")
+            store = ViewStore(CompetencyEvidence(), evidence_generation)
+            observations_table, voids_table = store.table("observations"), store.table("voids")
+            rows = (
+                await conn.execute(
+                    sa.select(observations_table).where(
+                        observations_table.c.tenant == tenant, observations_table.c.learner == learner
+                    )
+                )
+            ).mappings()
+            observations = [Observation.from_row({str(k): v for k, v in r.items()}) for r in rows]
+            ids = [o.statement_id for o in observations]
+            voided = {
+                statement_id
+                for (statement_id,) in await conn.execute(
+                    sa.select(voids_table.c.statement_id).where(
+                        voids_table.c.tenant == tenant, voids_table.c.statement_id.in_(ids)
+                    )
+                )
+            } if ids else set()  # fmt: skip
+            found = progress(observations, voided, policy)
+            labels = await _labels(conn, tenant, sorted(found))
+        body = [
+            {
+                "competency": competency,
+                **labels.get(competency, {"code": None, "statement": None}),
+                "score": p.score,
+                "level": p.level.label if p.level else None,
+                "mastered": p.mastered,
+                "mastered_at_us": p.mastered_at_us,
+                "evidence": [
+                    {
+                        "statement_id": e.statement_id,
+                        "points": e.norm * Decimal(4),
+                        "timestamp_us": e.timestamp_us,
+                        "source": e.source,
+                    }
+                    for e in p.evidence
+                ],
+            }
+            for competency, p in sorted(found.items())
+        ]
+        return _json(
+            {"learner": learner, "method": policy.method.value, "competencies": body},
+            headers=await consistency(request, CompetencyEvidence.name),
+        )
+
+    return api
+
+
+async def _labels(conn: Any, tenant: str, competencies: list[str]) -> dict[str, dict[str, Any]]:
+    """Code and statement of the competencies the frameworks view knows."""
+    generation = await active_generation(conn, Frameworks.name)
+    if generation is None or not competencies:
+        return {}
+    table = ViewStore(Frameworks(), generation).table("competencies")
+    rows = await conn.execute(
+        sa.select(table.c.uri, table.c.code, table.c.statement).where(
+            table.c.tenant == tenant, table.c.uri.in_(competencies)
+        )
+    )
+    return {uri: {"code": code, "statement": statement} for uri, code, statement in rows}
