@@ -72,6 +72,34 @@ async def test_progress_of_a_learner_over_http(tmp_path: Path) -> None:
             assert (latest["competencies"][0]["score"], latest["competencies"][0]["mastered"]) == ("2.40", False)
             assert latest["competencies"][0]["mastered_at_us"] == math["mastered_at_us"]  # reached on day 3
 
+            # A tenant policy and an alignment, recorded from the command line, apply to the next read.
+            ratios = next(i["uri"] for i in package["CFItems"] if i["humanCodingScheme"] == "GP.A.MATH.2")
+            for args in (
+                ("policies", "set", "tenant", "--method", "latest"),
+                ("alignments", "set", "https://district.example.org/items/quiz-9", ratios, "--weight", "0.5"),
+            ):
+                done = await asyncio.to_thread(
+                    subprocess.run, [sys.executable, "-m", "proficio_cli", *args],
+                    capture_output=True, text=True, env=env, timeout=60, check=False,
+                )  # fmt: skip
+                assert done.returncode == 0, done.stderr
+            untagged = tagged(uri, 0.9, 5)
+            untagged["object"]["id"] = "https://district.example.org/items/quiz-9"
+            del untagged["context"]
+            saved = await asyncio.to_thread(lrs.save_statement, Statement(untagged))
+            assert saved.success
+            deadline = time.monotonic() + 20
+            while True:
+                found = {c["code"]: c for c in (await http.get("/competency/progress", params={"agent": agent}))
+                         .json()["competencies"]}  # fmt: skip
+                if "GP.A.MATH.2" in found and found["GP.A.MATH.1"]["method"] == "latest":
+                    break
+                assert time.monotonic() < deadline, found
+                await asyncio.sleep(0.1)
+            assert (found["GP.A.MATH.1"]["score"], found["GP.A.MATH.1"]["mastered"]) == ("2.40", False)
+            assert found["GP.A.MATH.2"]["score"] == "3.60"
+            assert [e["source"] for e in found["GP.A.MATH.2"]["evidence"]] == ["alignment"]
+
             nobody = await http.get("/competency/progress", params={"learner": "learner:nobody"})
             assert nobody.json()["competencies"] == []
             both = await http.get("/competency/progress", params={"learner": "x", "agent": agent})

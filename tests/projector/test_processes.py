@@ -69,6 +69,7 @@ async def test_serve_on_the_embedded_default_runs_the_projectors(tmp_path: Path)
             state = (await http.get("/views/status")).json()
             assert [(s["name"], s["lag"], s["dead_letters"]) for s in state] == [
                 ("competency_evidence", 0, 0),
+                ("competency_reference", 0, 0),
                 ("frameworks", 0, 0),
                 ("learner_activity", 0, 0),
             ]

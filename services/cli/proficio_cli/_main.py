@@ -413,6 +413,57 @@ async def frameworks_list(data_dir: Path | None, tenant: str | None, as_json: bo
 
 
 @main.group()
+def alignments() -> None:
+    """Which activities count as evidence of which competencies (for statements that do not name them)."""
+
+
+@alignments.command("set")
+@store_options
+@click.argument("activity")
+@click.argument("competency")
+@click.option("--weight", default="1", show_default=True, help="The alignment's weight, in (0, 1].")
+@click.option("--tenant", default="default", show_default=True)
+@_async
+async def alignments_set(data_dir: Path | None, activity: str, competency: str, weight: str, tenant: str) -> int:
+    """Align the ACTIVITY (an IRI) to the COMPETENCY (a competency's IRI): an AlignmentDefined event."""
+    from ._stream import record_reference
+
+    return await record_reference(data_dir, "align", tenant, activity, competency, weight)
+
+
+@alignments.command("remove")
+@store_options
+@click.argument("activity")
+@click.argument("competency")
+@click.option("--tenant", default="default", show_default=True)
+@_async
+async def alignments_remove(data_dir: Path | None, activity: str, competency: str, tenant: str) -> int:
+    """Remove an alignment (an AlignmentRemoved event)."""
+    from ._stream import record_reference
+
+    return await record_reference(data_dir, "unalign", tenant, activity, competency)
+
+
+@main.group()
+def policies() -> None:
+    """Mastery policies: how evidence adds up to a score, per tenant, framework or competency."""
+
+
+@policies.command("set")
+@store_options
+@click.argument("scope")
+@click.option("--method", required=True, help="highest, latest, average, n_mastery, decaying_average, ...")
+@click.option("--parameter", type=int, default=None, help="N, or the weight in percent, as the method takes.")
+@click.option("--tenant", default="default", show_default=True)
+@_async
+async def policies_set(data_dir: Path | None, scope: str, method: str, parameter: int | None, tenant: str) -> int:
+    """Set the mastery policy of SCOPE (tenant, framework:<identifier> or competency:<IRI>)."""
+    from ._stream import record_reference
+
+    return await record_reference(data_dir, "policy", tenant, scope, method, parameter)
+
+
+@main.group()
 def projectors() -> None:
     """Projector generations, watermarks and lag."""
 

@@ -250,3 +250,22 @@ async def list_frameworks(data_dir: Path | None, tenant: str | None, as_json: bo
     for r in rows:
         click.echo(f"{r['tenant']}  {r['title']}  version {r['version']}  {r['competencies']} competencies  {r['uri']}")
     return 0
+
+
+async def record_reference(data_dir: Path | None, what: str, tenant: str, *args: Any) -> int:
+    """An alignment, its removal, or a policy change, as an event in the tenant's log."""
+    from proficio_projector.competency import ReferenceDataError, define_alignment, remove_alignment, set_policy
+
+    async with await open_store(data_dir) as log:
+        try:
+            if what == "align":
+                result = await define_alignment(log, tenant, args[0], args[1], weight=args[2], source="cli")
+            elif what == "unalign":
+                result = await remove_alignment(log, tenant, args[0], args[1])
+            else:
+                result = await set_policy(log, tenant, args[0], args[1], args[2])
+        except ReferenceDataError as exc:
+            raise click.ClickException(f"{exc}; nothing was recorded") from exc
+    event = result.events[0]
+    click.echo(f"{event.event_type} recorded for {tenant} at log position {event.position}")
+    return 0

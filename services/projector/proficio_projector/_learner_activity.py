@@ -67,6 +67,6 @@ class LearnerActivity:
 
 def default_projections() -> list[Any]:
     """The projections ``proficio project`` and ``proficio serve`` run."""
-    from .competency import CompetencyEvidence, Frameworks
+    from .competency import CompetencyEvidence, CompetencyReference, Frameworks
 
-    return [LearnerActivity(), Frameworks(), CompetencyEvidence()]
+    return [LearnerActivity(), Frameworks(), CompetencyEvidence(), CompetencyReference()]

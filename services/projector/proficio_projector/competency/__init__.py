@@ -23,6 +23,14 @@ from ._mastery import (
     round_half_up,
 )
 from ._progress import CompetencyEvidence, Observation, Progress, evidence_of, level_for, progress
+from ._reference import (
+    CompetencyReference,
+    ReferenceDataError,
+    define_alignment,
+    policy_for,
+    remove_alignment,
+    set_policy,
+)
 
 __all__ = [
     "COMPETENCY_TYPES",
@@ -30,6 +38,7 @@ __all__ = [
     "FRAMEWORK_IMPORTED",
     "BktParameters",
     "CompetencyEvidence",
+    "CompetencyReference",
     "Evidence",
     "Framework",
     "FrameworkError",
@@ -40,9 +49,11 @@ __all__ = [
     "Method",
     "Observation",
     "Progress",
+    "ReferenceDataError",
     "bkt_next_correct",
     "bkt_probability",
     "competencies_named",
+    "define_alignment",
     "evidence_from_statement",
     "evidence_of",
     "framework_stream",
@@ -52,10 +63,13 @@ __all__ = [
     "mastery_score",
     "normalized_result",
     "parse_package",
+    "policy_for",
     "power_law",
     "progress",
     "read_source",
+    "remove_alignment",
     "rescale",
     "round_half_up",
+    "set_policy",
     "statement_time_us",
 ]

@@ -17,6 +17,7 @@ from .._store import ViewStore, active_generation
 from ._frameworks import Frameworks
 from ._mastery import MasteryPolicy, Method
 from ._progress import CompetencyEvidence, Observation, progress
+from ._reference import CompetencyReference, policies_from_rows, policy_for
 
 #: The learner id (the pseudonymous stream ingest files the learner's statements under) of an xAPI agent.
 LearnerId = Callable[[str, Any], str]
@@ -36,12 +37,13 @@ def competency_router(
         request: Request,
         learner: str | None = None,
         agent: str | None = None,
-        method: str = "highest",
+        method: str | None = None,
         parameter: int | None = None,
     ) -> Response:
         """A learner's progress on every competency with evidence: score, level, mastered (now and since when),
         and the evidence behind it. ``learner`` is the learner id of the views; ``agent`` an xAPI agent (JSON).
-        ``method``/``parameter`` choose the mastery method until mastery policies are configured per tenant.
+        Each competency is scored under the tenant's most specific mastery policy (competency, framework,
+        tenant; else ``highest``) and its alignments count; ``method``/``parameter`` override the policy.
         """
         tenant: str = await tenant_of(request)
         if (learner is None) == (agent is None):
@@ -53,10 +55,12 @@ def competency_router(
                 learner = learner_id(tenant, orjson.loads(agent))
             except (orjson.JSONDecodeError, ValueError, TypeError, AttributeError, KeyError) as exc:
                 raise HTTPException(400, f"agent is not an xAPI agent: {exc}") from None
-        try:
-            policy = MasteryPolicy(Method(method), parameter)
-        except ValueError as exc:
-            raise HTTPException(400, f"mastery policy: {exc}") from None
+        override: MasteryPolicy | None = None
+        if method is not None:
+            try:
+                override = MasteryPolicy(Method(method), parameter)
+            except ValueError as exc:
+                raise HTTPException(400, f"mastery policy: {exc}") from None
         assert learner is not None
         log: EventLog = request.app.state.log
         async with log.engine.connect() as conn:
@@ -82,12 +86,23 @@ def competency_router(
                     )
                 )
             } if ids else set()  # fmt: skip
-            found = progress(observations, voided, policy)
-            labels = await _labels(conn, tenant, sorted(found))
+            activities = sorted({o.activity for o in observations if o.activity})
+            alignments, policies = await _reference(conn, tenant, activities)
+            competencies = {c for o in observations for c in o.competencies}
+            competencies |= {c for a in activities for c in alignments.get(a, {})}
+            labels = await _labels(conn, tenant, sorted(competencies))
+
+            def policy_of(competency: str) -> MasteryPolicy:
+                framework = labels.get(competency, {}).get("framework")
+                return override or policy_for(policies, competency, framework, MasteryPolicy())
+
+            found = progress(observations, voided, MasteryPolicy(), alignments=alignments, policy_of=policy_of)
         body = [
             {
                 "competency": competency,
-                **labels.get(competency, {"code": None, "statement": None}),
+                "code": labels.get(competency, {}).get("code"),
+                "statement": labels.get(competency, {}).get("statement"),
+                "method": policy_of(competency).method.value,
                 "score": p.score,
                 "level": p.level.label if p.level else None,
                 "mastered": p.mastered,
@@ -105,7 +120,7 @@ def competency_router(
             for competency, p in sorted(found.items())
         ]
         return _json(
-            {"learner": learner, "method": policy.method.value, "competencies": body},
+            {"learner": learner, "competencies": body},
             headers=await consistency(request, CompetencyEvidence.name),
         )
 
@@ -119,8 +134,30 @@ async def _labels(conn: Any, tenant: str, competencies: list[str]) -> dict[str, 
         return {}
     table = ViewStore(Frameworks(), generation).table("competencies")
     rows = await conn.execute(
-        sa.select(table.c.uri, table.c.code, table.c.statement).where(
+        sa.select(table.c.uri, table.c.code, table.c.statement, table.c.framework).where(
             table.c.tenant == tenant, table.c.uri.in_(competencies)
         )
     )
-    return {uri: {"code": code, "statement": statement} for uri, code, statement in rows}
+    return {uri: {"code": code, "statement": statement, "framework": fw} for uri, code, statement, fw in rows}
+
+
+async def _reference(
+    conn: Any, tenant: str, activities: list[str]
+) -> tuple[dict[str, dict[str, Decimal]], dict[str, MasteryPolicy]]:
+    """The alignments of these activities and the tenant's policies (empty before the view is built)."""
+    generation = await active_generation(conn, CompetencyReference.name)
+    if generation is None:
+        return {}, {}
+    store = ViewStore(CompetencyReference(), generation)
+    aligned, configured = store.table("alignments"), store.table("policies")
+    alignments: dict[str, dict[str, Decimal]] = {}
+    if activities:
+        rows = await conn.execute(
+            sa.select(aligned.c.activity, aligned.c.competency, aligned.c.weight).where(
+                aligned.c.tenant == tenant, aligned.c.activity.in_(activities)
+            )
+        )
+        for activity, competency, weight in rows:
+            alignments.setdefault(activity, {})[competency] = Decimal(weight)
+    rows = await conn.execute(sa.select(configured).where(configured.c.tenant == tenant))
+    return alignments, policies_from_rows({str(k): v for k, v in r.items()} for r in rows.mappings())

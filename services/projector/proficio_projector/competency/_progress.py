@@ -14,7 +14,7 @@ partitions, and a policy or alignment change shows at once, with no rebuild.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -165,12 +165,16 @@ def level_for(score: Decimal | None, scale: Sequence[Level]) -> Level | None:
 def progress(
     observations: Iterable[Observation],
     voided: Iterable[str],
-    policy: MasteryPolicy,
+    default_policy: MasteryPolicy,
     *,
     alignments: Mapping[str, Mapping[str, Decimal]] | None = None,
     scale: Sequence[Level] = DEFAULT_SCALE,
+    policy_of: Callable[[str], MasteryPolicy] | None = None,
 ) -> dict[str, Progress]:
     """Each competency's progress from a learner's observations, under a policy on a scale.
+
+    ``policy_of`` gives each competency its policy (the most specific one configured); else every
+    competency is scored under ``default_policy``.
 
     Scores are the policy's method over the evidence points (norm times the scale's top points), oldest
     first; mastered_at is the first evidence after which that score reached mastery (a later drop does
@@ -179,6 +183,7 @@ def progress(
     top = max(level.points for level in scale)
     result: dict[str, Progress] = {}
     for competency, items in evidence_of(observations, voided, alignments).items():
+        policy = policy_of(competency) if policy_of is not None else default_policy
         points = [e.norm * top for e in items]
         mastered_at: int | None = None
         running: list[Decimal] = []

@@ -1,0 +1,129 @@
+"""Alignments and mastery policies: tenant-wide reference data, each change an event.
+
+- ``AlignmentDefined`` / ``AlignmentRemoved``: an activity IRI counts as evidence of a competency, with a
+  weight (an aligned item bank, a teacher's mapping). Statements that name their competencies need none.
+- ``MasteryPolicyChanged``: the method (and its parameter) for a scope: the tenant, a framework, or one
+  competency; the most specific scope wins when progress is read.
+
+The ``competency_reference`` projection keeps the current alignments and policies; it is unpartitioned
+(its rows are tenant-wide). Progress is computed when read, so a change applies at once, no rebuild.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import sqlalchemy as sa
+
+from proficio_events import AppendResult, EventLog, NewEvent, StoredEvent
+
+from .._model import Change, Put, Remove, RowRef, State, ViewTable
+from ._mastery import MasteryPolicy, Method
+
+ALIGNMENT_DEFINED = "AlignmentDefined"
+ALIGNMENT_REMOVED = "AlignmentRemoved"
+POLICY_CHANGED = "MasteryPolicyChanged"
+REFERENCE_STREAM = "competency:reference"
+
+
+class ReferenceDataError(ValueError):
+    """An alignment or a policy that cannot be recorded, and why."""
+
+
+def _iri(value: str, what: str) -> str:
+    if not value or ":" not in value or any(c.isspace() for c in value):
+        raise ReferenceDataError(f"{what} must be an IRI, not {value!r}")
+    return value
+
+
+def check_scope(scope: str) -> str:
+    """``tenant``, ``framework:<identifier>`` or ``competency:<IRI>``."""
+    if scope == "tenant":
+        return scope
+    kind, _, rest = scope.partition(":")
+    if kind in ("framework", "competency") and rest:
+        return scope
+    raise ReferenceDataError(f"scope must be tenant, framework:<identifier> or competency:<IRI>, not {scope!r}")
+
+
+async def define_alignment(
+    log: EventLog, tenant: str, activity: str, competency: str, *, weight: str | Decimal = "1", source: str = "api"
+) -> AppendResult:
+    try:
+        value = Decimal(str(weight))
+    except InvalidOperation:
+        raise ReferenceDataError(f"weight must be a number, not {weight!r}") from None
+    if not Decimal(0) < value <= Decimal(1):
+        raise ReferenceDataError(f"weight must be in (0, 1], not {value}")
+    data = {"activity": _iri(activity, "activity"), "competency": _iri(competency, "competency"),
+            "weight": str(value), "source": source}  # fmt: skip
+    return await log.append(tenant, [NewEvent.of(REFERENCE_STREAM, ALIGNMENT_DEFINED, data)])
+
+
+async def remove_alignment(log: EventLog, tenant: str, activity: str, competency: str) -> AppendResult:
+    data = {"activity": _iri(activity, "activity"), "competency": _iri(competency, "competency")}
+    return await log.append(tenant, [NewEvent.of(REFERENCE_STREAM, ALIGNMENT_REMOVED, data)])
+
+
+async def set_policy(log: EventLog, tenant: str, scope: str, method: str, parameter: int | None = None) -> AppendResult:
+    try:
+        policy = MasteryPolicy(Method(method), parameter)
+    except ValueError as exc:
+        raise ReferenceDataError(f"mastery policy: {exc}") from None
+    data = {"scope": check_scope(scope), "method": policy.method.value, "parameter": parameter}
+    return await log.append(tenant, [NewEvent.of(REFERENCE_STREAM, POLICY_CHANGED, data)])
+
+
+class CompetencyReference:
+    name = "competency_reference"
+    version = 1
+    event_types: frozenset[str] | None = frozenset({ALIGNMENT_DEFINED, ALIGNMENT_REMOVED, POLICY_CHANGED})
+    partitioned = False
+    tables: Sequence[ViewTable] = (
+        ViewTable(
+            "alignments",
+            key=(sa.Column("tenant", sa.Text), sa.Column("activity", sa.Text), sa.Column("competency", sa.Text)),
+            values=(sa.Column("weight", sa.Text, nullable=False), sa.Column("source", sa.Text, nullable=False)),
+        ),
+        ViewTable(
+            "policies",
+            key=(sa.Column("tenant", sa.Text), sa.Column("scope", sa.Text)),
+            values=(
+                sa.Column("method", sa.Text, nullable=False),
+                sa.Column("parameter", sa.Integer, nullable=True),
+                sa.Column("changed_us", sa.BigInteger, nullable=False),
+            ),
+        ),
+    )
+
+    def reads(self, event: StoredEvent) -> Iterable[RowRef]:
+        data = event.data()
+        if event.event_type == POLICY_CHANGED:
+            return (RowRef("policies", (event.tenant, data["scope"])),)
+        return (RowRef("alignments", (event.tenant, data["activity"], data["competency"])),)
+
+    def apply(self, state: State, event: StoredEvent) -> Sequence[Change]:
+        data = event.data()
+        if event.event_type == POLICY_CHANGED:
+            values = {"method": data["method"], "parameter": data["parameter"], "changed_us": event.recorded_us}
+            return [Put("policies", (event.tenant, data["scope"]), values)]
+        key = (event.tenant, data["activity"], data["competency"])
+        if event.event_type == ALIGNMENT_REMOVED:
+            return [Remove("alignments", key)]
+        return [Put("alignments", key, {"weight": data["weight"], "source": data["source"]})]
+
+
+def policy_for(
+    policies: Mapping[str, MasteryPolicy], competency: str, framework: str | None, default: MasteryPolicy
+) -> MasteryPolicy:
+    """The most specific policy: the competency's, its framework's, the tenant's, else ``default``."""
+    for scope in (f"competency:{competency}", f"framework:{framework}" if framework else None, "tenant"):
+        if scope is not None and scope in policies:
+            return policies[scope]
+    return default
+
+
+def policies_from_rows(rows: Iterable[Mapping[str, Any]]) -> dict[str, MasteryPolicy]:
+    return {row["scope"]: MasteryPolicy(Method(row["method"]), row["parameter"]) for row in rows}
