@@ -126,7 +126,9 @@ async def test_two_kafka_projectors_in_one_group_equal_a_replay(log: EventLog, k
         found = [s for s in await status(log, topic=topic) if s.name == "learner_activity"]
         await eventually(lambda: _lag_zero(log, topic), "status reports the projector caught up", timeout=20)
     assert sorted(found[0].kafka_partitions) == [0, 1, 2, 3]
-    assert sum(projector.applied for projector in projectors) == 1200
+    # At least once: two members that both take a partition before either has committed an offset for it
+    # may both fold its first records; the per-row guard keeps the view exact (checked above).
+    assert sum(projector.applied for projector in projectors) >= 1200
     assert all(projector.applied > 0 for projector in projectors), "the group did not share the partitions"
 
 
