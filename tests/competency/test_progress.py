@@ -149,3 +149,26 @@ async def test_the_evidence_view_on_both_backends_equals_the_fold(log: EventLog)
     assert observed == await replayed_rows(log, projection, "observations")
     assert len(observed) == 60  # a scaled score of 0.0 is evidence too
     assert await view_rows(log, projection, "voids") == await replayed_rows(log, projection, "voids")
+
+
+def test_a_framework_scale_sets_the_points_and_the_mastery_threshold() -> None:
+    from proficio_projector.competency import Level
+
+    five = (
+        Level(Decimal(0), "Not yet", False),
+        Level(Decimal(2), "Emerging", False),
+        Level(Decimal(4), "Secure", True),
+        Level(Decimal(5), "Exceeding", True),
+    )
+    events = [stored(1, stmt(1, 0.7, day=2)), stored(2, stmt(2, 0.8, day=3))]
+    observations, voided = observations_of(events)
+
+    on_five = progress(observations, voided, MasteryPolicy(Method.LATEST), scale_of=lambda _: five)[FRACTIONS]
+    on_default = progress(observations, voided, MasteryPolicy(Method.LATEST))[FRACTIONS]
+
+    assert on_five.scores == (Decimal("3.5"), Decimal("4.0"))  # norm x 5
+    assert (on_five.score, on_five.level.label if on_five.level else None, on_five.mastered) == (
+        Decimal("4.00"), "Secure", True,
+    )  # fmt: skip
+    assert on_five.mastered_at_us == _day_us(3)  # 3.5 was below the threshold of 4
+    assert (on_default.score, on_default.mastered_at_us) == (Decimal("3.20"), _day_us(3))  # 2.8, then 3.2 >= 3

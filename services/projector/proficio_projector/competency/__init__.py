@@ -22,7 +22,7 @@ from ._mastery import (
     rescale,
     round_half_up,
 )
-from ._progress import CompetencyEvidence, Observation, Progress, evidence_of, level_for, progress
+from ._progress import CompetencyEvidence, Observation, Progress, evidence_of, level_for, on_scale, progress
 from ._reference import (
     CompetencyReference,
     ReferenceDataError,
@@ -62,6 +62,7 @@ __all__ = [
     "level_for",
     "mastery_score",
     "normalized_result",
+    "on_scale",
     "parse_package",
     "policy_for",
     "power_law",

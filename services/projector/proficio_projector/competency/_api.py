@@ -14,6 +14,7 @@ from fastapi.responses import Response
 from proficio_events import EventLog
 
 from .._store import ViewStore, active_generation
+from ._case import DEFAULT_SCALE, Level
 from ._frameworks import Frameworks
 from ._mastery import MasteryPolicy, Method
 from ._progress import CompetencyEvidence, Observation, progress
@@ -92,11 +93,18 @@ def competency_router(
             competencies |= {c for a in activities for c in alignments.get(a, {})}
             labels = await _labels(conn, tenant, sorted(competencies))
 
+            scales = await _scales(conn, tenant, sorted({v["framework"] for v in labels.values()}))
+
             def policy_of(competency: str) -> MasteryPolicy:
                 framework = labels.get(competency, {}).get("framework")
                 return override or policy_for(policies, competency, framework, MasteryPolicy())
 
-            found = progress(observations, voided, MasteryPolicy(), alignments=alignments, policy_of=policy_of)
+            def scale_of(competency: str) -> tuple[Level, ...]:
+                framework: str = labels.get(competency, {}).get("framework") or ""
+                return scales.get(framework, DEFAULT_SCALE)
+
+            found = progress(observations, voided, MasteryPolicy(), alignments=alignments, policy_of=policy_of,
+                             scale_of=scale_of)  # fmt: skip
         body = [
             {
                 "competency": competency,
@@ -110,11 +118,11 @@ def competency_router(
                 "evidence": [
                     {
                         "statement_id": e.statement_id,
-                        "points": e.norm * Decimal(4),
+                        "points": points,
                         "timestamp_us": e.timestamp_us,
                         "source": e.source,
                     }
-                    for e in p.evidence
+                    for e, points in zip(p.evidence, p.scores, strict=True)
                 ],
             }
             for competency, p in sorted(found.items())
@@ -139,6 +147,22 @@ async def _labels(conn: Any, tenant: str, competencies: list[str]) -> dict[str, 
         )
     )
     return {uri: {"code": code, "statement": statement, "framework": fw} for uri, code, statement, fw in rows}
+
+
+async def _scales(conn: Any, tenant: str, frameworks: list[str]) -> dict[str, tuple[Level, ...]]:
+    """Each framework's proficiency scale (from its rubric, or the default)."""
+    generation = await active_generation(conn, Frameworks.name)
+    if generation is None or not frameworks:
+        return {}
+    table = ViewStore(Frameworks(), generation).table("frameworks")
+    rows = await conn.execute(
+        sa.select(table.c.framework, table.c.scale).where(table.c.tenant == tenant, table.c.framework.in_(frameworks))
+    )
+    return {
+        framework: tuple(Level(Decimal(level["points"]), level["label"], level["mastery"])
+                         for level in orjson.loads(scale))
+        for framework, scale in rows
+    }  # fmt: skip
 
 
 async def _reference(

@@ -14,6 +14,7 @@ partitions, and a policy or alignment change shows at once, with no rebuild.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -154,6 +155,13 @@ def evidence_of(
     return found
 
 
+def on_scale(policy: MasteryPolicy, scale: Sequence[Level]) -> MasteryPolicy:
+    """The policy on a scale: points possible = the top level's, mastery = the first mastery level's."""
+    top = max(level.points for level in scale)
+    mastery = [level.points for level in scale if level.mastery]
+    return dataclasses.replace(policy, points_possible=top, mastery_points=min(mastery) if mastery else top)
+
+
 def level_for(score: Decimal | None, scale: Sequence[Level]) -> Level | None:
     """The highest level whose points the score reaches (None below the lowest)."""
     if score is None:
@@ -170,20 +178,23 @@ def progress(
     alignments: Mapping[str, Mapping[str, Decimal]] | None = None,
     scale: Sequence[Level] = DEFAULT_SCALE,
     policy_of: Callable[[str], MasteryPolicy] | None = None,
+    scale_of: Callable[[str], Sequence[Level]] | None = None,
 ) -> dict[str, Progress]:
     """Each competency's progress from a learner's observations, under a policy on a scale.
 
     ``policy_of`` gives each competency its policy (the most specific one configured); else every
-    competency is scored under ``default_policy``.
+    competency is scored under ``default_policy``. ``scale_of`` gives each competency its scale (its
+    framework's rubric); the scale's top is the points possible and its first mastery level the threshold.
 
     Scores are the policy's method over the evidence points (norm times the scale's top points), oldest
     first; mastered_at is the first evidence after which that score reached mastery (a later drop does
     not undo the date, and ``mastered`` says where the learner stands now).
     """
-    top = max(level.points for level in scale)
     result: dict[str, Progress] = {}
     for competency, items in evidence_of(observations, voided, alignments).items():
-        policy = policy_of(competency) if policy_of is not None else default_policy
+        levels = scale_of(competency) if scale_of is not None else scale
+        policy = on_scale(policy_of(competency) if policy_of is not None else default_policy, levels)
+        top = policy.points_possible
         points = [e.norm * top for e in items]
         mastered_at: int | None = None
         running: list[Decimal] = []
@@ -193,7 +204,7 @@ def progress(
                 mastered_at = evidence.timestamp_us
         score = mastery_score(policy, points)
         result[competency] = Progress(
-            competency, tuple(items), score, level_for(score, scale), is_mastered(policy, score), mastered_at,
+            competency, tuple(items), score, level_for(score, levels), is_mastered(policy, score), mastered_at,
             items[0].timestamp_us, items[-1].timestamp_us, tuple(points),
         )  # fmt: skip
     return result
