@@ -3,7 +3,6 @@ the frameworks view on both backends, and the command from a file and an http ad
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import http.server
 import json
@@ -21,7 +20,7 @@ import pytest
 from proficio_events import EventLog
 from proficio_projector import RunnerSettings, SqlProjector
 from proficio_projector.competency import FrameworkError, Frameworks, import_framework, parse_package
-from tests.projector.support import caught_up, replayed_rows, view_rows
+from tests.projector.support import FAST, caught_up, replayed_rows, running, view_rows
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "graduate-profile.case.json"
 PROFICIO = [sys.executable, "-m", "proficio_cli"]
@@ -147,7 +146,7 @@ async def test_versions_are_events_and_the_view_follows_them(log: EventLog) -> N
     assert (second.version, second.created, second.competencies, second.removed) == (2, True, 22, 1)
     await import_framework(log, "district-9", EXAMPLE.read_bytes())  # another tenant, its own stream
 
-    async with _running(log):
+    async with running(SqlProjector(log, Frameworks(), RunnerSettings(owner="t", **FAST))):
         await caught_up(log, "frameworks")
     projection = Frameworks()
     competencies = await view_rows(log, projection, "competencies")
@@ -164,19 +163,6 @@ async def test_versions_are_events_and_the_view_follows_them(log: EventLog) -> N
     assert relations == await replayed_rows(log, projection, "relations")
     assert not [r for r in relations if dropped["uri"] in (r["origin"], r["destination"])
                 and r["tenant"] == "district-7"]  # fmt: skip
-
-
-class _running:
-    def __init__(self, log: EventLog) -> None:
-        self.stop = asyncio.Event()
-        self.projector = SqlProjector(log, Frameworks(), RunnerSettings(owner="t", idle_timeout=0.2, lease_ttl=2))
-
-    async def __aenter__(self) -> None:
-        self.task = asyncio.create_task(self.projector.run(self.stop))
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.stop.set()
-        await self.task
 
 
 @pytest.fixture

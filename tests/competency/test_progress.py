@@ -3,7 +3,6 @@ computed from it under a policy, with voiding, late statements, alignments and m
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from decimal import Decimal
 from typing import Any
@@ -17,7 +16,7 @@ from proficio_projector.competency import (
     Observation,
     progress,
 )
-from tests.projector.support import caught_up, replayed_rows, view_rows
+from tests.projector.support import FAST, caught_up, replayed_rows, running, view_rows
 
 OBJECTIVE = "http://adlnet.gov/expapi/activities/objective"
 FRACTIONS = "https://proficio.example.org/case/CFItems/fractions"
@@ -136,14 +135,8 @@ async def test_the_evidence_view_on_both_backends_equals_the_fold(log: EventLog)
         statement["actor"] = {"mbox": f"mailto:learner{learner}@example.org"}
         await log.append("district-7", [NewEvent.of(f"learner:{learner}", "StatementStored", {"statement": statement})])
     await log.append("district-7", [NewEvent.of("learner:teacher", "StatementVoided", {"statement": void(99, 7)})])
-    stop = asyncio.Event()
-    projector = SqlProjector(log, CompetencyEvidence(), RunnerSettings(owner="t", idle_timeout=0.2, lease_ttl=2))
-    task = asyncio.create_task(projector.run(stop))
-    try:
+    async with running(SqlProjector(log, CompetencyEvidence(), RunnerSettings(owner="t", **FAST))):
         await caught_up(log, "competency_evidence")
-    finally:
-        stop.set()
-        await task
     projection = CompetencyEvidence()
     observed = await view_rows(log, projection, "observations")
     assert observed == await replayed_rows(log, projection, "observations")

@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from typing import Any
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, Protocol
 
 from proficio_events import EventLog, NewEvent, StoredEvent
-from proficio_projector import LearnerActivity, MemoryState, Projection, ViewStore, active_generation, fold
+from proficio_projector import (
+    LearnerActivity,
+    MemoryState,
+    Projection,
+    RunnerSettings,
+    SqlProjector,
+    ViewStore,
+    active_generation,
+    fold,
+)
 
 VERB = "http://adlnet.gov/expapi/verbs/answered"
 
@@ -79,3 +91,27 @@ async def caught_up(log: EventLog, name: str = "learner_activity", *, timeout: f
         if loop.time() > deadline:
             raise AssertionError(f"{name} did not catch up with the log at {head}: {found}")
         await asyncio.sleep(0.05)
+
+
+#: Runner settings that notice changes in tenths of a second rather than seconds.
+FAST: dict[str, Any] = {"idle_timeout": 0.2, "lease_ttl": 2.0, "retry_delay": 0.1}
+
+
+class Worker(Protocol):
+    async def run(self, stop: asyncio.Event) -> None: ...
+
+
+@asynccontextmanager
+async def running(*workers: Worker) -> AsyncIterator[None]:
+    """Projectors or relays running in this process until the block ends (then stopped and awaited)."""
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(w.run(stop)) for w in workers]
+    try:
+        yield
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks)
+
+
+def sql_projector(log: EventLog, projection: Projection | None = None, owner: str = "worker-a") -> SqlProjector:
+    return SqlProjector(log, projection or LearnerActivity(), RunnerSettings(owner=owner, batch_size=300, **FAST))

@@ -4,8 +4,7 @@ guard, dead letters, leases shared by workers, and rebuilds swapped in while the
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Iterable, Sequence
 
 import sqlalchemy as sa
 
@@ -14,9 +13,7 @@ from proficio_projector import (
     Applier,
     Change,
     LearnerActivity,
-    Projection,
     RunnerSettings,
-    SqlProjector,
     State,
     build,
     ensure_active,
@@ -26,29 +23,13 @@ from proficio_projector import (
 )
 from proficio_projector._schema import dead_letters, leases
 
-from .support import append_statements, caught_up, replayed_rows, statement_event, view_rows
-
-FAST = {"idle_timeout": 0.2, "lease_ttl": 2.0, "retry_delay": 0.1}
-
-
-@asynccontextmanager
-async def running(log: EventLog, *projectors: SqlProjector) -> AsyncIterator[None]:
-    stop = asyncio.Event()
-    tasks = [asyncio.create_task(p.run(stop)) for p in projectors]
-    try:
-        yield
-    finally:
-        stop.set()
-        await asyncio.gather(*tasks)
-
-
-def projector(log: EventLog, projection: Projection | None = None, owner: str = "worker-a") -> SqlProjector:
-    return SqlProjector(log, projection or LearnerActivity(), RunnerSettings(owner=owner, batch_size=300, **FAST))
+from .support import FAST, append_statements, caught_up, replayed_rows, running, statement_event, view_rows
+from .support import sql_projector as projector
 
 
 async def test_follows_the_log_and_equals_a_replay(log: EventLog) -> None:
     await append_statements(log, 700, learners=23)
-    async with running(log, projector(log)):
+    async with running(projector(log)):
         await caught_up(log)
         assert await view_rows(log, LearnerActivity()) == await replayed_rows(log)
         await append_statements(log, 300, learners=31, start=700)  # arrives while it runs
@@ -81,7 +62,7 @@ async def test_view_and_checkpoint_commit_together_or_not_at_all(log: EventLog) 
 
 async def test_a_replayed_event_changes_nothing(log: EventLog) -> None:
     await append_statements(log, 200, learners=7)
-    async with running(log, projector(log)):
+    async with running(projector(log)):
         await caught_up(log)
     before = await view_rows(log, LearnerActivity())
     generation = await ensure_active(log, LearnerActivity())
@@ -100,7 +81,7 @@ async def test_a_replayed_event_changes_nothing(log: EventLog) -> None:
 async def test_workers_share_the_segments_and_the_view_is_the_same(log: EventLog) -> None:
     await append_statements(log, 600, learners=40)
     first, second = projector(log, owner="worker-a"), projector(log, owner="worker-b")
-    async with running(log, first, second):
+    async with running(first, second):
         await caught_up(log)
         owners: list[str] = []
         for _ in range(100):  # lease rounds: each worker settles on its fair share, two segments
@@ -121,7 +102,7 @@ async def test_workers_share_the_segments_and_the_view_is_the_same(log: EventLog
 
 async def test_rebuild_swaps_in_a_new_generation_while_the_old_one_serves(log: EventLog) -> None:
     await append_statements(log, 300, learners=9)
-    async with running(log, projector(log)):
+    async with running(projector(log)):
         await caught_up(log)
         before = await view_rows(log, LearnerActivity())
         rebuilding = asyncio.create_task(build(log, LearnerActivity(), RunnerSettings(owner="rebuilder", **FAST)))
@@ -146,9 +127,9 @@ class VersionTwo(LearnerActivity):
 
 async def test_new_code_version_is_rebuilt_on_start(log: EventLog) -> None:
     await append_statements(log, 120)
-    async with running(log, projector(log)):
+    async with running(projector(log)):
         await caught_up(log)
-    async with running(log, projector(log, VersionTwo())):
+    async with running(projector(log, VersionTwo())):
         for _ in range(200):
             async with log.engine.connect() as conn:
                 live = [g for g in await list_generations(conn, "learner_activity") if g.status == "active"]
@@ -184,7 +165,7 @@ async def test_a_poison_event_is_parked_after_retries_and_holds_its_stream_until
     poison = await log.append("district-7", [statement_event(1, 2, verb="http://example.org/poison")])
     after = await log.append("district-7", [statement_event(1, 3), statement_event(2, 4)])
     poisoned, held = poison.events[0].position, after.events[0].position
-    async with running(log, projector(log, Picky())):
+    async with running(projector(log, Picky())):
         await caught_up(log, "picky")
         found = await status(log)
     assert Picky.calls == 3  # tried three times, then parked
@@ -222,7 +203,7 @@ async def test_an_event_whose_rows_cannot_be_named_is_parked_too(log: EventLog) 
     await log.append("district-7", [statement_event(1, 0), statement_event(2, 1)])
     poison = await log.append("district-7", [statement_event(1, 2, verb="http://example.org/poison")])
     await log.append("district-7", [statement_event(2, 3)])
-    async with running(log, projector(log, BlindReads())):
+    async with running(projector(log, BlindReads())):
         await caught_up(log, "blind_reads")
     async with log.engine.connect() as conn:
         parked = [(r.position, r.error) for r in await conn.execute(sa.select(dead_letters))]

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
-from typing import Any
+from collections.abc import Awaitable, Callable
 
 from proficio_events import EventLog
 from proficio_projector import (
@@ -20,22 +18,9 @@ from proficio_projector import (
     status,
 )
 from proficio_projector._wire import record_key
-from tests.projector.support import append_statements, replayed_rows, view_rows, whole_log
+from tests.projector.support import FAST, append_statements, replayed_rows, running, view_rows, whole_log
 from tests.stream.support import read_topic
 from tests.support.kafka import KafkaBroker
-
-FAST = {"idle_timeout": 0.2, "lease_ttl": 2.0, "retry_delay": 0.2}
-
-
-@asynccontextmanager
-async def running(*workers: Any) -> AsyncIterator[None]:
-    stop = asyncio.Event()
-    tasks = [asyncio.create_task(w.run(stop)) for w in workers]
-    try:
-        yield
-    finally:
-        stop.set()
-        await asyncio.gather(*tasks)
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], what: str, timeout: float = 60.0) -> None:

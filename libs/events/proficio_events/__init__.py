@@ -26,6 +26,7 @@ from ._errors import (
 from ._log import EventLog, InlineHandler
 from ._open import make_event_log, open_event_log, sqlite_url
 from ._settings import StoreSettings
+from ._sql import run_alembic_env
 
 __all__ = [
     "GENESIS",
@@ -50,6 +51,7 @@ __all__ = [
     "chain_hash",
     "make_event_log",
     "open_event_log",
+    "run_alembic_env",
     "select_in",
     "sqlite_url",
 ]

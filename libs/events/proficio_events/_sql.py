@@ -148,6 +148,22 @@ def run_migrations(
     command.upgrade(config, "heads")  # every branch: packages may add independent migrations
 
 
+def run_alembic_env(metadata: sa.MetaData) -> None:
+    """The body of every package's Alembic ``env.py``: migrate on the connection and version table that
+    ``run_migrations`` handed over in ``config.attributes``."""
+    from alembic import context
+
+    attributes = context.config.attributes
+    context.configure(
+        connection=attributes["connection"],
+        target_metadata=metadata,
+        version_table=attributes.get("version_table", "alembic_version"),
+        render_as_batch=True,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
 class SqlEventLog(EventLog):
     """An :class:`EventLog` on a SQL database reached through a SQLAlchemy async engine."""
 
@@ -582,4 +598,4 @@ def _chunks(values: list[str], size: int) -> Iterable[list[str]]:
         yield values[start : start + size]
 
 
-__all__ = ["SqlEventLog", "run_migrations"]
+__all__ = ["SqlEventLog", "run_alembic_env", "run_migrations"]

@@ -183,11 +183,7 @@ class SqlProjector(ActiveFollower):
                 elif read == 0:
                     async with self.log.engine.connect() as conn:
                         low = min((await sql_checkpoints(conn, generation)).values())
-                    waiter = asyncio.ensure_future(self.log.wait_for_events(low, self.settings.idle_timeout))
-                    stopper = asyncio.ensure_future(stop.wait())
-                    await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-                    for task in (waiter, stopper):
-                        task.cancel()
+                    await wait_for_events_or_stop(self.log, stop, low, self.settings.idle_timeout)
         finally:
             folder.close()
             with contextlib.suppress(*RETRYABLE):
@@ -394,6 +390,15 @@ async def replay_dead_letters(
                 )
                 resolved.append(wanted)
     return resolved, failing
+
+
+async def wait_for_events_or_stop(log: EventLog, stop: asyncio.Event, after: int, timeout: float) -> None:
+    """Until an event past ``after`` is committed, ``stop`` is set, or ``timeout`` s."""
+    waiter = asyncio.ensure_future(log.wait_for_events(after, timeout))
+    stopper = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    for task in (waiter, stopper):
+        task.cancel()
 
 
 async def _sleep(stop: asyncio.Event, seconds: float) -> None:

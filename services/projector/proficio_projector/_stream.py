@@ -25,7 +25,7 @@ from ._apply import Applier
 from ._kafka import Batch, ConsumerThread, ensure_topic, make_producer
 from ._leases import LeaseKeeper
 from ._model import Projection
-from ._runtime import RETRYABLE, ActiveFollower, RunnerSettings, _sleep
+from ._runtime import RETRYABLE, ActiveFollower, RunnerSettings, _sleep, wait_for_events_or_stop
 from ._schema import offsets
 from ._store import Generation, active_generation, kafka_offsets, now_us
 
@@ -104,7 +104,7 @@ class Relay:
                             batch = await self.log.read_after(position, self.batch_size)
                         upcoming = None
                         if not batch:
-                            await self._wait(stop, position)
+                            await wait_for_events_or_stop(self.log, stop, position, self.settings.idle_timeout)
                             continue
                         publishing = loop.run_in_executor(thread, self._publish, producer, batch)
                         upcoming = asyncio.ensure_future(self.log.read_after(batch[-1].position, self.batch_size))
@@ -132,13 +132,6 @@ class Relay:
                     await loop.run_in_executor(thread, lambda: producer.close(timeout=10))
                 with contextlib.suppress(*RETRYABLE):
                     await keeper.release()
-
-    async def _wait(self, stop: asyncio.Event, position: int) -> None:
-        waiter = asyncio.ensure_future(self.log.wait_for_events(position, self.settings.idle_timeout))
-        stopper = asyncio.ensure_future(stop.wait())
-        await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        for task in (waiter, stopper):
-            task.cancel()
 
     def _publish(self, producer: Any, batch: list[StoredEvent]) -> None:
         partitions = len(producer.partitions_for(self.topic))

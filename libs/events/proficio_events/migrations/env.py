@@ -2,16 +2,7 @@
 
 from __future__ import annotations
 
-from alembic import context
-
 from proficio_events._schema import metadata
+from proficio_events._sql import run_alembic_env
 
-attributes = context.config.attributes
-context.configure(
-    connection=attributes["connection"],
-    target_metadata=metadata,
-    version_table=attributes.get("version_table", "alembic_version"),
-    render_as_batch=True,
-)
-with context.begin_transaction():
-    context.run_migrations()
+run_alembic_env(metadata)

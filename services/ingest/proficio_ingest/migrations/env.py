@@ -2,16 +2,7 @@
 
 from __future__ import annotations
 
-from alembic import context
-
+from proficio_events._sql import run_alembic_env
 from proficio_ingest._schema import metadata
 
-attributes = context.config.attributes
-context.configure(
-    connection=attributes["connection"],
-    target_metadata=metadata,
-    version_table=attributes["version_table"],
-    render_as_batch=True,
-)
-with context.begin_transaction():
-    context.run_migrations()
+run_alembic_env(metadata)
