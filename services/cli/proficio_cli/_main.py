@@ -464,6 +464,44 @@ async def policies_set(data_dir: Path | None, scope: str, method: str, parameter
 
 
 @main.group()
+def rollups() -> None:
+    """Rollup rules: how a parent competency, or a framework's graduate profile, is judged from its children."""
+
+
+@rollups.command("set")
+@store_options
+@click.argument("scope")
+@click.option("--rule", required=True, help="all_children_mastered, k_of_n or mean_of_children.")
+@click.option("--k", type=int, default=None, help="For k_of_n: how many children must be mastered.")
+@click.option("--tenant", default="default", show_default=True)
+@_async
+async def rollups_set(data_dir: Path | None, scope: str, rule: str, k: int | None, tenant: str) -> int:
+    """Set the rollup rule of SCOPE (tenant, framework:<identifier> or competency:<IRI>)."""
+    from ._stream import record_reference
+
+    return await record_reference(data_dir, "rollup", tenant, scope, rule, k)
+
+
+@main.group()
+def sections() -> None:
+    """Sections (classes) and their rosters, whose mastery grid dashboards read."""
+
+
+@sections.command("set")
+@store_options
+@click.argument("section")
+@click.option("--title", default="", help="The section's title.")
+@click.option("--learner", "learners", multiple=True, help="A learner id (repeat for each learner).")
+@click.option("--tenant", default="default", show_default=True)
+@_async
+async def sections_set(data_dir: Path | None, section: str, title: str, learners: tuple[str, ...], tenant: str) -> int:
+    """Set SECTION's title and roster (it replaces the roster): a SectionRosterSet event."""
+    from ._stream import record_reference
+
+    return await record_reference(data_dir, "section", tenant, section, title, list(learners))
+
+
+@main.group()
 def projectors() -> None:
     """Projector generations, watermarks and lag."""
 

@@ -253,8 +253,15 @@ async def list_frameworks(data_dir: Path | None, tenant: str | None, as_json: bo
 
 
 async def record_reference(data_dir: Path | None, what: str, tenant: str, *args: Any) -> int:
-    """An alignment, its removal, or a policy change, as an event in the tenant's log."""
-    from proficio_projector.competency import ReferenceDataError, define_alignment, remove_alignment, set_policy
+    """An alignment, its removal, a policy or rollup rule, or a section roster, as an event in the tenant's log."""
+    from proficio_projector.competency import (
+        ReferenceDataError,
+        define_alignment,
+        remove_alignment,
+        set_policy,
+        set_rollup_rule,
+        set_section,
+    )
 
     async with await open_store(data_dir) as log:
         try:
@@ -262,6 +269,10 @@ async def record_reference(data_dir: Path | None, what: str, tenant: str, *args:
                 result = await define_alignment(log, tenant, args[0], args[1], weight=args[2], source="cli")
             elif what == "unalign":
                 result = await remove_alignment(log, tenant, args[0], args[1])
+            elif what == "rollup":
+                result = await set_rollup_rule(log, tenant, args[0], args[1], args[2])
+            elif what == "section":
+                result = await set_section(log, tenant, args[0], args[1], args[2])
             else:
                 result = await set_policy(log, tenant, args[0], args[1], args[2])
         except ReferenceDataError as exc:

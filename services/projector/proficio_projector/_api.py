@@ -170,7 +170,7 @@ def install(
     async def consistency(request: Request, name: str) -> dict[str, str]:
         return await _consistency(request, name, chosen)
 
-    app.include_router(competency_router(_tenant, consistency, learner_id))
+    app.include_router(competency_router(consistency, learner_id))
     inner = app.router.lifespan_context
 
     @contextlib.asynccontextmanager
