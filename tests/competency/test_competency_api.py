@@ -241,6 +241,14 @@ async def test_the_competency_api_end_to_end(tmp_path: Path, store_url: str) -> 
                 lambda: http.get("/competency/alignments"), lambda r: r.json()["alignments"] == [], "removal"
             )
 
+            # The OpenAPI document describes the API, one operation id per method.
+            document = (await http.get("/openapi.json")).json()
+            ids = [op["operationId"] for ops in document["paths"].values() for op in ops.values()]
+            assert len(ids) == len(set(ids))
+            grid_doc = document["paths"]["/competency/sections/{section_id}/grid"]["get"]
+            assert set(grid_doc["responses"]["200"]["content"]) == {"application/json", "text/csv"}
+            assert "learners" in document["components"]["schemas"]["GridOut"]["properties"]
+
             # Bad requests: a clear 4xx naming what is wrong, never a 500.
             bad: list[tuple[str, str, dict[str, Any], int, str]] = [
                 ("GET", "/competency/progress", {"params": {"agent": agent, "limit": 0}}, 400, "limit"),
