@@ -63,6 +63,7 @@ class CompetencyEvidence:
                 sa.Column("stored_us", sa.BigInteger, nullable=False),
                 sa.Column("source", sa.Text, nullable=False),  # statement | rating
                 sa.Column("authority", sa.Text, nullable=True),  # a rating's rater
+                sa.Column("raw", sa.Text, nullable=True),  # score.raw, exact: a test's cut is on its raw score
             ),
         ),
         ViewTable(
@@ -95,6 +96,7 @@ class CompetencyEvidence:
                         "activity": None, "competencies": orjson.dumps([data["competency"]]).decode(),
                         "norm": data["norm"], "success": None, "timestamp_us": data["timestamp_us"],
                         "stored_us": event.recorded_us, "source": "rating", "authority": data["authority"],
+                        "raw": data["points"],
                     },
                 )
             ]  # fmt: skip
@@ -123,9 +125,16 @@ class CompetencyEvidence:
                     "stored_us": event.recorded_us,
                     "source": "statement",
                     "authority": None,
+                    "raw": _raw(statement),
                 },
             )
         ]
+
+
+def _raw(statement: Mapping[str, Any]) -> str | None:
+    score = statement.get("result", {}).get("score")
+    raw = score.get("raw") if isinstance(score, Mapping) else None
+    return str(Decimal(str(raw))) if isinstance(raw, int | float) and not isinstance(raw, bool) else None
 
 
 def _activity(statement: Mapping[str, Any]) -> str | None:
@@ -147,13 +156,14 @@ class Observation:
     stored_us: int
     source: str = "statement"
     authority: str | None = None
+    raw: Decimal | None = None
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Observation:
         return cls(
             row["statement_id"], row["activity"], tuple(orjson.loads(row["competencies"])), Decimal(row["norm"]),
             row["success"], int(row["timestamp_us"]), int(row["stored_us"]), row.get("source") or "statement",
-            row.get("authority"),
+            row.get("authority"), Decimal(row["raw"]) if row.get("raw") is not None else None,
         )  # fmt: skip
 
 
