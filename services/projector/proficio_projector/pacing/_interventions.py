@@ -3,7 +3,7 @@
 Learners are ranked by how many required competencies are past their planned week, then by their stalled
 prerequisites weighted by what those block (each stalled competency counts 1 plus every competency that
 follows it through ``precedes``, transitively), then by the school days left to the target. Learners
-with nothing to act on (not behind, not stalled, not disengaged) are left out.
+with nothing to act on (not behind, not stalled, not disengaged; or done with the plan) are left out.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def intervention_queue(
     """The learners to see first, with the reasons (one plan; ``paces`` by learner)."""
     rows = []
     for learner, p in paces.items():
-        if not (p.behind or p.stalled or p.disengaged or p.stalled_learner or p.status == "behind"):
+        if p.remaining <= 0 or not (p.behind or p.stalled or p.disengaged or p.stalled_learner or p.status == "behind"):
             continue
         blocks = {c: len(dependants(precedes, c)) for c in p.stalled}
         weight = sum(1 + n for n in blocks.values())
