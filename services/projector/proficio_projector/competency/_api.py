@@ -13,13 +13,9 @@ credential's authority), and alignments, mastery policies, rollup rules and sect
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
-import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from datetime import UTC, datetime
-from decimal import Decimal
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any
 
 import orjson
 import sqlalchemy as sa
@@ -29,6 +25,21 @@ from pydantic import BaseModel, Field
 
 from proficio_events import DuplicateEventError, EventLog
 
+from .._http import (
+    CSV_OK,
+    DEFINE_SCOPES,
+    READ_SCOPES,
+    LearnerId,
+    authorize,
+    check_limit,
+    csv_response,
+    json_response,
+    now_us,
+    resolve_learner,
+    wants_csv,
+)
+from .._http import iso as _iso
+from .._http import text as _text
 from .._store import ViewStore, active_generation
 from ._mastery import MasteryPolicy, Method
 from ._progress import (
@@ -64,22 +75,9 @@ from ._reference import (
     set_section,
 )
 
-#: The learner id (the pseudonymous stream ingest files the learner's statements under) of an xAPI agent.
-LearnerId = Callable[[str, Any], str]
 Consistency = Callable[[Request, str], Awaitable[dict[str, str]]]
 
-READ_SCOPES = frozenset({"all", "all/read", "statements/read"})
 RATE_SCOPES = frozenset({"all", "statements/write"})
-DEFINE_SCOPES = frozenset({"all", "define"})
-MAX_PAGE = 1000
-CSV_TYPE = "text/csv; charset=utf-8"
-
-
-class Caller(Protocol):
-    tenant: str
-    name: str
-    key: str
-    scopes: frozenset[str]
 
 
 # --- what the API answers (for the OpenAPI document; responses are written with orjson) ---
@@ -233,73 +231,13 @@ class SectionIn(BaseModel):
     agents: list[dict[str, Any]] = Field(default_factory=list, description="xAPI agents, turned into learner ids")
 
 
-def _json(content: Any, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(content, default=str), status_code=status_code, media_type="application/json",
-                    headers=headers)  # fmt: skip
-
-
-def _csv(header: Sequence[str], rows: Iterable[Sequence[Any]], headers: dict[str, str] | None = None) -> Response:
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow(header)
-    for row in rows:
-        writer.writerow(["" if v is None else v for v in row])
-    return Response(out.getvalue(), media_type=CSV_TYPE, headers=headers)
-
-
-def _wants_csv(request: Request, format: str | None) -> bool:
-    if format is not None:
-        if format not in ("json", "csv"):
-            raise HTTPException(400, f"format is json or csv, not {format!r}")
-        return format == "csv"
-    accept = request.headers.get("accept", "")
-    return "text/csv" in accept and "application/json" not in accept
-
-
-def _iso(us: int | None) -> str | None:
-    if us is None:
-        return None
-    return datetime.fromtimestamp(us / 1e6, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _text(value: Decimal | None) -> str | None:
-    return None if value is None else str(value)
-
-
-def _now_us() -> int:
-    return time.time_ns() // 1000
-
-
-def _limit(limit: int) -> int:
-    if not 1 <= limit <= MAX_PAGE:
-        raise HTTPException(400, f"limit must be between 1 and {MAX_PAGE}, not {limit}")
-    return limit
-
-
-CSV_OK: dict[int | str, dict[str, Any]] = {200: {"content": {"text/csv": {}}}}
-
-
 def competency_router(consistency: Consistency, learner_id: LearnerId | None) -> APIRouter:
     api = APIRouter(prefix="/competency", tags=["competency"])
 
-    async def caller(request: Request, allowed: frozenset[str], what: str) -> Caller:
-        credential: Caller = await request.app.state.credentials.authenticate(request.headers.get("authorization"))
-        if not credential.scopes & allowed:
-            raise HTTPException(403, f"{what} needs one of the scopes {', '.join(sorted(allowed))}")
-        return credential
+    caller = authorize
 
     def resolve(tenant: str, learner: str | None, agent: Any) -> str:
-        if (learner is None) == (agent is None):
-            raise HTTPException(400, "give exactly one of learner (a learner id) or agent (an xAPI agent as JSON)")
-        if learner is not None:
-            return learner
-        if learner_id is None:
-            raise HTTPException(400, "this service resolves no agents: give learner")
-        try:
-            parsed = orjson.loads(agent) if isinstance(agent, str) else agent
-            return learner_id(tenant, parsed)
-        except (orjson.JSONDecodeError, ValueError, TypeError, AttributeError, KeyError) as exc:
-            raise HTTPException(400, f"agent is not an xAPI agent: {exc}") from None
+        return resolve_learner(learner_id, tenant, learner, agent)
 
     def override_of(method: str | None, parameter: int | None) -> MasteryPolicy | None:
         if method is None:
@@ -377,8 +315,8 @@ def competency_router(consistency: Consistency, learner_id: LearnerId | None) ->
         who = await caller(request, READ_SCOPES, "reading progress")
         chosen = resolve(who.tenant, learner, agent)
         override = override_of(method, parameter)
-        page = _limit(limit)
-        as_csv = _wants_csv(request, format)
+        page = check_limit(limit)
+        as_csv = wants_csv(request, format)
         try:
             async with log_of(request).engine.connect() as conn:
                 if framework is not None and not await framework_exists(conn, who.tenant, framework):
@@ -392,7 +330,7 @@ def competency_router(consistency: Consistency, learner_id: LearnerId | None) ->
                 )  # fmt: skip
         except NotBuilt as exc:
             raise not_built(exc) from None
-        found = score(evidence, ref, now_us=_now_us())[chosen]
+        found = score(evidence, ref, now_us=now_us())[chosen]
         listed = set(found)
         if framework is not None:
             listed = {c for c in listed if ref.framework_of(c) == framework}
@@ -422,9 +360,9 @@ def competency_router(consistency: Consistency, learner_id: LearnerId | None) ->
                        "regressed"]  # fmt: skip
             if more:
                 headers["Link"] = f'<{more}>; rel="next"'
-            return _csv(["learner", *columns], ([chosen, *(i[c] for c in columns)] for i in items), headers)
+            return csv_response(["learner", *columns], ([chosen, *(i[c] for c in columns)] for i in items), headers)
         body = {"learner": chosen, "framework": framework, "competencies": items, "rollups": rolled, "more": more}
-        return _json(body, headers=headers)
+        return json_response(body, headers=headers)
 
     @api.get("/trail", response_model=TrailOut, responses=CSV_OK)
     async def evidence_trail(
@@ -441,7 +379,7 @@ def competency_router(consistency: Consistency, learner_id: LearnerId | None) ->
         who = await caller(request, READ_SCOPES, "reading progress")
         chosen = resolve(who.tenant, learner, agent)
         override = override_of(method, parameter)
-        as_csv = _wants_csv(request, format)
+        as_csv = wants_csv(request, format)
         try:
             async with log_of(request).engine.connect() as conn:
                 evidence = await learner_evidence(conn, who.tenant, [chosen])
@@ -453,7 +391,7 @@ def competency_router(consistency: Consistency, learner_id: LearnerId | None) ->
                 reasons = await void_reasons(conn, who.tenant, sorted(voided))
         except NotBuilt as exc:
             raise not_built(exc) from None
-        current = score({chosen: (observations, voided)}, ref, now_us=_now_us())[chosen].get(competency)
+        current = score({chosen: (observations, voided)}, ref, now_us=now_us())[chosen].get(competency)
         everything = score({chosen: (observations, set())}, ref, now_us=None)[chosen].get(competency)
         after = {e.statement_id: n for n, e in enumerate(current.evidence)} if current else {}
         policy = current.policy if current else on_scale(ref.policy_of(competency), ref.scale_of(competency))
@@ -476,7 +414,7 @@ def competency_router(consistency: Consistency, learner_id: LearnerId | None) ->
         if as_csv:
             columns = ["statement_id", "source", "authority", "weight", "points", "timestamp", "stored", "voided",
                        "voided_by", "score_after", "level_after"]  # fmt: skip
-            return _csv(["learner", "competency", *columns],
+            return csv_response(["learner", "competency", *columns],
                         ([chosen, competency, *(s[c] for c in columns)] for s in steps), headers)  # fmt: skip
         body = {
             "learner": chosen, "competency": competency, "code": code, "statement": statement,
@@ -484,7 +422,7 @@ def competency_router(consistency: Consistency, learner_id: LearnerId | None) ->
             "level": current.level.label if current and current.level else None,
             "mastered": bool(current and current.mastered), "evidence": steps,
         }  # fmt: skip
-        return _json(body, headers=headers)
+        return json_response(body, headers=headers)
 
     @api.post("/ratings", status_code=201)
     async def rate(request: Request, rating: RatingIn) -> Response:
@@ -505,15 +443,15 @@ def competency_router(consistency: Consistency, learner_id: LearnerId | None) ->
                                    points=None if rating.points is None else str(rating.points))  # fmt: skip
             rating_id, _ = await record_rating(
                 log_of(request), who.tenant, chosen, rating.competency, points, scale, authority=who.name,
-                timestamp_us=int(when.timestamp() * 1_000_000) if when else _now_us(), comment=rating.comment,
+                timestamp_us=int(when.timestamp() * 1_000_000) if when else now_us(), comment=rating.comment,
                 rating_id=rating.id,
             )  # fmt: skip
         except ReferenceDataError as exc:
             raise HTTPException(400, str(exc)) from None
         except DuplicateEventError:
             raise HTTPException(409, f"rating {rating.id} was recorded with other content") from None
-        return _json({"id": rating_id, "learner": chosen, "competency": rating.competency, "points": str(points)},
-                     status_code=201)  # fmt: skip
+        created = {"id": rating_id, "learner": chosen, "competency": rating.competency, "points": str(points)}
+        return json_response(created, status_code=201)
 
     @api.delete("/ratings/{rating_id}", status_code=204)
     async def withdraw(
@@ -547,7 +485,7 @@ def competency_router(consistency: Consistency, learner_id: LearnerId | None) ->
     @api.get("/alignments")
     async def list_alignments(request: Request) -> Response:
         """The alignment map: which activities count as evidence of which competencies, and how much."""
-        return _json({"alignments": await reference_rows(request, "alignments")})
+        return json_response({"alignments": await reference_rows(request, "alignments")})
 
     @api.put("/alignments", status_code=204)
     async def put_alignment(request: Request, alignment: AlignmentIn) -> Response:
@@ -572,7 +510,7 @@ def competency_router(consistency: Consistency, learner_id: LearnerId | None) ->
     @api.get("/policies")
     async def list_policies(request: Request) -> Response:
         """Mastery policies and rollup rules by scope (tenant, framework:<id>, competency:<IRI>)."""
-        return _json({
+        return json_response({
             "policies": await reference_rows(request, "policies"),
             "rollup_rules": await reference_rows(request, "rollup_rules"),
         })  # fmt: skip
@@ -601,7 +539,7 @@ def competency_router(consistency: Consistency, learner_id: LearnerId | None) ->
     @api.get("/sections")
     async def list_sections(request: Request) -> Response:
         rows = await reference_rows(request, "sections")
-        return _json({"sections": [{"section": r["section"], "title": r["title"],
+        return json_response({"sections": [{"section": r["section"], "title": r["title"],
                                     "learners": len(orjson.loads(r["learners"]))} for r in rows]})  # fmt: skip
 
     @api.put("/sections/{section_id}", status_code=204)
@@ -622,7 +560,7 @@ def competency_router(consistency: Consistency, learner_id: LearnerId | None) ->
             found = await section(conn, who.tenant, section_id)
         if found is None:
             raise HTTPException(404, f"no section {section_id!r}")
-        return _json(found)
+        return json_response(found)
 
     @api.get("/sections/{section_id}/grid", response_model=GridOut, responses=CSV_OK)
     async def section_grid(
@@ -640,8 +578,8 @@ def competency_router(consistency: Consistency, learner_id: LearnerId | None) ->
         competency the learners at each level of its scale, mastered, mean and median over the section."""
         who = await caller(request, READ_SCOPES, "reading a section's grid")
         override = override_of(method, parameter)
-        page = _limit(limit)
-        as_csv = _wants_csv(request, format)
+        page = check_limit(limit)
+        as_csv = wants_csv(request, format)
         if rows not in ("learners", "competencies"):
             raise HTTPException(400, f"rows is learners or competencies, not {rows!r}")
         try:
@@ -661,7 +599,7 @@ def competency_router(consistency: Consistency, learner_id: LearnerId | None) ->
                 )  # fmt: skip
         except NotBuilt as exc:
             raise not_built(exc) from None
-        by_learner = score(evidence, ref, now_us=_now_us())
+        by_learner = score(evidence, ref, now_us=now_us())
         if framework is not None:
             columns = [c.uri for c in sorted(ref.competencies.values(), key=order_key) if c.framework == framework]
         else:
@@ -696,7 +634,7 @@ def competency_router(consistency: Consistency, learner_id: LearnerId | None) ->
             names = [i["code"] or i["competency"] for i in column_items]
             if rows == "competencies":
                 labels = list(dict.fromkeys(label for i in column_items for label in i["levels"]))  # scale order
-                return _csv(
+                return csv_response(
                     ["competency", "code", *labels, "no_evidence", "mastered", "mean", "median"],
                     ([i["competency"], i["code"], *(i["levels"].get(label, 0) for label in labels), i["no_evidence"],
                       i["mastered"], i["mean"], i["median"]] for i in column_items),
@@ -704,7 +642,7 @@ def competency_router(consistency: Consistency, learner_id: LearnerId | None) ->
                 )  # fmt: skip
             if more:
                 headers["Link"] = f'<{more}>; rel="next"'
-            return _csv(
+            return csv_response(
                 ["learner", "mastered", *names],
                 ([r["learner"], r["mastered"], *((c["level"] or c["score"]) if c else None for c in r["cells"])]
                  for r in learner_rows),
@@ -714,6 +652,6 @@ def competency_router(consistency: Consistency, learner_id: LearnerId | None) ->
             "section": found["section"], "title": found["title"], "framework": framework,
             "learners_total": len(roster), "competencies": column_items, "learners": learner_rows, "more": more,
         }  # fmt: skip
-        return _json(body, headers=headers)
+        return json_response(body, headers=headers)
 
     return api
