@@ -502,6 +502,25 @@ async def sections_set(data_dir: Path | None, section: str, title: str, learners
 
 
 @main.group()
+def pacing() -> None:
+    """Pacing reference data: school calendars, pacing plans, the tenant's thresholds, graduation menus."""
+
+
+@pacing.command("set")
+@store_options
+@click.argument("kind", type=click.Choice(["calendar", "plan", "policy", "menu"]))
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--tenant", default="default", show_default=True)
+@_async
+async def pacing_set(data_dir: Path | None, kind: str, file: Path, tenant: str) -> int:
+    """Record a calendar, plan, pacing policy or graduation menu from a JSON FILE (an event; it replaces the
+    one with the same id). See examples/ for each."""
+    from ._stream import record_pacing
+
+    return await record_pacing(data_dir, kind, file, tenant)
+
+
+@main.group()
 def projectors() -> None:
     """Projector generations, watermarks and lag."""
 

@@ -280,3 +280,22 @@ async def record_reference(data_dir: Path | None, what: str, tenant: str, *args:
     event = result.events[0]
     click.echo(f"{event.event_type} recorded for {tenant} at log position {event.position}")
     return 0
+
+
+async def record_pacing(data_dir: Path | None, kind: str, file: Path, tenant: str) -> int:
+    """A calendar, plan, pacing policy or graduation menu from a JSON file, as an event."""
+    from proficio_projector.pacing import PacingDataError, set_calendar, set_menu, set_pacing_policy, set_plan
+
+    try:
+        data = orjson.loads(await asyncio.to_thread(file.read_bytes))
+    except orjson.JSONDecodeError as exc:
+        raise click.ClickException(f"{file} is not JSON: {exc}; nothing was recorded") from exc
+    writers = {"calendar": set_calendar, "plan": set_plan, "policy": set_pacing_policy, "menu": set_menu}
+    async with await open_store(data_dir) as log:
+        try:
+            result = await writers[kind](log, tenant, data)
+        except PacingDataError as exc:
+            raise click.ClickException(f"{exc}; nothing was recorded") from exc
+    event = result.events[0]
+    click.echo(f"{event.event_type} recorded for {tenant} at log position {event.position}")
+    return 0

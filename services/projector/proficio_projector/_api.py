@@ -162,6 +162,7 @@ def install(
     ``learner_id`` turns an xAPI agent into the learner id of the views (the competency API's ``agent=``).
     """
     from .competency._api import competency_router
+    from .pacing._api import pacing_router
 
     stream = stream or StreamSettings()
     chosen = stream
@@ -171,6 +172,7 @@ def install(
         return await _consistency(request, name, chosen)
 
     app.include_router(competency_router(consistency, learner_id))
+    app.include_router(pacing_router(consistency, learner_id))
     inner = app.router.lifespan_context
 
     @contextlib.asynccontextmanager

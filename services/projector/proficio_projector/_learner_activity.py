@@ -68,5 +68,6 @@ class LearnerActivity:
 def default_projections() -> list[Any]:
     """The projections ``proficio project`` and ``proficio serve`` run."""
     from .competency import CompetencyEvidence, CompetencyReference, Frameworks
+    from .pacing import PacingReferenceView
 
-    return [LearnerActivity(), Frameworks(), CompetencyEvidence(), CompetencyReference()]
+    return [LearnerActivity(), Frameworks(), CompetencyEvidence(), CompetencyReference(), PacingReferenceView()]
