@@ -136,8 +136,8 @@ async def test_pacing_readiness_and_interventions_end_to_end(tmp_path: Path) -> 
             ready = (await http.get("/pacing/readiness", params={"agent": agent(ADA), "menu": "class-of-2027",
                                                                  "as_of": AS_OF})).json()  # fmt: skip
             by_area = {r["area"]: r for r in ready["requirements"]}
-            # The SAT met mathematics first (10 Oct), before the performance assessment did (all three, 7 Oct?
-            # no: the third indicator was mastered on 7 Oct, so the performance assessment came first).
+            # Mathematics is met twice: by the performance assessment (her third indicator, 7 October) and by
+            # the SAT (10 October); the earlier names the requirement's date.
             assert (by_area["mathematics"]["met"], by_area["mathematics"]["met_on"]) == (True, "2026-10-07")
             assert by_area["mathematics"]["met_by"] == "performance-assessment"
             sat_option = next(o for o in by_area["mathematics"]["options"] if o["id"] == "sat-math")
@@ -156,7 +156,7 @@ async def test_pacing_readiness_and_interventions_end_to_end(tmp_path: Path) -> 
                 ("PUT", "/pacing/policy", {"json": {"band_pct": 90}}, 400, "band_pct"),
                 ("PUT", "/pacing/graduation-menus/m", {"json": {"requirements": []}}, 400, "non-empty list"),
                 ("GET", "/pacing/plans/grade-8-stem/learners", {"params": {"pace_status": "late"}}, 400, "pace_status"),
-                ("GET", "/pacing/readiness", {"params": {"agent": agent(ADA), "menu": "nope"}}, 404, "no graduation menu"),
+                ("GET", "/pacing/readiness", {"params": {"agent": agent(ADA), "menu": "x"}}, 404, "no graduation menu"),
                 ("GET", "/pacing/sections/nope/interventions", {"params": {"plan": "grade-8-stem"}}, 404, "no section"),
             ]:  # fmt: skip
                 response = await http.request(method, path, **options)
