@@ -45,7 +45,7 @@ def tagged(actor: dict[str, str], code: str, scaled: float, day: int) -> dict[st
 
 
 async def eventually(read: Callable[[], Awaitable[Any]], ready: Callable[[Any], bool], what: str) -> Any:
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 60
     while True:
         value = await read()
         if ready(value):

@@ -71,8 +71,8 @@ def rating_event(position: int, rating_id: str, competency: str, norm: str, day:
                  withdrawn: bool = False) -> StoredEvent:  # fmt: skip
     data = {"rating_id": rating_id, "authority": "Ms. Rivera"}
     if not withdrawn:
-        data |= {"competency": competency, "points": "x", "points_possible": "4", "norm": norm, "level": None,
-                 "comment": "capstone presentation", "timestamp_us": us(day)}  # fmt: skip
+        data |= {"competency": competency, "points": str(Decimal(norm) * 4), "points_possible": "4", "norm": norm,
+                 "level": None, "comment": "capstone presentation", "timestamp_us": us(day)}  # fmt: skip
     new = NewEvent.of("learner:ada", "TeacherRatingWithdrawn" if withdrawn else "TeacherRatingRecorded", data)
     return StoredEvent(position, "t", "learner:ada", position, new.event_type, 1, T0 + position, None, None,
                        new.payload, None, None, b"", b"")  # fmt: skip

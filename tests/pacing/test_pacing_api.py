@@ -39,7 +39,7 @@ def on(day: str, actor: dict[str, str], code: str, scaled: float) -> dict[str, A
 
 
 async def until(read: Callable[[], Awaitable[httpx.Response]], ready: Callable[[Any], bool]) -> Any:
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 60
     while True:
         response = await read()
         assert response.status_code == 200, response.text

@@ -7,6 +7,7 @@ import functools
 import os
 import sys
 from collections.abc import Callable, Coroutine
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -518,6 +519,133 @@ async def pacing_set(data_dir: Path | None, kind: str, file: Path, tenant: str) 
     from ._stream import record_pacing
 
     return await record_pacing(data_dir, kind, file, tenant)
+
+
+@main.group()
+def demo() -> None:
+    """Synthetic demo data: simulated learners with a known, hidden mastery state."""
+
+
+@demo.command("generate")
+@store_options
+@click.option("--learners", type=click.IntRange(1, 10_000), default=30, show_default=True, help="Learners to simulate.")
+@click.option("--seed", type=int, default=1, show_default=True, help="The same seed gives byte-identical data.")
+@click.option(
+    "--framework",
+    "framework_source",
+    metavar="FILE|URL",
+    default=None,
+    help="A CASE 1.0 package to practise (default: examples/graduate-profile.case.json).",
+)
+@click.option(
+    "--start",
+    type=click.DateTime(formats=["%Y-%m-%d"]),
+    default="2026-09-08",
+    show_default=True,
+    help="The first school day (YYYY-MM-DD).",
+)
+@click.option(
+    "--aligned-share",
+    type=click.FloatRange(0, 1),
+    default=0.3,
+    show_default=True,
+    help="Share of the items whose statements name no competency (they count through alignments).",
+)
+@click.option(
+    "--void-rate",
+    type=click.FloatRange(0, 1),
+    default=0.02,
+    show_default=True,
+    help="Chance per attempt of a mis-recorded score that a teacher voids.",
+)
+@click.option(
+    "--retry-rate",
+    type=click.FloatRange(0, 1),
+    default=0.03,
+    show_default=True,
+    help="Chance per attempt that the statement is sent again (same id).",
+)
+@click.option(
+    "--late-rate",
+    type=click.FloatRange(0, 1),
+    default=0.05,
+    show_default=True,
+    help="Chance per attempt that the statement arrives days late.",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Write statements.ndjson, alignments.json and truth.json here.",
+)
+@click.option(
+    "--post",
+    "post_url",
+    metavar="URL",
+    default=None,
+    help="Send the statements to this xAPI endpoint (e.g. http://127.0.0.1:8080/xapi/).",
+)
+@click.option("--key", default=None, help="The credential's key (with --post).")
+@click.option("--secret", default=None, help="The credential's secret (with --post).")
+@click.option(
+    "--tenant",
+    default="default",
+    show_default=True,
+    help="With --post: the tenant to record the framework and alignments for (the credential's).",
+)
+@click.option("--batch-size", type=click.IntRange(1, 5000), default=500, show_default=True, help="Statements per POST.")
+@_async
+async def demo_generate(
+    data_dir: Path | None,
+    learners: int,
+    seed: int,
+    framework_source: str | None,
+    start: datetime,
+    aligned_share: float,
+    void_rate: float,
+    retry_rate: float,
+    late_rate: float,
+    out: Path | None,
+    post_url: str | None,
+    key: str | None,
+    secret: str | None,
+    tenant: str,
+    batch_size: int,
+) -> int:
+    """Simulate learners practising a framework's competencies and write or post their xAPI statements.
+
+    Each learner walks the framework's precedes order with a hidden mastery state (Bayesian knowledge
+    tracing); truth.json holds that state and the true mastery dates. With --post the statements go
+    through the xAPI service in batches, and the framework and the alignments are recorded in the store
+    (--data-dir or PROFICIO_DATABASE_URL), as frameworks import and alignments set do.
+    """
+    from . import _demo_io
+
+    if out is None and post_url is None:
+        raise click.UsageError("give --out DIR to write the demo data, --post URL to send it, or both")
+    endpoint: str | None = None
+    credential: tuple[str, str] | None = None
+    if post_url is not None:
+        if not key or not secret:
+            raise click.UsageError("--post needs --key and --secret (a credential from proficio credentials create)")
+        endpoint, credential = _demo_io.statements_url(post_url), (key, secret)
+    settings = _demo_io.settings_from_options(
+        learners, seed, start.date(), aligned_share, void_rate, retry_rate, late_rate
+    )
+    source = _demo_io.framework_source_or_sample(framework_source)
+    package, generated = _demo_io.simulate(source, settings)
+    click.echo(_demo_io.summary(generated))
+    if out is not None:
+        for path in _demo_io.write_demo(generated, out):
+            click.echo(f"wrote {path}")
+    if endpoint is not None and credential is not None:
+        # Statements first: if the service refuses them, nothing is recorded; a rerun posts the same ids (no-ops).
+        requests = await _demo_io.post_statements(generated, endpoint, *credential, batch_size)
+        click.echo(f"posted {len(generated.statements)} statements to {endpoint} in {requests} requests")
+        created, aligned = await _demo_io.record_reference_data(data_dir, tenant, generated, package, source)
+        click.echo(f"{'imported' if created else 'already imported:'} {generated.framework.title} for {tenant};"
+                   f" {aligned} alignments defined")  # fmt: skip
+    return 0
 
 
 @main.group()
