@@ -68,5 +68,6 @@ class LearnerActivity:
 def default_projections() -> list[Any]:
     """The projections ``proficio project`` and ``proficio serve`` run."""
     from .competency import CompetencyEvidence, CompetencyReference, Frameworks
+    from .roster import Roster, StudentGroups
 
-    return [LearnerActivity(), Frameworks(), CompetencyEvidence(), CompetencyReference()]
+    return [LearnerActivity(), Frameworks(), CompetencyEvidence(), CompetencyReference(), Roster(), StudentGroups()]
