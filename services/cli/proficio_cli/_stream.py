@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -298,4 +299,44 @@ async def record_pacing(data_dir: Path | None, kind: str, file: Path, tenant: st
             raise click.ClickException(f"{exc}; nothing was recorded") from exc
     event = result.events[0]
     click.echo(f"{event.event_type} recorded for {tenant} at log position {event.position}")
+    return 0
+
+
+async def import_roster_from(
+    data_dir: Path | None, path: Path, tenant: str, actor: str, home_page: str | None, effective: date, as_json: bool
+) -> int:
+    from proficio_events import ConcurrencyError
+    from proficio_ingest import learner_stream
+    from proficio_projector.roster import ActorMapping, ActorSource, RosterError, import_roster, read_package
+
+    try:
+        mapping = ActorMapping(ActorSource(actor), home_page)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    try:
+        package = read_package(path)
+        async with await open_store(data_dir) as log:
+            result = await import_roster(log, tenant, package, learner_id=learner_stream, actor=mapping,
+                                         effective=effective)  # fmt: skip
+    except RosterError as exc:
+        listed = "\n".join(f"  {problem}" for problem in exc.problems)
+        raise click.ClickException(f"{path}: {len(exc.problems)} problem(s); nothing imported:\n{listed}") from exc
+    except ConcurrencyError as exc:
+        raise click.ClickException(
+            f"{path}: the roster changed while it was being imported (another import?); nothing imported: {exc}"
+        ) from exc
+    if as_json:
+        click.echo(orjson.dumps({**result.__dict__, "changed": result.changed}).decode())
+        return 0
+    click.echo(
+        f"{path}: {result.orgs} orgs, {result.classes} classes, {result.learners} learners, {result.enrollments}"
+        f" enrollments for tenant {tenant}, groups effective {result.effective}"
+    )
+    if not result.changed:
+        click.echo("unchanged since the previous import; nothing appended")
+        return 0
+    total = sum(result.appended.values())
+    click.echo(f"appended {total} events at log positions {result.first_position}-{result.last_position}:")
+    for event_type, count in result.appended.items():
+        click.echo(f"  {count:6d}  {event_type}")
     return 0

@@ -69,5 +69,7 @@ def default_projections() -> list[Any]:
     """The projections ``proficio project`` and ``proficio serve`` run."""
     from .competency import CompetencyEvidence, CompetencyReference, Frameworks
     from .pacing import PacingReferenceView
+    from .roster import Roster, StudentGroups
 
-    return [LearnerActivity(), Frameworks(), CompetencyEvidence(), CompetencyReference(), PacingReferenceView()]
+    return [LearnerActivity(), Frameworks(), CompetencyEvidence(), CompetencyReference(), PacingReferenceView(),
+            Roster(), StudentGroups()]  # fmt: skip

@@ -100,15 +100,26 @@ def check_section(section: str) -> str:
     return section
 
 
-async def set_section(log: EventLog, tenant: str, section: str, title: str, learners: Sequence[str]) -> AppendResult:
-    """Replace a section's roster (learner ids, the views' pseudonymous ids) in one event."""
+def section_stream(section: str) -> str:
+    return f"section:{section}"
+
+
+def section_roster_event(
+    section: str, title: str, learners: Sequence[str], *, expected_version: int | None = None
+) -> NewEvent:
+    """The ``SectionRosterSet`` event replacing a section's roster, checked (for callers batching it with others)."""
     roster = list(dict.fromkeys(learners))
     if len(roster) > MAX_SECTION:
         raise ReferenceDataError(f"a section holds at most {MAX_SECTION} learners, not {len(roster)}")
     if any(not isinstance(learner, str) or not learner for learner in roster):
         raise ReferenceDataError("learners must be learner ids (non-empty strings)")
     data = {"section": check_section(section), "title": title, "learners": roster}
-    return await log.append(tenant, [NewEvent.of(f"section:{section}", SECTION_SET, data)])
+    return NewEvent.of(section_stream(section), SECTION_SET, data, expected_version=expected_version)
+
+
+async def set_section(log: EventLog, tenant: str, section: str, title: str, learners: Sequence[str]) -> AppendResult:
+    """Replace a section's roster (learner ids, the views' pseudonymous ids) in one event."""
+    return await log.append(tenant, [section_roster_event(section, title, learners)])
 
 
 class CompetencyReference:
