@@ -61,7 +61,7 @@ async def pacing_reference(conn: AsyncConnection, tenant: str) -> PacingReferenc
         return PacingReference()
     store = ViewStore(PacingReferenceView(), generation)
     rows: dict[str, list[dict[str, Any]]] = {}
-    for name in ("calendars", "plans", "policies", "menus"):
+    for name in ("calendars", "plans", "policies", "menus", "suppression"):
         table = store.table(name)
         found = await conn.execute(sa.select(table.c.id, table.c.data).where(table.c.tenant == tenant))
         rows[name] = [{"id": i, "data": d} for i, d in found]

@@ -9,6 +9,7 @@ thresholds and graduation menus; and ``pacing_reference``, the unpartitioned vie
   of active weeks, the smoothing, the stall and disengagement rules).
 - ``GraduationMenuSet``: requirements, each met by any one of its demonstration options (see
   ``_readiness``).
+- ``SuppressionRulesSet``: the tenant's small-n suppression rules for the equity views.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ CALENDAR_SET = "SchoolCalendarSet"
 PLAN_SET = "PacingPlanSet"
 PACING_POLICY_CHANGED = "PacingPolicyChanged"
 MENU_SET = "GraduationMenuSet"
+#: The tenant's small-n suppression rules for the equity views (checked by ``proficio_projector.equity``).
+SUPPRESSION_SET = "SuppressionRulesSet"
 MAX_PLAN = 500
 MAX_LEARNERS = 5000
 
@@ -235,6 +238,8 @@ class PacingReference:
     plans: dict[str, PacingPlan] = field(default_factory=dict)
     policy: PacingPolicy = field(default_factory=PacingPolicy)
     menus: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: The suppression settings as recorded (a preset and overrides), None: the default preset.
+    suppression: dict[str, Any] | None = None
 
     def calendar_of(self, plan: PacingPlan) -> SchoolCalendar:
         return self.calendars.get(plan.calendar or "", SchoolCalendar())
@@ -243,7 +248,9 @@ class PacingReference:
 class PacingReferenceView:
     name = "pacing_reference"
     version = 1
-    event_types: frozenset[str] | None = frozenset({CALENDAR_SET, PLAN_SET, PACING_POLICY_CHANGED, MENU_SET})
+    event_types: frozenset[str] | None = frozenset(
+        {CALENDAR_SET, PLAN_SET, PACING_POLICY_CHANGED, MENU_SET, SUPPRESSION_SET}
+    )
     partitioned = False
     tables: Sequence[ViewTable] = tuple(
         ViewTable(
@@ -251,10 +258,11 @@ class PacingReferenceView:
             key=(sa.Column("tenant", sa.Text), sa.Column("id", sa.Text)),
             values=(sa.Column("data", sa.Text, nullable=False), sa.Column("changed_us", sa.BigInteger, nullable=False)),
         )
-        for table in ("calendars", "plans", "policies", "menus")
+        for table in ("calendars", "plans", "policies", "menus", "suppression")
     )
     _table_of = {CALENDAR_SET: ("calendars", "calendar"), PLAN_SET: ("plans", "plan"),
-                 PACING_POLICY_CHANGED: ("policies", "scope"), MENU_SET: ("menus", "menu")}  # fmt: skip
+                 PACING_POLICY_CHANGED: ("policies", "scope"), MENU_SET: ("menus", "menu"),
+                 SUPPRESSION_SET: ("suppression", "scope")}  # fmt: skip
 
     def reads(self, event: StoredEvent) -> Iterable[RowRef]:
         table, field_name = self._table_of[event.event_type]
@@ -280,4 +288,6 @@ def reference_from_rows(rows: Mapping[str, Iterable[Mapping[str, Any]]]) -> Paci
         found.policy = PacingPolicy.from_data(data)
     for row in rows.get("menus", ()):
         found.menus[row["id"]] = orjson.loads(row["data"])
+    for row in rows.get("suppression", ()):
+        found.suppression = orjson.loads(row["data"])["settings"]
     return found
