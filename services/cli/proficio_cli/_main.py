@@ -697,6 +697,23 @@ async def roster_import(
 
 
 @main.group()
+def equity() -> None:
+    """Equity views: groups of students against all students, suppressed per audience."""
+
+
+@equity.command("refresh")
+@store_options
+@click.option("--as-of", type=click.DateTime(formats=["%Y-%m-%d"]), default=None, help="The day (default: today).")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
+@_async
+async def equity_refresh(data_dir: Path | None, as_of: datetime.datetime | None, as_json: bool) -> int:
+    """Refresh every tenant's learner facts and equity cells now, for a day (the projectors run the views)."""
+    from ._stream import refresh_equity
+
+    return await refresh_equity(data_dir, as_of.date() if as_of else None, as_json)
+
+
+@main.group()
 def projectors() -> None:
     """Projector generations, watermarks and lag."""
 

@@ -87,6 +87,7 @@ async def run_relay(data_dir: Path | None, batch_size: int) -> int:
 
 async def run_projectors(data_dir: Path | None, source: str, names: tuple[str, ...]) -> int:
     from proficio_projector import KafkaProjector, SqlProjector, default_projections, projection_named
+    from proficio_projector.equity import EquityRefresher
 
     settings = stream_settings(data_dir)
     projections = default_projections()
@@ -114,6 +115,8 @@ async def run_projectors(data_dir: Path | None, source: str, names: tuple[str, .
             ]
         else:
             runners = [SqlProjector(log, p, settings.runner()) for p in projections]
+        if not names:  # the equity views are refreshed from the views the projectors keep
+            runners.append(EquityRefresher(log))
         click.echo(f"projectors ({chosen}): {', '.join(p.name for p in projections)}", err=True)
         await asyncio.gather(*(r.run(stop) for r in runners))
     return 0
@@ -339,4 +342,23 @@ async def import_roster_from(
     click.echo(f"appended {total} events at log positions {result.first_position}-{result.last_position}:")
     for event_type, count in result.appended.items():
         click.echo(f"  {count:6d}  {event_type}")
+    return 0
+
+
+async def refresh_equity(data_dir: Path | None, as_of: date | None, as_json: bool) -> int:
+    """One refresh of every tenant's equity facts and cells (``proficio project`` and ``serve`` keep doing it)."""
+    from proficio_projector import migrate_runtime
+    from proficio_projector.equity import EquityRefresher
+
+    async with await open_store(data_dir) as log:
+        await migrate_runtime(log)
+        reports = await EquityRefresher(log).refresh(as_of)
+    if as_json:
+        click.echo(orjson.dumps([{**r.__dict__, "as_of": r.as_of.isoformat()} for r in reports]).decode())
+        return 0
+    for r in reports:
+        click.echo(f"{r.tenant}: {r.learners_refreshed} of {r.learners_total} learners refreshed for {r.as_of}, "
+                   f"{r.cells} cells, {r.seconds:.2f} s")  # fmt: skip
+    if not reports:
+        click.echo("nothing changed since the last refresh")
     return 0

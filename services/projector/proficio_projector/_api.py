@@ -171,6 +171,8 @@ def install(
     ``learner_id`` turns an xAPI agent into the learner id of the views (the competency API's ``agent=``).
     """
     from .competency._api import competency_router
+    from .equity import EquityRefresher
+    from .equity._api import equity_router
     from .pacing._api import pacing_router
 
     stream = stream or StreamSettings()
@@ -182,6 +184,7 @@ def install(
 
     app.include_router(competency_router(consistency, learner_id))
     app.include_router(pacing_router(consistency, learner_id))
+    app.include_router(equity_router())
     inner = app.router.lifespan_context
 
     @contextlib.asynccontextmanager
@@ -192,6 +195,7 @@ def install(
             stop = asyncio.Event()
             tasks = (
                 [asyncio.create_task(SqlProjector(log, p, runner).run(stop)) for p in projections]
+                + [asyncio.create_task(EquityRefresher(log).run(stop))]
                 if run_projectors
                 else []
             )

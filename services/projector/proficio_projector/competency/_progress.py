@@ -65,11 +65,14 @@ class CompetencyEvidence:
                 sa.Column("authority", sa.Text, nullable=True),  # a rating's rater
                 sa.Column("raw", sa.Text, nullable=True),  # score.raw, exact: a test's cut is on its raw score
             ),
+            # What changed since a position (the equity refresher), and a voided statement's learner.
+            indexes=(("tenant", "last_position"), ("tenant", "statement_id")),
         ),
         ViewTable(
             "voids",
             key=(sa.Column("tenant", sa.Text), sa.Column("statement_id", sa.Text)),
             values=(sa.Column("voided_by", sa.Text, nullable=False),),
+            indexes=(("tenant", "last_position"),),
         ),
     )
 
