@@ -61,6 +61,7 @@ from ._reads import (
     order_key,
     reference,
     score,
+    scored,
     section,
     void_reasons,
 )
@@ -321,16 +322,11 @@ def competency_router(consistency: Consistency, learner_id: LearnerId | None) ->
             async with log_of(request).engine.connect() as conn:
                 if framework is not None and not await framework_exists(conn, who.tenant, framework):
                     raise HTTPException(404, f"no framework {framework!r} in this tenant")
-                evidence = await learner_evidence(conn, who.tenant, [chosen])
-                observations = evidence[chosen][0]
-                ref = await reference(
-                    conn, who.tenant, competencies={c for o in observations for c in o.competencies},
-                    activities={o.activity for o in observations if o.activity},
-                    frameworks=[framework] if framework else [], override=override,
-                )  # fmt: skip
+                loaded = await scored(conn, who.tenant, [chosen], now_us=now_us(),
+                                      frameworks=[framework] if framework else [], override=override)  # fmt: skip
         except NotBuilt as exc:
             raise not_built(exc) from None
-        found = score(evidence, ref, now_us=now_us())[chosen]
+        ref, found = loaded.reference, loaded.progress[chosen]
         listed = set(found)
         if framework is not None:
             listed = {c for c in listed if ref.framework_of(c) == framework}
@@ -590,16 +586,11 @@ def competency_router(consistency: Consistency, learner_id: LearnerId | None) ->
                 if framework is not None and not await framework_exists(conn, who.tenant, framework):
                     raise HTTPException(404, f"no framework {framework!r} in this tenant")
                 roster: list[str] = sorted(found["learners"])
-                evidence = await learner_evidence(conn, who.tenant, roster)
-                observations = [o for obs, _ in evidence.values() for o in obs]
-                ref = await reference(
-                    conn, who.tenant, competencies={c for o in observations for c in o.competencies},
-                    activities={o.activity for o in observations if o.activity},
-                    frameworks=[framework] if framework else [], override=override,
-                )  # fmt: skip
+                loaded = await scored(conn, who.tenant, roster, now_us=now_us(),
+                                      frameworks=[framework] if framework else [], override=override)  # fmt: skip
         except NotBuilt as exc:
             raise not_built(exc) from None
-        by_learner = score(evidence, ref, now_us=now_us())
+        ref, by_learner = loaded.reference, loaded.progress
         if framework is not None:
             columns = [c.uri for c in sorted(ref.competencies.values(), key=order_key) if c.framework == framework]
         else:

@@ -271,3 +271,37 @@ def score(
 def learner_rollups(found: Mapping[str, Progress], ref: Reference, frameworks: Iterable[str]) -> list[Any]:
     computed = rollups(found, ref.children(frameworks), policy_of=ref.rollup_of, threshold_of=ref.threshold_of)
     return sorted(computed.values(), key=lambda r: (ref.framework_of(r.competency) or "", r.competency))
+
+
+@dataclass
+class Scored:
+    """Learners' evidence (up to a moment), the reference data for it, and their progress under it."""
+
+    evidence: dict[str, tuple[list[Observation], set[str]]]
+    reference: Reference
+    progress: dict[str, dict[str, Progress]]
+
+
+async def scored(
+    conn: AsyncConnection,
+    tenant: str,
+    learners: Sequence[str],
+    *,
+    now_us: int | None,
+    competencies: Iterable[str] = (),
+    frameworks: Iterable[str] = (),
+    override: MasteryPolicy | None = None,
+    until_us: int | None = None,
+    stall: StallRule = DEFAULT_STALL,
+) -> Scored:
+    """Load and score these learners: their evidence (only up to ``until_us`` when given), the reference data
+    for the competencies and activities it names plus ``competencies`` and ``frameworks``."""
+    evidence = await learner_evidence(conn, tenant, learners)
+    if until_us is not None:
+        evidence = {x: ([o for o in obs if o.timestamp_us <= until_us], gone) for x, (obs, gone) in evidence.items()}
+    observations = [o for obs, _ in evidence.values() for o in obs]
+    ref = await reference(
+        conn, tenant, competencies={c for o in observations for c in o.competencies} | set(competencies),
+        activities={o.activity for o in observations if o.activity}, frameworks=frameworks, override=override,
+    )  # fmt: skip
+    return Scored(evidence, ref, score(evidence, ref, now_us=now_us, stall=stall))

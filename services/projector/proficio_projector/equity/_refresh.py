@@ -30,7 +30,7 @@ from proficio_events import EventLog
 from .._model import Projection
 from .._store import ViewStore, active_generation
 from ..competency import CompetencyEvidence, CompetencyReference, Frameworks, StallRule
-from ..competency._reads import learner_evidence, reference, score
+from ..competency._reads import scored
 from ..pacing import PacingReferenceView, learners_of
 from ..pacing._api import _end_of, last_activity, pacing_reference, section_rosters
 from ..roster import Roster, StudentGroups, groups_as_of
@@ -63,6 +63,20 @@ async def _max_position(conn: AsyncConnection, table: sa.Table, tenant: str) -> 
     return int(found or 0)
 
 
+async def _views_mark(conn: AsyncConnection, projections: Sequence[Projection], tenant: str) -> str:
+    """Each view's active generation and the newest position in each of its tables for the tenant."""
+    found: list[Any] = []
+    for projection in projections:
+        generation = await active_generation(conn, projection.name)
+        if generation is None:
+            found.append(None)
+            continue
+        store = ViewStore(projection, generation)
+        tables = [await _max_position(conn, store.table(t.name), tenant) for t in projection.tables]
+        found.append([generation.generation, *tables])
+    return orjson.dumps(found).decode()
+
+
 async def _marks(conn: AsyncConnection, tenant: str) -> tuple[int, str, str]:
     """(evidence mark, facts mark, cells mark): what the facts and cells were built from."""
     evidence_generation = await active_generation(conn, CompetencyEvidence.name)
@@ -70,27 +84,10 @@ async def _marks(conn: AsyncConnection, tenant: str) -> tuple[int, str, str]:
     if evidence_generation is not None:
         store = ViewStore(CompetencyEvidence(), evidence_generation)
         evidence = max([await _max_position(conn, store.table(t), tenant) for t in ("observations", "voids")])
-    facts_inputs: list[Any] = [evidence_generation.generation if evidence_generation else None]
-    reference_views: list[Projection] = [Frameworks(), CompetencyReference(), PacingReferenceView()]
-    for projection in reference_views:
-        generation = await active_generation(conn, projection.name)
-        if generation is None:
-            facts_inputs.append(None)
-            continue
-        store = ViewStore(projection, generation)
-        facts_inputs.append([generation.generation, *[await _max_position(conn, store.table(t.name), tenant)
-                                                      for t in projection.tables]])  # fmt: skip
-    cells_inputs: list[Any] = []
-    roster_views: list[Projection] = [Roster(), StudentGroups()]
-    for projection in roster_views:
-        generation = await active_generation(conn, projection.name)
-        if generation is None:
-            cells_inputs.append(None)
-            continue
-        store = ViewStore(projection, generation)
-        cells_inputs.append([generation.generation, *[await _max_position(conn, store.table(t.name), tenant)
-                                                      for t in projection.tables]])  # fmt: skip
-    return evidence, orjson.dumps(facts_inputs).decode(), orjson.dumps(cells_inputs).decode()
+    # A rebuilt evidence view (a new generation) changes the facts mark too: everyone is judged again.
+    facts = await _views_mark(conn, [Frameworks(), CompetencyReference(), PacingReferenceView()], tenant)
+    facts = orjson.dumps([evidence_generation.generation if evidence_generation else None, facts]).decode()
+    return evidence, facts, await _views_mark(conn, [Roster(), StudentGroups()], tenant)
 
 
 async def _tenants(conn: AsyncConnection) -> list[str]:
@@ -230,17 +227,11 @@ class EquityRefresher:
         for start in range(0, len(ordered), self.chunk):
             chunk = ordered[start : start + self.chunk]
             async with engine.connect() as conn:
-                evidence = await learner_evidence(conn, tenant, chunk)
-                kept = {
-                    x: ([o for o in obs if o.timestamp_us <= until], voided) for x, (obs, voided) in evidence.items()
-                }
-                observations = [o for obs, _ in kept.values() for o in obs]
                 planned = {c.uri for p in pacing.plans.values() for c in p.competencies}
-                named = {c for o in observations for c in o.competencies}
-                activities = {o.activity for o in observations if o.activity}
-                ref = await reference(conn, tenant, competencies=named | planned, activities=activities)
+                loaded = await scored(conn, tenant, chunk, now_us=until, competencies=planned, until_us=until,
+                                      stall=stall)  # fmt: skip
                 seen = await last_activity(conn, tenant, chunk)
-            progress = score(kept, ref, now_us=until, stall=stall)
+            progress = loaded.progress
             facts: list[Fact] = []
             for learner in chunk:
                 plans = [p for p in pacing.plans.values() if learner in members[p.plan]]

@@ -35,7 +35,7 @@ from .._http import (
 from .._learner_activity import LearnerActivity
 from .._store import ViewStore, active_generation
 from ..competency import CompetencyEvidence, CompetencyReference, Frameworks, Observation, Progress, StallRule
-from ..competency._reads import NotBuilt, Reference, learner_evidence, reference, score
+from ..competency._reads import NotBuilt, Reference, scored
 from ._calendar import SchoolCalendar
 from ._interventions import intervention_queue
 from ._pace import Pace, learners_of, pace
@@ -129,19 +129,11 @@ async def standing(
 ) -> Standing:  # fmt: skip
     """Progress of these learners on the evidence up to the end of ``as_of``, judged on that day."""
     until = _end_of(as_of)
-    evidence = await learner_evidence(conn, tenant, learners)
-    kept = {
-        learner: ([o for o in obs if o.timestamp_us <= until], voided) for learner, (obs, voided) in evidence.items()
-    }
-    observations = [o for obs, _ in kept.values() for o in obs]
-    ref = await reference(
-        conn, tenant, competencies={c for o in observations for c in o.competencies} | set(competencies),
-        activities={o.activity for o in observations if o.activity},
-    )  # fmt: skip
+    loaded = await scored(conn, tenant, learners, now_us=until, competencies=competencies, until_us=until, stall=stall)
     seen = await last_activity(conn, tenant, learners)
     return Standing(
-        as_of, score(kept, ref, now_us=until, stall=stall), {learner: obs for learner, (obs, _) in kept.items()},
-        {learner: _day(us) for learner, us in seen.items() if us <= until}, ref,
+        as_of, loaded.progress, {learner: obs for learner, (obs, _) in loaded.evidence.items()},
+        {learner: _day(us) for learner, us in seen.items() if us <= until}, loaded.reference,
     )  # fmt: skip
 
 
