@@ -697,6 +697,27 @@ async def roster_import(
 
 
 @main.group()
+def audit() -> None:
+    """Auditors: a learner's history and her views as of any moment, replayed from the log."""
+
+
+@audit.command("learner")
+@store_options
+@click.argument("learner")
+@click.option("--tenant", default="default", show_default=True)
+@click.option("--at", "at", default=None, help="Her views as of this moment (ISO 8601 with a zone).")
+@click.option("--diff", "between", nargs=2, default=None, metavar="FROM TO", help="What changed between two moments.")
+@_async
+async def audit_learner(data_dir: Path | None, learner: str, tenant: str, at: str | None,
+                        between: tuple[str, str] | None) -> int:  # fmt: skip
+    """LEARNER (a learner id, or an xAPI agent as JSON): her history in log order, or with --at her views as of
+    that moment, or with --diff the changes between two moments; as JSON."""
+    from ._stream import audit_learner_views
+
+    return await audit_learner_views(data_dir, tenant, learner, at, between)
+
+
+@main.group()
 def equity() -> None:
     """Equity views: groups of students against all students, suppressed per audience."""
 
