@@ -22,8 +22,9 @@ from proficio_events import EventLog, StoredEvent
 
 from .._model import MemoryState, Projection, fold
 from .._store import ViewStore, active_generation
-from ..competency import CompetencyEvidence, CompetencyReference, Frameworks, Observation, StallRule, framework_stream
+from ..competency import CompetencyEvidence, CompetencyReference, Frameworks, Observation, framework_stream
 from ..competency._api import progress_listing
+from ..competency._evidence import statement_time_us
 from ..competency._reads import reference_from_rows, score, void_reasons
 from ..competency._reference import REFERENCE_STREAM
 from ..pacing import PacingReferenceView, learners_of, pace
@@ -137,14 +138,15 @@ async def views_as_of(
                       for i in await _current_ids(log, PacingReferenceView(), table, "id", tenant)]  # fmt: skip
     pacing_rows = _rows(await _replayed(log, tenant, PacingReferenceView(), [*pacing_streams, *PACING_STREAMS], at_us))
     pacing = pacing_from_rows(pacing_rows)
-    stall = StallRule(attempts=pacing.policy.stall_attempts, idle_school_days=pacing.policy.stall_idle_days)
+    stall = pacing.policy.stall_rule()
     found = score({learner: (observations, voided)}, ref, now_us=at_us, stall=stall)[learner]
     items, rolled = progress_listing(ref, learner, found)
     rosters: Mapping[str, list[str]] = {
         row["section"]: orjson.loads(row["learners"]) for row in _rows(reference_state).get("sections", [])
     }
     day = datetime.fromtimestamp(at_us / 1_000_000, UTC).date()
-    statements = [e.recorded_us for e in mine if e.event_type == "StatementStored" and e.stream == learner]
+    statements = [statement_time_us(e.data()["statement"], e.recorded_us) for e in mine
+                  if e.event_type in ("StatementStored", "StatementVoided") and e.stream == learner]  # fmt: skip
     last = datetime.fromtimestamp(max(statements) / 1_000_000, UTC).date() if statements else None
     plans = [
         pace_item(learner, pace(plan, pacing.calendar_of(plan), pacing.policy, found, day, last_activity=last),
