@@ -60,11 +60,10 @@ class CompetencyEvidence:
     )
 
     def reads(self, event: StoredEvent) -> Iterable[RowRef]:
-        statement = event.data()["statement"]
-        if event.event_type == STATEMENT_VOIDED:
-            target = statement.get("object", {}).get("id")
-            return (RowRef("voids", (event.tenant, str(target).lower())),) if target else ()
-        return (RowRef("observations", (event.tenant, event.stream, str(statement["id"]).lower())),)
+        # None: apply() never looks at a row. Each observation row is written by its statement's event
+        # alone, and a void row by the voiding statements' events, and the upsert keeps the row of the
+        # latest position; so a repeated event changes nothing, and the runtime skips loading rows.
+        return ()
 
     def apply(self, state: State, event: StoredEvent) -> Sequence[Change]:
         statement: dict[str, Any] = event.data()["statement"]
