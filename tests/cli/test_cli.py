@@ -168,3 +168,20 @@ def test_rebuild_from_the_command_line(tmp_path: Path) -> None:
         assert rebuilt.returncode == 0, rebuilt.stderr
         assert "statements: rebuilt from 1 events" in rebuilt.stdout
         assert httpx.get(f"{server.base_url}/xapi/statements", headers=server.headers).json() == before
+
+
+def test_rollup_rules_and_sections_from_the_command_line(tmp_path: Path) -> None:
+    data = ("--data-dir", str(tmp_path))
+    rule = run("rollups", "set", "tenant", "--rule", "k_of_n", "--k", "2", *data)
+    assert rule.returncode == 0, rule.stderr
+    assert "RollupRuleChanged recorded for default" in rule.stdout
+    section = run(
+        "sections", "set", "math-7a", "--title", "Math 7A", "--learner", "learner:1", "--learner", "l2", *data
+    )
+    assert section.returncode == 0, section.stderr
+    assert "SectionRosterSet recorded" in section.stdout
+    bad = run("rollups", "set", "tenant", "--rule", "k_of_n", *data)
+    assert bad.returncode == 1
+    assert "k_of_n takes k" in bad.stderr
+    assert "nothing was recorded" in bad.stderr
+    assert "Traceback" not in bad.stderr

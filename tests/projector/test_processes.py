@@ -72,6 +72,9 @@ async def test_serve_on_the_embedded_default_runs_the_projectors(tmp_path: Path)
                 ("competency_reference", 0, 0),
                 ("frameworks", 0, 0),
                 ("learner_activity", 0, 0),
+                ("pacing_reference", 0, 0),
+                ("roster", 0, 0),
+                ("student_groups", 0, 0),
             ]
 
             assert (await http.get("/views/nothing/learners")).status_code == 404

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 import functools
 import os
 import sys
@@ -461,6 +462,255 @@ async def policies_set(data_dir: Path | None, scope: str, method: str, parameter
     from ._stream import record_reference
 
     return await record_reference(data_dir, "policy", tenant, scope, method, parameter)
+
+
+@main.group()
+def rollups() -> None:
+    """Rollup rules: how a parent competency, or a framework's graduate profile, is judged from its children."""
+
+
+@rollups.command("set")
+@store_options
+@click.argument("scope")
+@click.option("--rule", required=True, help="all_children_mastered, k_of_n or mean_of_children.")
+@click.option("--k", type=int, default=None, help="For k_of_n: how many children must be mastered.")
+@click.option("--tenant", default="default", show_default=True)
+@_async
+async def rollups_set(data_dir: Path | None, scope: str, rule: str, k: int | None, tenant: str) -> int:
+    """Set the rollup rule of SCOPE (tenant, framework:<identifier> or competency:<IRI>)."""
+    from ._stream import record_reference
+
+    return await record_reference(data_dir, "rollup", tenant, scope, rule, k)
+
+
+@main.group()
+def sections() -> None:
+    """Sections (classes) and their rosters, whose mastery grid dashboards read."""
+
+
+@sections.command("set")
+@store_options
+@click.argument("section")
+@click.option("--title", default="", help="The section's title.")
+@click.option("--learner", "learners", multiple=True, help="A learner id (repeat for each learner).")
+@click.option("--tenant", default="default", show_default=True)
+@_async
+async def sections_set(data_dir: Path | None, section: str, title: str, learners: tuple[str, ...], tenant: str) -> int:
+    """Set SECTION's title and roster (it replaces the roster): a SectionRosterSet event."""
+    from ._stream import record_reference
+
+    return await record_reference(data_dir, "section", tenant, section, title, list(learners))
+
+
+@main.group()
+def pacing() -> None:
+    """Pacing reference data: school calendars, pacing plans, the tenant's thresholds, graduation menus."""
+
+
+@pacing.command("set")
+@store_options
+@click.argument("kind", type=click.Choice(["calendar", "plan", "policy", "menu"]))
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--tenant", default="default", show_default=True)
+@_async
+async def pacing_set(data_dir: Path | None, kind: str, file: Path, tenant: str) -> int:
+    """Record a calendar, plan, pacing policy or graduation menu from a JSON FILE (an event; it replaces the
+    one with the same id). See examples/ for each."""
+    from ._stream import record_pacing
+
+    return await record_pacing(data_dir, kind, file, tenant)
+
+
+@main.group()
+def demo() -> None:
+    """Synthetic demo data: simulated learners with a known, hidden mastery state."""
+
+
+@demo.command("generate")
+@store_options
+@click.option("--learners", type=click.IntRange(1, 10_000), default=30, show_default=True, help="Learners to simulate.")
+@click.option("--seed", type=int, default=1, show_default=True, help="The same seed gives byte-identical data.")
+@click.option(
+    "--framework",
+    "framework_source",
+    metavar="FILE|URL",
+    default=None,
+    help="A CASE 1.0 package to practise (default: examples/graduate-profile.case.json).",
+)
+@click.option(
+    "--start",
+    type=click.DateTime(formats=["%Y-%m-%d"]),
+    default="2026-09-08",
+    show_default=True,
+    help="The first school day (YYYY-MM-DD).",
+)
+@click.option(
+    "--aligned-share",
+    type=click.FloatRange(0, 1),
+    default=0.3,
+    show_default=True,
+    help="Share of the items whose statements name no competency (they count through alignments).",
+)
+@click.option(
+    "--void-rate",
+    type=click.FloatRange(0, 1),
+    default=0.02,
+    show_default=True,
+    help="Chance per attempt of a mis-recorded score that a teacher voids.",
+)
+@click.option(
+    "--retry-rate",
+    type=click.FloatRange(0, 1),
+    default=0.03,
+    show_default=True,
+    help="Chance per attempt that the statement is sent again (same id).",
+)
+@click.option(
+    "--late-rate",
+    type=click.FloatRange(0, 1),
+    default=0.05,
+    show_default=True,
+    help="Chance per attempt that the statement arrives days late.",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Write statements.ndjson, alignments.json and truth.json here.",
+)
+@click.option(
+    "--post",
+    "post_url",
+    metavar="URL",
+    default=None,
+    help="Send the statements to this xAPI endpoint (e.g. http://127.0.0.1:8080/xapi/).",
+)
+@click.option("--key", default=None, help="The credential's key (with --post).")
+@click.option("--secret", default=None, help="The credential's secret (with --post).")
+@click.option(
+    "--tenant",
+    default="default",
+    show_default=True,
+    help="With --post: the tenant to record the framework and alignments for (the credential's).",
+)
+@click.option("--batch-size", type=click.IntRange(1, 5000), default=500, show_default=True, help="Statements per POST.")
+@_async
+async def demo_generate(
+    data_dir: Path | None,
+    learners: int,
+    seed: int,
+    framework_source: str | None,
+    start: datetime.datetime,
+    aligned_share: float,
+    void_rate: float,
+    retry_rate: float,
+    late_rate: float,
+    out: Path | None,
+    post_url: str | None,
+    key: str | None,
+    secret: str | None,
+    tenant: str,
+    batch_size: int,
+) -> int:
+    """Simulate learners practising a framework's competencies and write or post their xAPI statements.
+
+    Each learner walks the framework's precedes order with a hidden mastery state (Bayesian knowledge
+    tracing); truth.json holds that state and the true mastery dates. With --post the statements go
+    through the xAPI service in batches, and the framework and the alignments are recorded in the store
+    (--data-dir or PROFICIO_DATABASE_URL), as frameworks import and alignments set do.
+    """
+    from . import _demo_io
+
+    if out is None and post_url is None:
+        raise click.UsageError("give --out DIR to write the demo data, --post URL to send it, or both")
+    endpoint: str | None = None
+    credential: tuple[str, str] | None = None
+    if post_url is not None:
+        if not key or not secret:
+            raise click.UsageError("--post needs --key and --secret (a credential from proficio credentials create)")
+        endpoint, credential = _demo_io.statements_url(post_url), (key, secret)
+    settings = _demo_io.settings_from_options(
+        learners, seed, start.date(), aligned_share, void_rate, retry_rate, late_rate
+    )
+    source = _demo_io.framework_source_or_sample(framework_source)
+    package, generated = _demo_io.simulate(source, settings)
+    click.echo(_demo_io.summary(generated))
+    if out is not None:
+        for path in _demo_io.write_demo(generated, out):
+            click.echo(f"wrote {path}")
+    if endpoint is not None and credential is not None:
+        # Statements first: if the service refuses them, nothing is recorded; a rerun posts the same ids (no-ops).
+        requests = await _demo_io.post_statements(generated, endpoint, *credential, batch_size)
+        click.echo(f"posted {len(generated.statements)} statements to {endpoint} in {requests} requests")
+        created, aligned = await _demo_io.record_reference_data(data_dir, tenant, generated, package, source)
+        click.echo(f"{'imported' if created else 'already imported:'} {generated.framework.title} for {tenant};"
+                   f" {aligned} alignments defined")  # fmt: skip
+    return 0
+
+
+@main.group()
+def roster() -> None:
+    """Rosters and student groups from the SIS (OneRoster 1.1 CSV)."""
+
+
+@roster.command("import")
+@store_options
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--tenant", default="default", show_default=True, help="The tenant (district) the roster is for.")
+@click.option(
+    "--actor",
+    # proficio_projector.roster.ActorSource's values (not imported here: every command would pay for it).
+    type=click.Choice(["email", "sourcedId", "username", "identifier"]),
+    default="email",
+    show_default=True,
+    help="The users.csv field the LMS sends as a student's xAPI actor: email (an mbox), or sourcedId, username "
+    "or identifier (an account on --home-page).",
+)
+@click.option("--home-page", default=None, help="The LMS's home page (URL) of account actors.")
+@click.option(
+    "--effective",
+    type=click.DateTime(formats=["%Y-%m-%d"]),
+    default=None,
+    help="The date group changes take effect, YYYY-MM-DD (default: today).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
+@_async
+async def roster_import(
+    data_dir: Path | None,
+    path: Path,
+    tenant: str,
+    actor: str,
+    home_page: str | None,
+    effective: datetime.datetime | None,
+    as_json: bool,
+) -> int:
+    """Import a OneRoster 1.1 CSV package (a directory or a zip): orgs, classes, learners, enrollments, section
+    rosters and group memberships, appending only what changed since the previous import.
+
+    The package is checked first; every problem is named (file, row, column) and nothing is imported.
+    Names, emails, usernames and birth dates are never written to the log.
+    """
+    from ._stream import import_roster_from
+
+    day = effective.date() if effective is not None else datetime.date.today()
+    return await import_roster_from(data_dir, path, tenant, actor, home_page, day, as_json)
+
+
+@main.group()
+def equity() -> None:
+    """Equity views: groups of students against all students, suppressed per audience."""
+
+
+@equity.command("refresh")
+@store_options
+@click.option("--as-of", type=click.DateTime(formats=["%Y-%m-%d"]), default=None, help="The day (default: today).")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
+@_async
+async def equity_refresh(data_dir: Path | None, as_of: datetime.datetime | None, as_json: bool) -> int:
+    """Refresh every tenant's learner facts and equity cells now, for a day (the projectors run the views)."""
+    from ._stream import refresh_equity
+
+    return await refresh_equity(data_dir, as_of.date() if as_of else None, as_json)
 
 
 @main.group()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +87,7 @@ async def run_relay(data_dir: Path | None, batch_size: int) -> int:
 
 async def run_projectors(data_dir: Path | None, source: str, names: tuple[str, ...]) -> int:
     from proficio_projector import KafkaProjector, SqlProjector, default_projections, projection_named
+    from proficio_projector.equity import EquityRefresher
 
     settings = stream_settings(data_dir)
     projections = default_projections()
@@ -113,6 +115,8 @@ async def run_projectors(data_dir: Path | None, source: str, names: tuple[str, .
             ]
         else:
             runners = [SqlProjector(log, p, settings.runner()) for p in projections]
+        if not names:  # the equity views are refreshed from the views the projectors keep
+            runners.append(EquityRefresher(log))
         click.echo(f"projectors ({chosen}): {', '.join(p.name for p in projections)}", err=True)
         await asyncio.gather(*(r.run(stop) for r in runners))
     return 0
@@ -253,8 +257,15 @@ async def list_frameworks(data_dir: Path | None, tenant: str | None, as_json: bo
 
 
 async def record_reference(data_dir: Path | None, what: str, tenant: str, *args: Any) -> int:
-    """An alignment, its removal, or a policy change, as an event in the tenant's log."""
-    from proficio_projector.competency import ReferenceDataError, define_alignment, remove_alignment, set_policy
+    """An alignment, its removal, a policy or rollup rule, or a section roster, as an event in the tenant's log."""
+    from proficio_projector.competency import (
+        ReferenceDataError,
+        define_alignment,
+        remove_alignment,
+        set_policy,
+        set_rollup_rule,
+        set_section,
+    )
 
     async with await open_store(data_dir) as log:
         try:
@@ -262,10 +273,92 @@ async def record_reference(data_dir: Path | None, what: str, tenant: str, *args:
                 result = await define_alignment(log, tenant, args[0], args[1], weight=args[2], source="cli")
             elif what == "unalign":
                 result = await remove_alignment(log, tenant, args[0], args[1])
+            elif what == "rollup":
+                result = await set_rollup_rule(log, tenant, args[0], args[1], args[2])
+            elif what == "section":
+                result = await set_section(log, tenant, args[0], args[1], args[2])
             else:
                 result = await set_policy(log, tenant, args[0], args[1], args[2])
         except ReferenceDataError as exc:
             raise click.ClickException(f"{exc}; nothing was recorded") from exc
     event = result.events[0]
     click.echo(f"{event.event_type} recorded for {tenant} at log position {event.position}")
+    return 0
+
+
+async def record_pacing(data_dir: Path | None, kind: str, file: Path, tenant: str) -> int:
+    """A calendar, plan, pacing policy or graduation menu from a JSON file, as an event."""
+    from proficio_projector.pacing import PacingDataError, set_calendar, set_menu, set_pacing_policy, set_plan
+
+    try:
+        data = orjson.loads(await asyncio.to_thread(file.read_bytes))
+    except orjson.JSONDecodeError as exc:
+        raise click.ClickException(f"{file} is not JSON: {exc}; nothing was recorded") from exc
+    writers = {"calendar": set_calendar, "plan": set_plan, "policy": set_pacing_policy, "menu": set_menu}
+    async with await open_store(data_dir) as log:
+        try:
+            result = await writers[kind](log, tenant, data)
+        except PacingDataError as exc:
+            raise click.ClickException(f"{exc}; nothing was recorded") from exc
+    event = result.events[0]
+    click.echo(f"{event.event_type} recorded for {tenant} at log position {event.position}")
+    return 0
+
+
+async def import_roster_from(
+    data_dir: Path | None, path: Path, tenant: str, actor: str, home_page: str | None, effective: date, as_json: bool
+) -> int:
+    from proficio_events import ConcurrencyError
+    from proficio_ingest import learner_stream
+    from proficio_projector.roster import ActorMapping, ActorSource, RosterError, import_roster, read_package
+
+    try:
+        mapping = ActorMapping(ActorSource(actor), home_page)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    try:
+        package = read_package(path)
+        async with await open_store(data_dir) as log:
+            result = await import_roster(log, tenant, package, learner_id=learner_stream, actor=mapping,
+                                         effective=effective)  # fmt: skip
+    except RosterError as exc:
+        listed = "\n".join(f"  {problem}" for problem in exc.problems)
+        raise click.ClickException(f"{path}: {len(exc.problems)} problem(s); nothing imported:\n{listed}") from exc
+    except ConcurrencyError as exc:
+        raise click.ClickException(
+            f"{path}: the roster changed while it was being imported (another import?); nothing imported: {exc}"
+        ) from exc
+    if as_json:
+        click.echo(orjson.dumps({**result.__dict__, "changed": result.changed}).decode())
+        return 0
+    click.echo(
+        f"{path}: {result.orgs} orgs, {result.classes} classes, {result.learners} learners, {result.enrollments}"
+        f" enrollments for tenant {tenant}, groups effective {result.effective}"
+    )
+    if not result.changed:
+        click.echo("unchanged since the previous import; nothing appended")
+        return 0
+    total = sum(result.appended.values())
+    click.echo(f"appended {total} events at log positions {result.first_position}-{result.last_position}:")
+    for event_type, count in result.appended.items():
+        click.echo(f"  {count:6d}  {event_type}")
+    return 0
+
+
+async def refresh_equity(data_dir: Path | None, as_of: date | None, as_json: bool) -> int:
+    """One refresh of every tenant's equity facts and cells (``proficio project`` and ``serve`` keep doing it)."""
+    from proficio_projector import migrate_runtime
+    from proficio_projector.equity import EquityRefresher
+
+    async with await open_store(data_dir) as log:
+        await migrate_runtime(log)
+        reports = await EquityRefresher(log).refresh(as_of)
+    if as_json:
+        click.echo(orjson.dumps([{**r.__dict__, "as_of": r.as_of.isoformat()} for r in reports]).decode())
+        return 0
+    for r in reports:
+        click.echo(f"{r.tenant}: {r.learners_refreshed} of {r.learners_total} learners refreshed for {r.as_of}, "
+                   f"{r.cells} cells, {r.seconds:.2f} s")  # fmt: skip
+    if not reports:
+        click.echo("nothing changed since the last refresh")
     return 0

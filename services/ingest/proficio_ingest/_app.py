@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import warnings
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
@@ -77,6 +79,7 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.openapi = lambda: _openapi_once(app)  # type: ignore[method-assign]
     app.include_router(resources_router)
     app.include_router(documents_router)
     app.include_router(router)
@@ -129,3 +132,21 @@ async def _with_consistency(request: Request, response: Response) -> Response:
             with suppress(EventStoreError):
                 response.headers.update(await consistent_through_header(service))
     return response
+
+
+def _openapi_once(app: FastAPI) -> dict[str, Any]:
+    """The OpenAPI document with one operation id per method: xAPI resources answer GET and HEAD (and the
+    document resources four methods) from one route, which FastAPI gives a single, repeated id."""
+    if app.openapi_schema is None:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "Duplicate Operation ID", UserWarning)
+            schema = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
+        seen: set[str] = set()
+        for operations in schema.get("paths", {}).values():
+            for method, operation in operations.items():
+                if isinstance(operation, dict) and "operationId" in operation:
+                    if operation["operationId"] in seen:
+                        operation["operationId"] = f"{operation['operationId']}_{method}"
+                    seen.add(operation["operationId"])
+        app.openapi_schema = schema
+    return app.openapi_schema

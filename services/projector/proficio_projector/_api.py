@@ -26,8 +26,11 @@ from ._model import Projection
 from ._runtime import RunnerSettings, SqlProjector, active_watermark, recorded_at, status
 from ._settings import StreamSettings
 from ._store import ViewStore, active_generation, migrate_runtime
+from .roster import PROTECTED_VIEWS
 
 READ_SCOPES = frozenset({"all", "all/read", "statements/read"})
+#: The one scope that may read a protected view (``roster.PROTECTED_VIEWS``).
+PROTECTED_SCOPE = "all"
 MAX_PAGE = 1000
 
 
@@ -35,10 +38,16 @@ def _json(content: Any, status_code: int = 200, headers: dict[str, str] | None =
     return Response(orjson.dumps(content), status_code=status_code, media_type="application/json", headers=headers)
 
 
-async def _tenant(request: Request) -> str:
+async def _tenant(request: Request, view: str | None = None) -> str:
+    """The caller's tenant, once its credential may read views (and ``view``, if that one is protected)."""
     credential = await request.app.state.credentials.authenticate(request.headers.get("authorization"))
     if not credential.scopes & READ_SCOPES:
         raise HTTPException(403, f"reading views needs one of the scopes {', '.join(sorted(READ_SCOPES))}")
+    if view in PROTECTED_VIEWS and PROTECTED_SCOPE not in credential.scopes:
+        # Group memberships (race, disability, ...) are protected: read-only credentials do not get them.
+        raise HTTPException(
+            403, f"the view {view!r} holds protected data: reading it needs the scope {PROTECTED_SCOPE}"
+        )
     tenant: str = credential.tenant
     return tenant
 
@@ -74,7 +83,7 @@ def router(projections: Sequence[Projection], stream: StreamSettings) -> APIRout
         request: Request, name: str, table: str, limit: int = 100, after: str | None = None
     ) -> Response:
         """Rows of one view table for the caller's tenant, in key order; ``more`` gives the next page."""
-        tenant = await _tenant(request)
+        tenant = await _tenant(request, name)
         _store, physical = await _view(request, by_name, name, table)
         if not 1 <= limit <= MAX_PAGE:
             raise HTTPException(400, f"limit must be between 1 and {MAX_PAGE}")
@@ -101,7 +110,7 @@ def router(projections: Sequence[Projection], stream: StreamSettings) -> APIRout
     @api.get("/{name}/{table}/{key:path}")
     async def one_row(request: Request, name: str, table: str, key: str) -> Response:
         """One row by the rest of its key (after the tenant), ``/``-separated."""
-        tenant = await _tenant(request)
+        tenant = await _tenant(request, name)
         _store, physical = await _view(request, by_name, name, table)
         keys = list(physical.primary_key.columns)
         parts = key.split("/")
@@ -162,6 +171,9 @@ def install(
     ``learner_id`` turns an xAPI agent into the learner id of the views (the competency API's ``agent=``).
     """
     from .competency._api import competency_router
+    from .equity import EquityRefresher
+    from .equity._api import equity_router
+    from .pacing._api import pacing_router
 
     stream = stream or StreamSettings()
     chosen = stream
@@ -170,7 +182,9 @@ def install(
     async def consistency(request: Request, name: str) -> dict[str, str]:
         return await _consistency(request, name, chosen)
 
-    app.include_router(competency_router(_tenant, consistency, learner_id))
+    app.include_router(competency_router(consistency, learner_id))
+    app.include_router(pacing_router(consistency, learner_id))
+    app.include_router(equity_router())
     inner = app.router.lifespan_context
 
     @contextlib.asynccontextmanager
@@ -181,6 +195,7 @@ def install(
             stop = asyncio.Event()
             tasks = (
                 [asyncio.create_task(SqlProjector(log, p, runner).run(stop)) for p in projections]
+                + [asyncio.create_task(EquityRefresher(log).run(stop))]
                 if run_projectors
                 else []
             )

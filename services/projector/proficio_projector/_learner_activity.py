@@ -68,5 +68,8 @@ class LearnerActivity:
 def default_projections() -> list[Any]:
     """The projections ``proficio project`` and ``proficio serve`` run."""
     from .competency import CompetencyEvidence, CompetencyReference, Frameworks
+    from .pacing import PacingReferenceView
+    from .roster import Roster, StudentGroups
 
-    return [LearnerActivity(), Frameworks(), CompetencyEvidence(), CompetencyReference()]
+    return [LearnerActivity(), Frameworks(), CompetencyEvidence(), CompetencyReference(), PacingReferenceView(),
+            Roster(), StudentGroups()]  # fmt: skip

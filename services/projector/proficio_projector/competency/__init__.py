@@ -1,4 +1,5 @@
-"""The competency domain: CASE frameworks, mastery methods (alignments and the progress view to come)."""
+"""The competency domain: CASE frameworks, alignments, mastery methods and policies, ratings, sections, and the
+progress computed from the evidence view (with rollups, stall and regression flags, and the section grid)."""
 
 from ._case import DEFAULT_SCALE, Framework, FrameworkError, Level, parse_package
 from ._evidence import (
@@ -22,14 +23,35 @@ from ._mastery import (
     rescale,
     round_half_up,
 )
-from ._progress import CompetencyEvidence, Observation, Progress, evidence_of, level_for, on_scale, progress
+from ._progress import (
+    CompetencyEvidence,
+    GridColumn,
+    Observation,
+    Progress,
+    Rollup,
+    RollupPolicy,
+    RollupRule,
+    StallRule,
+    evidence_of,
+    grid_columns,
+    level_for,
+    on_scale,
+    progress,
+    rollups,
+    school_days_between,
+)
+from ._ratings import rating_points, record_rating, withdraw_rating
 from ._reference import (
     CompetencyReference,
     ReferenceDataError,
     define_alignment,
     policy_for,
     remove_alignment,
+    section_roster_event,
+    section_stream,
     set_policy,
+    set_rollup_rule,
+    set_section,
 )
 
 __all__ = [
@@ -43,6 +65,7 @@ __all__ = [
     "Framework",
     "FrameworkError",
     "Frameworks",
+    "GridColumn",
     "ImportResult",
     "Level",
     "MasteryPolicy",
@@ -50,6 +73,10 @@ __all__ = [
     "Observation",
     "Progress",
     "ReferenceDataError",
+    "Rollup",
+    "RollupPolicy",
+    "RollupRule",
+    "StallRule",
     "bkt_next_correct",
     "bkt_probability",
     "competencies_named",
@@ -57,6 +84,7 @@ __all__ = [
     "evidence_from_statement",
     "evidence_of",
     "framework_stream",
+    "grid_columns",
     "import_framework",
     "is_mastered",
     "level_for",
@@ -67,10 +95,19 @@ __all__ = [
     "policy_for",
     "power_law",
     "progress",
+    "rating_points",
     "read_source",
+    "record_rating",
     "remove_alignment",
     "rescale",
+    "rollups",
     "round_half_up",
+    "school_days_between",
+    "section_roster_event",
+    "section_stream",
     "set_policy",
+    "set_rollup_rule",
+    "set_section",
     "statement_time_us",
+    "withdraw_rating",
 ]

@@ -40,12 +40,14 @@ class Evidence:
     #: Normalized 0..1; multiply by the scale's points for a score.
     norm: Decimal
     success: bool | None
-    #: "statement" (A or B), or "alignment" (C).
+    #: "statement" (A or B), "alignment" (C), or "rating" (a teacher's rating recorded through the API).
     source: str
     weight: Decimal
     #: The statement's timestamp (µs since the epoch; stored when it has none) and stored time: the order.
     timestamp_us: int
     stored_us: int
+    #: Who vouches for it: a rating's rater (the credential's authority name); None for statements.
+    authority: str | None = None
 
     @property
     def order(self) -> tuple[int, int, str]:

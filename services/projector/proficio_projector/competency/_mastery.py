@@ -105,15 +105,32 @@ def rescale(score: Decimal, from_points: Decimal, to_points: Decimal) -> Decimal
     return round_half_up(score / from_points * to_points)
 
 
-def mastery_score(policy: MasteryPolicy, scores: Sequence[Decimal | float | int]) -> Decimal | None:
+def _mean(values: Sequence[Decimal], weights: Sequence[Decimal]) -> Decimal:
+    """The weighted mean (all weights 1: the plain mean)."""
+    return sum((v * w for v, w in zip(values, weights, strict=True)), Decimal(0)) / sum(weights, Decimal(0))
+
+
+def mastery_score(
+    policy: MasteryPolicy, scores: Sequence[Decimal | float | int], weights: Sequence[Decimal] | None = None
+) -> Decimal | None:
     """The score the policy gives these scores (oldest first), or None when it gives none.
 
     Missing scores are the caller's to drop (Canvas drops nil scores; a 0 is a score). BKT reads each
     score as an observation, correct when at or above the mastery points, and returns p(L) (0..1).
+
+    ``weights`` (one per score, in (0, 1]; an alignment's weight) weigh the means: average, the mean in
+    n_mastery, the mean of the rest in weighted_average, average_recent and average_highest. The methods
+    that pick or order scores (highest, latest, mode, median, the decaying average, power law, BKT) use
+    every score as it is: a weight says how much a score counts in a mean, not how high it is.
     """
     values = [Decimal(str(s)) for s in scores]
     if not values:
         return None
+    given = list(weights) if weights is not None else [Decimal(1)] * len(values)
+    if len(given) != len(values):
+        raise ValueError(f"{len(given)} weights for {len(values)} scores")
+    if any(not Decimal(0) < w <= Decimal(1) for w in given):
+        raise ValueError("weights must be in (0, 1]")
     method = policy.method
     parameter = policy.effective_parameter
     mastery = policy.mastery_points
@@ -122,20 +139,19 @@ def mastery_score(policy: MasteryPolicy, scores: Sequence[Decimal | float | int]
     if method is Method.LATEST:
         return round_half_up(values[-1])
     if method is Method.AVERAGE:
-        return round_half_up(sum(values, Decimal(0)) / len(values))
+        return round_half_up(_mean(values, given))
     if method is Method.N_MASTERY:
         assert parameter is not None
-        mastered = [v for v in values if v >= mastery]
+        mastered = [(v, w) for v, w in zip(values, given, strict=True) if v >= mastery]
         if len(mastered) < parameter:
             return None
-        return round_half_up(sum(mastered, Decimal(0)) / len(mastered))
+        return round_half_up(_mean([v for v, _ in mastered], [w for _, w in mastered]))
     if method is Method.WEIGHTED_AVERAGE:
         assert parameter is not None
         if len(values) == 1:
             return round_half_up(values[0])
         weight = Decimal(parameter) / 100
-        rest = values[:-1]
-        return round_half_up(weight * values[-1] + (1 - weight) * (sum(rest, Decimal(0)) / len(rest)))
+        return round_half_up(weight * values[-1] + (1 - weight) * _mean(values[:-1], given[:-1]))
     if method is Method.DECAYING_AVERAGE:
         assert parameter is not None
         weight = Decimal(parameter) / 100
@@ -153,12 +169,12 @@ def mastery_score(policy: MasteryPolicy, scores: Sequence[Decimal | float | int]
         return round_half_up(median(values[-parameter:]))
     if method is Method.AVERAGE_RECENT:
         assert parameter is not None
-        recent = values[-parameter:]
-        return round_half_up(sum(recent, Decimal(0)) / len(recent))
+        return round_half_up(_mean(values[-parameter:], given[-parameter:]))
     if method is Method.AVERAGE_HIGHEST:
         assert parameter is not None
-        highest = sorted(values, reverse=True)[:parameter]
-        return round_half_up(sum(highest, Decimal(0)) / len(highest))
+        # Highest first; among equal scores the more recent (a stable, replayable choice).
+        ranked = sorted(range(len(values)), key=lambda i: (values[i], i), reverse=True)[:parameter]
+        return round_half_up(_mean([values[i] for i in ranked], [given[i] for i in ranked]))
     if method is Method.POWER_LAW:
         fitted = power_law(values, policy.points_possible)
         return None if fitted is None else round_half_up(fitted[0])

@@ -1,23 +1,28 @@
 """Competency progress: the evidence fold (a projection) and the progress computed from it when read.
 
 The fold, ``competency_evidence``, keeps per learner one *observation* per statement that carries an
-evidence value (its activity, the competencies it names, its normalized value, success and times), and
-per voided statement a *void* row. It is per learner stream, so it is partitioned like the log; a void
-row is keyed by the voided statement and written only by the voiding statement's event.
+evidence value (its activity, the competencies it names, its normalized value, success and times) and
+per teacher rating, and per voided statement or withdrawn rating a *void* row. It is per learner
+stream, so it is partitioned like the log; a void row is keyed by the voided statement and written only
+by the voiding event.
 
 Which competencies an observation counts for (the ones it names, plus the alignment map of its
-activity) and what the evidence adds up to (the mastery policy, the scale) are applied when progress
-is read (:func:`progress`). Frameworks, alignments and policies are tenant-wide reference data living in
-other streams: applying them at read time keeps the fold deterministic under any interleaving of
-partitions, and a policy or alignment change shows at once, with no rebuild.
+activity) and what the evidence adds up to (the mastery policy, the scale, the rollup rules) are applied
+when progress is read (:func:`progress`, :func:`rollups`). Frameworks, alignments and policies are
+tenant-wide reference data living in other streams: applying them at read time keeps the fold
+deterministic under any interleaving of partitions, and a policy or alignment change shows at once,
+with no rebuild.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import enum
+import statistics
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal
+from datetime import UTC, date, datetime
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 import orjson
@@ -28,16 +33,22 @@ from proficio_events import StoredEvent
 from .._model import Change, Put, RowRef, State, ViewTable
 from ._case import DEFAULT_SCALE, Level
 from ._evidence import Evidence, competencies_named, normalized_result, statement_time_us
-from ._mastery import MasteryPolicy, is_mastered, mastery_score
+from ._mastery import MasteryPolicy, Method, is_mastered, mastery_score, power_law, round_half_up
 
 STATEMENT_STORED = "StatementStored"
 STATEMENT_VOIDED = "StatementVoided"
+RATING_RECORDED = "TeacherRatingRecorded"
+RATING_WITHDRAWN = "TeacherRatingWithdrawn"
+#: Ratings share the observations' key space with statements; the prefix keeps them apart.
+RATING_PREFIX = "rating:"
 
 
 class CompetencyEvidence:
     name = "competency_evidence"
-    version = 1
-    event_types: frozenset[str] | None = frozenset({STATEMENT_STORED, STATEMENT_VOIDED})
+    version = 2
+    event_types: frozenset[str] | None = frozenset(
+        {STATEMENT_STORED, STATEMENT_VOIDED, RATING_RECORDED, RATING_WITHDRAWN}
+    )
     partitioned = True
     tables: Sequence[ViewTable] = (
         ViewTable(
@@ -50,23 +61,47 @@ class CompetencyEvidence:
                 sa.Column("success", sa.Boolean, nullable=True),
                 sa.Column("timestamp_us", sa.BigInteger, nullable=False),
                 sa.Column("stored_us", sa.BigInteger, nullable=False),
+                sa.Column("source", sa.Text, nullable=False),  # statement | rating
+                sa.Column("authority", sa.Text, nullable=True),  # a rating's rater
+                sa.Column("raw", sa.Text, nullable=True),  # score.raw, exact: a test's cut is on its raw score
             ),
+            # What changed since a position (the equity refresher), and a voided statement's learner.
+            indexes=(("tenant", "last_position"), ("tenant", "statement_id")),
         ),
         ViewTable(
             "voids",
             key=(sa.Column("tenant", sa.Text), sa.Column("statement_id", sa.Text)),
             values=(sa.Column("voided_by", sa.Text, nullable=False),),
+            indexes=(("tenant", "last_position"),),
         ),
     )
 
     def reads(self, event: StoredEvent) -> Iterable[RowRef]:
-        # None: apply() never looks at a row. Each observation row is written by its statement's event
-        # alone, and a void row by the voiding statements' events, and the upsert keeps the row of the
-        # latest position; so a repeated event changes nothing, and the runtime skips loading rows.
+        # None: apply() never looks at a row. Each observation row is written by the events of its
+        # statement or rating alone, a void row by its voiding (withdrawing) events, and the upsert keeps
+        # the row of the latest position; so a repeated event changes nothing, and the runtime need not
+        # load any rows for this fold.
         return ()
 
     def apply(self, state: State, event: StoredEvent) -> Sequence[Change]:
-        statement: dict[str, Any] = event.data()["statement"]
+        data: dict[str, Any] = event.data()
+        if event.event_type == RATING_RECORDED:
+            return [
+                Put(
+                    "observations",
+                    (event.tenant, event.stream, RATING_PREFIX + data["rating_id"]),
+                    {
+                        "activity": None, "competencies": orjson.dumps([data["competency"]]).decode(),
+                        "norm": data["norm"], "success": None, "timestamp_us": data["timestamp_us"],
+                        "stored_us": event.recorded_us, "source": "rating", "authority": data["authority"],
+                        "raw": data["points"],
+                    },
+                )
+            ]  # fmt: skip
+        if event.event_type == RATING_WITHDRAWN:
+            key = (event.tenant, RATING_PREFIX + data["rating_id"])
+            return [Put("voids", key, {"voided_by": f"withdrawn by {data['authority']}"})]
+        statement: dict[str, Any] = data["statement"]
         statement_id = str(statement["id"]).lower()
         if event.event_type == STATEMENT_VOIDED:
             target = statement.get("object", {}).get("id")
@@ -86,9 +121,18 @@ class CompetencyEvidence:
                     "success": success,
                     "timestamp_us": statement_time_us(statement, event.recorded_us),
                     "stored_us": event.recorded_us,
+                    "source": "statement",
+                    "authority": None,
+                    "raw": _raw(statement),
                 },
             )
         ]
+
+
+def _raw(statement: Mapping[str, Any]) -> str | None:
+    score = statement.get("result", {}).get("score")
+    raw = score.get("raw") if isinstance(score, Mapping) else None
+    return str(Decimal(str(raw))) if isinstance(raw, int | float) and not isinstance(raw, bool) else None
 
 
 def _activity(statement: Mapping[str, Any]) -> str | None:
@@ -108,13 +152,34 @@ class Observation:
     success: bool | None
     timestamp_us: int
     stored_us: int
+    source: str = "statement"
+    authority: str | None = None
+    raw: Decimal | None = None
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Observation:
         return cls(
             row["statement_id"], row["activity"], tuple(orjson.loads(row["competencies"])), Decimal(row["norm"]),
-            row["success"], int(row["timestamp_us"]), int(row["stored_us"]),
+            row["success"], int(row["timestamp_us"]), int(row["stored_us"]), row.get("source") or "statement",
+            row.get("authority"), Decimal(row["raw"]) if row.get("raw") is not None else None,
         )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class StallRule:
+    """When a competency not yet mastered counts as stalled (competency-domain.md section 4).
+
+    Stalled: at least ``attempts`` pieces of evidence and no gain in standing (level; p(L) under BKT)
+    over the last ``window`` of them, or ``idle_school_days`` school days (Monday to Friday, until a
+    district calendar says otherwise) without evidence.
+    """
+
+    attempts: int = 4
+    window: int = 3
+    idle_school_days: int = 15
+
+
+DEFAULT_STALL = StallRule()
 
 
 @dataclass(frozen=True)
@@ -128,7 +193,27 @@ class Progress:
     mastered_at_us: int | None
     first_at_us: int
     last_at_us: int
+    #: Each piece of evidence in points on the scale, and the score after it (what the trail shows).
     scores: tuple[Decimal, ...] = field(default=())
+    running: tuple[Decimal | None, ...] = field(default=())
+    #: The policy the score was computed under, on the competency's scale.
+    policy: MasteryPolicy = field(default=MasteryPolicy())
+    #: The power-law exponent over the evidence points (3 or more): > 0 rising, < 0 falling.
+    trend_b: Decimal | None = None
+    stalled: bool = False
+    #: Mastered once (mastered_at) but not now.
+    regressed: bool = False
+
+    @property
+    def n_evidence(self) -> int:
+        return len(self.evidence)
+
+    @property
+    def norm_score(self) -> Decimal | None:
+        """The score as a share of the scale (p(L) itself under BKT)."""
+        if self.score is None:
+            return None
+        return self.score if self.policy.method is Method.BKT else self.score / self.policy.points_possible
 
 
 def evidence_of(
@@ -136,19 +221,20 @@ def evidence_of(
     voided: Iterable[str],
     alignments: Mapping[str, Mapping[str, Decimal]] | None = None,
 ) -> dict[str, list[Evidence]]:
-    """Evidence per competency, in evidence order, without voided statements."""
+    """Evidence per competency, in evidence order, without voided statements and withdrawn ratings."""
     gone = set(voided)
     found: dict[str, list[Evidence]] = {}
     for o in observations:
         if o.statement_id in gone:
             continue
-        named = dict.fromkeys(o.competencies, (Decimal(1), "statement"))
+        named = dict.fromkeys(o.competencies, (Decimal(1), o.source))
         for competency, weight in (alignments or {}).get(o.activity or "", {}).items():
             named.setdefault(competency, (weight, "alignment"))
         for competency, (weight, source) in named.items():
             found.setdefault(competency, []).append(
-                Evidence(o.statement_id, competency, o.norm, o.success, source, weight, o.timestamp_us, o.stored_us)
-            )
+                Evidence(o.statement_id, competency, o.norm, o.success, source, weight, o.timestamp_us, o.stored_us,
+                         o.authority)
+            )  # fmt: skip
     for items in found.values():
         items.sort(key=lambda e: e.order)
     return found
@@ -169,6 +255,24 @@ def level_for(score: Decimal | None, scale: Sequence[Level]) -> Level | None:
     return max(reached, key=lambda level: level.points) if reached else None
 
 
+def school_days_between(start_us: int, end_us: int) -> int:
+    """Monday-to-Friday days after ``start_us``'s date up to and including ``end_us``'s date (UTC)."""
+    first, last = _day(start_us), _day(end_us)
+    if last <= first:
+        return 0
+    days = (last - first).days
+    weeks, rest = divmod(days, 7)
+    count = weeks * 5
+    weekday = first.weekday()  # the days counted are first+1 .. first+days
+    for offset in range(1, rest + 1):
+        count += (weekday + offset) % 7 < 5
+    return count
+
+
+def _day(us: int) -> date:
+    return datetime.fromtimestamp(us / 1_000_000, UTC).date()
+
+
 def progress(
     observations: Iterable[Observation],
     voided: Iterable[str],
@@ -178,6 +282,8 @@ def progress(
     scale: Sequence[Level] = DEFAULT_SCALE,
     policy_of: Callable[[str], MasteryPolicy] | None = None,
     scale_of: Callable[[str], Sequence[Level]] | None = None,
+    now_us: int | None = None,
+    stall: StallRule = DEFAULT_STALL,
 ) -> dict[str, Progress]:
     """Each competency's progress from a learner's observations, under a policy on a scale.
 
@@ -185,25 +291,167 @@ def progress(
     competency is scored under ``default_policy``. ``scale_of`` gives each competency its scale (its
     framework's rubric); the scale's top is the points possible and its first mastery level the threshold.
 
-    Scores are the policy's method over the evidence points (norm times the scale's top points), oldest
-    first; mastered_at is the first evidence after which that score reached mastery (a later drop does
-    not undo the date, and ``mastered`` says where the learner stands now).
+    Scores are the policy's method over the evidence points (norm times the scale's top points, weighted
+    by the alignment's weight in the means), oldest first; mastered_at is the first evidence after which
+    that score reached mastery (a later drop does not undo the date, and ``mastered`` says where the
+    learner stands now). ``now_us`` is the moment the idle rule of ``stall`` is judged at (None: only the
+    attempts rule applies, so the result depends on the evidence alone).
     """
     result: dict[str, Progress] = {}
     for competency, items in evidence_of(observations, voided, alignments).items():
         levels = scale_of(competency) if scale_of is not None else scale
         policy = on_scale(policy_of(competency) if policy_of is not None else default_policy, levels)
-        top = policy.points_possible
-        points = [e.norm * top for e in items]
-        mastered_at: int | None = None
-        running: list[Decimal] = []
-        for evidence, value in zip(items, points, strict=True):
-            running.append(value)
-            if mastered_at is None and is_mastered(policy, mastery_score(policy, running)):
-                mastered_at = evidence.timestamp_us
-        score = mastery_score(policy, points)
+        points = [e.norm * policy.points_possible for e in items]
+        weights = [e.weight for e in items]
+        running = tuple(mastery_score(policy, points[: i + 1], weights[: i + 1]) for i in range(len(points)))
+        reached = (e.timestamp_us for e, s in zip(items, running, strict=True) if is_mastered(policy, s))
+        mastered_at = next(reached, None)
+        score = running[-1]
+        mastered = is_mastered(policy, score)
+        fitted = power_law(points, policy.points_possible)
+        trend = Decimal(str(fitted[1])).quantize(Decimal("0.0001"), ROUND_HALF_UP) if fitted else None
+        standing = [_standing(policy, s, levels) for s in running]
+        stuck = len(items) >= max(stall.attempts, stall.window + 1) and standing[-1] <= standing[-1 - stall.window]
+        idle = now_us is not None and school_days_between(items[-1].timestamp_us, now_us) >= stall.idle_school_days
         result[competency] = Progress(
-            competency, tuple(items), score, level_for(score, levels), is_mastered(policy, score), mastered_at,
-            items[0].timestamp_us, items[-1].timestamp_us, tuple(points),
+            competency, tuple(items), score, None if policy.method is Method.BKT else level_for(score, levels),
+            mastered, mastered_at, items[0].timestamp_us, items[-1].timestamp_us, tuple(points), running, policy,
+            trend, not mastered and (stuck or idle), mastered_at is not None and not mastered,
         )  # fmt: skip
     return result
+
+
+def _standing(policy: MasteryPolicy, score: Decimal | None, scale: Sequence[Level]) -> Decimal:
+    """What a gain is measured in: the level reached (p(L) under BKT); -1 for none."""
+    if score is None:
+        return Decimal(-1)
+    if policy.method is Method.BKT:
+        return score
+    level = level_for(score, scale)
+    return level.points if level else Decimal(-1)
+
+
+class RollupRule(enum.StrEnum):
+    """How a parent competency (or a framework: the graduate profile) is judged from its children."""
+
+    ALL_CHILDREN_MASTERED = "all_children_mastered"
+    #: At least k children mastered.
+    K_OF_N = "k_of_n"
+    #: The mean of the children's scores (as shares of their scales; 0 without evidence) reaches the
+    #: parent's mastery share.
+    MEAN_OF_CHILDREN = "mean_of_children"
+
+
+@dataclass(frozen=True)
+class RollupPolicy:
+    rule: RollupRule = RollupRule.ALL_CHILDREN_MASTERED
+    k: int | None = None
+
+    def __post_init__(self) -> None:
+        if (self.rule is RollupRule.K_OF_N) != (self.k is not None):
+            raise ValueError("k_of_n takes k (1 or more), and only k_of_n does")
+        if self.k is not None and self.k < 1:
+            raise ValueError(f"k must be 1 or more, not {self.k}")
+
+
+@dataclass(frozen=True)
+class Rollup:
+    competency: str
+    policy: RollupPolicy
+    children_total: int
+    children_started: int
+    children_mastered: int
+    #: The mean of the children's scores as shares of their scales (0 for a child without evidence).
+    mean_share: Decimal
+    mastered: bool
+
+    @property
+    def status(self) -> str:
+        if self.mastered:
+            return "mastered"
+        return "in_progress" if self.children_started else "not_started"
+
+
+def rollups(
+    found: Mapping[str, Progress],
+    children: Mapping[str, Sequence[str]],
+    *,
+    policy_of: Callable[[str], RollupPolicy] | None = None,
+    threshold_of: Callable[[str], Decimal] | None = None,
+) -> dict[str, Rollup]:
+    """Every parent's rollup, bottom up: a child that is itself a parent counts as mastered when its own
+    evidence or its rollup says so. ``threshold_of`` gives a parent's mastery share (default 0.75: 3 of 4).
+    """
+    done: dict[str, Rollup] = {}
+
+    def child_state(child: str, path: frozenset[str]) -> tuple[bool, bool, Decimal]:
+        own = found.get(child)
+        below = visit(child, path) if child in children else None
+        started = own is not None or (below is not None and below.children_started > 0)
+        mastered = (own is not None and own.mastered) or (below is not None and below.mastered)
+        share = own.norm_score if own is not None and own.norm_score is not None else None
+        if share is None:
+            share = below.mean_share if below is not None else Decimal(0)
+        return started, mastered, min(share, Decimal(1))
+
+    def visit(parent: str, path: frozenset[str]) -> Rollup | None:
+        if parent in done:
+            return done[parent]
+        if parent in path:  # the importer refuses cycles; a guard all the same
+            return None
+        states = [child_state(c, path | {parent}) for c in children[parent]]
+        policy = policy_of(parent) if policy_of is not None else RollupPolicy()
+        mastered_count = sum(m for _, m, _ in states)
+        mean = round_half_up(sum((s for _, _, s in states), Decimal(0)) / len(states)) if states else Decimal(0)
+        if policy.rule is RollupRule.K_OF_N:
+            assert policy.k is not None
+            mastered = mastered_count >= policy.k
+        elif policy.rule is RollupRule.MEAN_OF_CHILDREN:
+            mastered = bool(states) and mean >= (threshold_of(parent) if threshold_of else Decimal("0.75"))
+        else:
+            mastered = bool(states) and mastered_count == len(states)
+        done[parent] = Rollup(parent, policy, len(states), sum(s for s, _, _ in states), mastered_count, mean, mastered)
+        return done[parent]
+
+    for parent in children:
+        visit(parent, frozenset())
+    return done
+
+
+@dataclass(frozen=True)
+class GridColumn:
+    """One competency across a section: how many learners at each level, mastered, and the score's centre."""
+
+    competency: str
+    levels: dict[str, int]
+    no_evidence: int
+    mastered: int
+    mean: Decimal | None
+    median: Decimal | None
+
+
+def grid_columns(
+    by_learner: Mapping[str, Mapping[str, Progress]],
+    competencies: Sequence[str],
+    scale_of: Callable[[str], Sequence[Level]],
+) -> list[GridColumn]:
+    """The level distribution of each competency over the learners (every level listed, 0 included)."""
+    columns = []
+    for competency in competencies:
+        counts = {level.label: 0 for level in sorted(scale_of(competency), key=lambda lv: lv.points)}
+        scores: list[Decimal] = []
+        mastered = missing = 0
+        for learner_progress in by_learner.values():
+            p = learner_progress.get(competency)
+            if p is None:
+                missing += 1
+                continue
+            if p.level is not None:
+                counts[p.level.label] = counts.get(p.level.label, 0) + 1
+            if p.score is not None:
+                scores.append(p.score)
+            mastered += p.mastered
+        mean = round_half_up(sum(scores, Decimal(0)) / len(scores)) if scores else None
+        median = round_half_up(statistics.median(scores)) if scores else None
+        columns.append(GridColumn(competency, counts, missing, mastered, mean, median))
+    return columns

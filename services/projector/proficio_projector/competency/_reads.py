@@ -1,0 +1,307 @@
+"""Reading the competency views: what one request needs, in a few queries, scored with the reference data
+in force (the frameworks' scales, the alignments, the mastery policies and rollup rules)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from .._store import Generation, ViewStore, active_generation
+from ._case import DEFAULT_SCALE, Level
+from ._frameworks import Frameworks
+from ._mastery import MasteryPolicy
+from ._progress import (
+    DEFAULT_STALL,
+    CompetencyEvidence,
+    Observation,
+    Progress,
+    RollupPolicy,
+    StallRule,
+    progress,
+    rollups,
+)
+from ._reference import CompetencyReference, policies_from_rows, policy_for, rollup_rules_from_rows
+
+
+class NotBuilt(LookupError):
+    """A view the request needs has no active generation yet."""
+
+
+@dataclass(frozen=True)
+class Competency:
+    uri: str
+    framework: str
+    code: str | None
+    statement: str
+    parent: str | None
+    sequence: int | None
+
+
+@dataclass(frozen=True)
+class FrameworkInfo:
+    identifier: str
+    uri: str
+    title: str
+    scale: tuple[Level, ...]
+
+
+@dataclass
+class Reference:
+    """The tenant's reference data for the competencies and activities at hand."""
+
+    competencies: dict[str, Competency] = field(default_factory=dict)
+    frameworks: dict[str, FrameworkInfo] = field(default_factory=dict)
+    alignments: dict[str, dict[str, Decimal]] = field(default_factory=dict)
+    policies: dict[str, MasteryPolicy] = field(default_factory=dict)
+    rollup_rules: dict[str, RollupPolicy] = field(default_factory=dict)
+    override: MasteryPolicy | None = None
+
+    def framework_of(self, competency: str) -> str | None:
+        found = self.competencies.get(competency)
+        if found is not None:
+            return found.framework
+        root = next((f for f in self.frameworks.values() if f.uri == competency), None)
+        return root.identifier if root else None
+
+    def policy_of(self, competency: str) -> MasteryPolicy:
+        return self.override or policy_for(self.policies, competency, self.framework_of(competency), MasteryPolicy())
+
+    def scale_of(self, competency: str) -> tuple[Level, ...]:
+        framework = self.frameworks.get(self.framework_of(competency) or "")
+        return framework.scale if framework else DEFAULT_SCALE
+
+    def rollup_of(self, competency: str) -> RollupPolicy:
+        return policy_for(self.rollup_rules, competency, self.framework_of(competency), RollupPolicy())
+
+    def threshold_of(self, competency: str) -> Decimal:
+        scale = self.scale_of(competency)
+        top = max(level.points for level in scale)
+        mastery = [level.points for level in scale if level.mastery]
+        return (min(mastery) if mastery else top) / top
+
+    def children(self, frameworks: Iterable[str]) -> dict[str, list[str]]:
+        """Parent -> children within these frameworks; each framework's uri is the parent of its top items."""
+        wanted = set(frameworks)
+        found: dict[str, list[str]] = {}
+        for c in sorted(self.competencies.values(), key=order_key):
+            if c.framework not in wanted:
+                continue
+            root = self.frameworks.get(c.framework)
+            parent = c.parent or (root.uri if root else None)
+            if parent:
+                found.setdefault(parent, []).append(c.uri)
+        return found
+
+    def label(self, competency: str) -> tuple[str | None, str | None]:
+        """(code, statement) of a competency or a framework's profile."""
+        found = self.competencies.get(competency)
+        if found is not None:
+            return found.code, found.statement
+        root = next((f for f in self.frameworks.values() if f.uri == competency), None)
+        return (root.identifier, root.title) if root else (None, None)
+
+
+def order_key(c: Competency) -> tuple[str, int, str, str]:
+    """Framework order: by framework, then the package's sequence, then code, then IRI."""
+    return (c.framework, c.sequence if c.sequence is not None else 1 << 30, c.code or "", c.uri)
+
+
+async def _generation(conn: AsyncConnection, name: str, required: bool) -> Generation | None:
+    generation = await active_generation(conn, name)
+    if generation is None and required:
+        raise NotBuilt(name)
+    return generation
+
+
+async def learner_evidence(
+    conn: AsyncConnection, tenant: str, learners: Sequence[str]
+) -> dict[str, tuple[list[Observation], set[str]]]:
+    """Each learner's observations and which of them are voided (or withdrawn)."""
+    generation = await _generation(conn, CompetencyEvidence.name, required=True)
+    assert generation is not None
+    store = ViewStore(CompetencyEvidence(), generation)
+    observations, voids = store.table("observations"), store.table("voids")
+    found: dict[str, tuple[list[Observation], set[str]]] = {learner: ([], set()) for learner in learners}
+    if not learners:
+        return found
+    rows = await conn.execute(
+        sa.select(observations).where(observations.c.tenant == tenant, observations.c.learner.in_(list(learners)))
+    )
+    by_id: dict[str, str] = {}
+    for row in rows.mappings():
+        observation = Observation.from_row({str(k): v for k, v in row.items()})
+        found[row["learner"]][0].append(observation)
+        by_id[observation.statement_id] = row["learner"]
+    if by_id:
+        voided = await conn.execute(
+            sa.select(voids.c.statement_id).where(voids.c.tenant == tenant, voids.c.statement_id.in_(list(by_id)))
+        )
+        for (statement_id,) in voided:
+            found[by_id[statement_id]][1].add(statement_id)
+    return found
+
+
+async def void_reasons(conn: AsyncConnection, tenant: str, statement_ids: Sequence[str]) -> dict[str, str]:
+    """Voided statement (or rating) -> what voided it."""
+    generation = await _generation(conn, CompetencyEvidence.name, required=True)
+    assert generation is not None
+    voids = ViewStore(CompetencyEvidence(), generation).table("voids")
+    if not statement_ids:
+        return {}
+    rows = await conn.execute(
+        sa.select(voids.c.statement_id, voids.c.voided_by).where(
+            voids.c.tenant == tenant, voids.c.statement_id.in_(list(statement_ids))
+        )
+    )
+    return {statement_id: voided_by for statement_id, voided_by in rows}
+
+
+async def reference(
+    conn: AsyncConnection,
+    tenant: str,
+    *,
+    competencies: Iterable[str] = (),
+    activities: Iterable[str] = (),
+    frameworks: Iterable[str] = (),
+    override: MasteryPolicy | None = None,
+) -> Reference:
+    """The reference data for these competencies and activities, and every competency of these frameworks
+    and of the competencies' own frameworks (which rollups need)."""
+    found = Reference(override=override)
+    frameworks_generation = await _generation(conn, Frameworks.name, required=False)
+    reference_generation = await _generation(conn, CompetencyReference.name, required=False)
+    wanted_activities = sorted(set(activities))
+    if reference_generation is not None:
+        store = ViewStore(CompetencyReference(), reference_generation)
+        aligned, configured, rules = store.table("alignments"), store.table("policies"), store.table("rollup_rules")
+        if wanted_activities:
+            rows = await conn.execute(
+                sa.select(aligned.c.activity, aligned.c.competency, aligned.c.weight).where(
+                    aligned.c.tenant == tenant, aligned.c.activity.in_(wanted_activities)
+                )
+            )
+            for activity, competency, weight in rows:
+                found.alignments.setdefault(activity, {})[competency] = Decimal(weight)
+        rows = await conn.execute(sa.select(configured).where(configured.c.tenant == tenant))
+        found.policies = policies_from_rows({str(k): v for k, v in r.items()} for r in rows.mappings())
+        rows = await conn.execute(sa.select(rules).where(rules.c.tenant == tenant))
+        found.rollup_rules = rollup_rules_from_rows({str(k): v for k, v in r.items()} for r in rows.mappings())
+    if frameworks_generation is None:
+        return found
+    store = ViewStore(Frameworks(), frameworks_generation)
+    table, framework_table = store.table("competencies"), store.table("frameworks")
+    named = sorted(set(competencies) | {c for a in found.alignments.values() for c in a})
+    owning: set[str] = set(frameworks)
+    if named:
+        rows = await conn.execute(
+            sa.select(table.c.framework).where(table.c.tenant == tenant, table.c.uri.in_(named)).distinct()
+        )
+        owning |= {framework for (framework,) in rows}
+    if owning:
+        rows = await conn.execute(
+            sa.select(table).where(table.c.tenant == tenant, table.c.framework.in_(sorted(owning)))
+        )
+        for r in rows.mappings():
+            found.competencies[r["uri"]] = Competency(
+                r["uri"], r["framework"], r["code"], r["statement"], r["parent"], r["sequence"]
+            )
+        rows = await conn.execute(
+            sa.select(framework_table).where(
+                framework_table.c.tenant == tenant, framework_table.c.framework.in_(sorted(owning))
+            )
+        )
+        for r in rows.mappings():
+            scale = tuple(
+                Level(Decimal(level["points"]), level["label"], level["mastery"]) for level in orjson.loads(r["scale"])
+            )
+            found.frameworks[r["framework"]] = FrameworkInfo(r["framework"], r["uri"], r["title"], scale)
+    return found
+
+
+async def framework_exists(conn: AsyncConnection, tenant: str, framework: str) -> bool:
+    generation = await _generation(conn, Frameworks.name, required=False)
+    if generation is None:
+        return False
+    table = ViewStore(Frameworks(), generation).table("frameworks")
+    row = await conn.execute(
+        sa.select(table.c.framework).where(table.c.tenant == tenant, table.c.framework == framework)
+    )
+    return row.first() is not None
+
+
+async def section(conn: AsyncConnection, tenant: str, section_id: str) -> dict[str, Any] | None:
+    generation = await _generation(conn, CompetencyReference.name, required=False)
+    if generation is None:
+        return None
+    table = ViewStore(CompetencyReference(), generation).table("sections")
+    row = (
+        (await conn.execute(sa.select(table).where(table.c.tenant == tenant, table.c.section == section_id)))
+        .mappings()
+        .first()
+    )
+    if row is None:
+        return None
+    return {"section": row["section"], "title": row["title"], "learners": orjson.loads(row["learners"]),
+            "changed_us": row["changed_us"]}  # fmt: skip
+
+
+def score(
+    evidence: Mapping[str, tuple[list[Observation], set[str]]],
+    ref: Reference,
+    *,
+    now_us: int | None,
+    stall: StallRule = DEFAULT_STALL,
+) -> dict[str, dict[str, Progress]]:
+    """Each learner's progress under the reference data."""
+    found = {}
+    for learner, (observations, voided) in evidence.items():
+        found[learner] = progress(
+            observations, voided, MasteryPolicy(), alignments=ref.alignments, policy_of=ref.policy_of,
+            scale_of=ref.scale_of, now_us=now_us, stall=stall,
+        )  # fmt: skip
+    return found
+
+
+def learner_rollups(found: Mapping[str, Progress], ref: Reference, frameworks: Iterable[str]) -> list[Any]:
+    computed = rollups(found, ref.children(frameworks), policy_of=ref.rollup_of, threshold_of=ref.threshold_of)
+    return sorted(computed.values(), key=lambda r: (ref.framework_of(r.competency) or "", r.competency))
+
+
+@dataclass
+class Scored:
+    """Learners' evidence (up to a moment), the reference data for it, and their progress under it."""
+
+    evidence: dict[str, tuple[list[Observation], set[str]]]
+    reference: Reference
+    progress: dict[str, dict[str, Progress]]
+
+
+async def scored(
+    conn: AsyncConnection,
+    tenant: str,
+    learners: Sequence[str],
+    *,
+    now_us: int | None,
+    competencies: Iterable[str] = (),
+    frameworks: Iterable[str] = (),
+    override: MasteryPolicy | None = None,
+    until_us: int | None = None,
+    stall: StallRule = DEFAULT_STALL,
+) -> Scored:
+    """Load and score these learners: their evidence (only up to ``until_us`` when given), the reference data
+    for the competencies and activities it names plus ``competencies`` and ``frameworks``."""
+    evidence = await learner_evidence(conn, tenant, learners)
+    if until_us is not None:
+        evidence = {x: ([o for o in obs if o.timestamp_us <= until_us], gone) for x, (obs, gone) in evidence.items()}
+    observations = [o for obs, _ in evidence.values() for o in obs]
+    ref = await reference(
+        conn, tenant, competencies={c for o in observations for c in o.competencies} | set(competencies),
+        activities={o.activity for o in observations if o.activity}, frameworks=frameworks, override=override,
+    )  # fmt: skip
+    return Scored(evidence, ref, score(evidence, ref, now_us=now_us, stall=stall))

@@ -1,0 +1,279 @@
+"""The equity refresher: keeps each tenant's learner facts and suppressed equity cells up to date.
+
+Facts depend on the day (pace is judged on a day) and on views of several projections (evidence,
+frameworks, alignments and policies, pacing plans), so they are not a fold of the log in log order;
+they are a pure function of those views and the day, recomputed here when an input changes: the
+learners whose evidence changed since the last refresh (rows past the evidence mark), everyone when the
+reference data, the evidence generation or the day changes. Cells are rebuilt from all the tenant's
+facts with the roster and the student groups on the day, and suppressed per audience before they are
+stored, in one transaction with the refresh state: a reader sees one whole refresh or the one before.
+Running two refreshers is harmless (each writes the same result), only wasted work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from proficio_events import EventLog
+
+from .._model import Projection
+from .._store import ViewStore, active_generation
+from ..competency import CompetencyEvidence, CompetencyReference, Frameworks, StallRule
+from ..competency._reads import scored
+from ..pacing import PacingReferenceView, learners_of
+from ..pacing._api import _end_of, last_activity, pacing_reference, section_rosters
+from ..roster import Roster, StudentGroups, groups_as_of
+from ._aggregate import ScopeTable, scope_tables
+from ._facts import Fact, learner_facts
+from ._rules import CO, SuppressionRules
+from ._suppression import CellView, suppress
+from ._tables import equity_cells, equity_facts, equity_state
+
+log_ = logging.getLogger("proficio.equity")
+CHUNK = 500
+
+
+@dataclass(frozen=True)
+class RefreshReport:
+    tenant: str
+    as_of: date
+    learners_refreshed: int
+    learners_total: int
+    cells: int
+    seconds: float
+
+
+def _today() -> date:
+    return datetime.now(UTC).date()
+
+
+async def _max_position(conn: AsyncConnection, table: sa.Table, tenant: str) -> int:
+    found = await conn.scalar(sa.select(sa.func.max(table.c.last_position)).where(table.c.tenant == tenant))
+    return int(found or 0)
+
+
+async def _views_mark(conn: AsyncConnection, projections: Sequence[Projection], tenant: str) -> str:
+    """Each view's active generation and the newest position in each of its tables for the tenant."""
+    found: list[Any] = []
+    for projection in projections:
+        generation = await active_generation(conn, projection.name)
+        if generation is None:
+            found.append(None)
+            continue
+        store = ViewStore(projection, generation)
+        tables = [await _max_position(conn, store.table(t.name), tenant) for t in projection.tables]
+        found.append([generation.generation, *tables])
+    return orjson.dumps(found).decode()
+
+
+async def _marks(conn: AsyncConnection, tenant: str) -> tuple[int, str, str]:
+    """(evidence mark, facts mark, cells mark): what the facts and cells were built from."""
+    evidence_generation = await active_generation(conn, CompetencyEvidence.name)
+    evidence = 0
+    if evidence_generation is not None:
+        store = ViewStore(CompetencyEvidence(), evidence_generation)
+        evidence = max([await _max_position(conn, store.table(t), tenant) for t in ("observations", "voids")])
+    # A rebuilt evidence view (a new generation) changes the facts mark too: everyone is judged again.
+    facts = await _views_mark(conn, [Frameworks(), CompetencyReference(), PacingReferenceView()], tenant)
+    facts = orjson.dumps([evidence_generation.generation if evidence_generation else None, facts]).decode()
+    return evidence, facts, await _views_mark(conn, [Roster(), StudentGroups()], tenant)
+
+
+async def _tenants(conn: AsyncConnection) -> list[str]:
+    found: set[str] = set()
+    for projection, table in ((CompetencyEvidence(), "observations"), (Roster(), "learners")):
+        generation = await active_generation(conn, projection.name)
+        if generation is not None:
+            physical = ViewStore(projection, generation).table(table)
+            found |= {t for (t,) in await conn.execute(sa.select(physical.c.tenant).distinct())}
+    return sorted(found)
+
+
+async def _evidence_learners(conn: AsyncConnection, tenant: str, after: int | None) -> set[str]:
+    """Learners with evidence (``after`` given: only those whose evidence changed past that position)."""
+    generation = await active_generation(conn, CompetencyEvidence.name)
+    if generation is None:
+        return set()
+    store = ViewStore(CompetencyEvidence(), generation)
+    observations, voids = store.table("observations"), store.table("voids")
+    query = sa.select(observations.c.learner).where(observations.c.tenant == tenant)
+    if after is not None:
+        query = query.where(observations.c.last_position > after)
+    found = {learner for (learner,) in await conn.execute(query.distinct())}
+    if after is not None:
+        voided = (
+            sa.select(observations.c.learner)
+            .join(
+                voids,
+                sa.and_(voids.c.tenant == observations.c.tenant, voids.c.statement_id == observations.c.statement_id),
+            )
+            .where(voids.c.tenant == tenant, voids.c.last_position > after)
+        )
+        found |= {learner for (learner,) in await conn.execute(voided.distinct())}
+    return found
+
+
+async def suppression_rules(conn: AsyncConnection, tenant: str) -> SuppressionRules:
+    """The tenant's suppression rules (``PUT /equity/rules``), else the Colorado preset."""
+    ref = await pacing_reference(conn, tenant)
+    return SuppressionRules.from_mapping(ref.suppression) if ref.suppression else CO
+
+
+async def _groups_and_schools(
+    conn: AsyncConnection, tenant: str, as_of: date
+) -> tuple[dict[str, dict[str, str]], dict[str, list[str]]]:
+    groups: dict[str, dict[str, str]] = {}
+    generation = await active_generation(conn, StudentGroups.name)
+    if generation is not None:
+        table = ViewStore(StudentGroups(), generation).table("memberships")
+        rows = await conn.execute(
+            sa.select(table.c.learner, table.c.factor, table.c.value, table.c.effective_from, table.c.effective_to)
+            .where(table.c.tenant == tenant)
+        )  # fmt: skip
+        groups = groups_as_of((dict(r) for r in rows.mappings()), as_of)
+    schools: dict[str, list[str]] = {}
+    generation = await active_generation(conn, Roster.name)
+    if generation is not None:
+        table = ViewStore(Roster(), generation).table("learners")
+        rows = await conn.execute(sa.select(table.c.learner, table.c.schools).where(table.c.tenant == tenant))
+        schools = {learner: orjson.loads(listed) for learner, listed in rows}
+    return groups, schools
+
+
+def _metrics_json(view: CellView) -> str:
+    return orjson.dumps({
+        name: {"value": m.value, "count": m.count, "ci95": list(m.ci95) if m.ci95 else None,
+               "hidden": m.hidden.value if m.hidden else None, "label": m.label}
+        for name, m in sorted(view.metrics.items())
+    }).decode()  # fmt: skip
+
+
+def cell_rows(tenant: str, tables: Sequence[ScopeTable], rules: SuppressionRules, as_of: date) -> list[dict[str, Any]]:
+    """The stored rows of every scope's cells, for staff and for the suppressed audiences (``public``)."""
+    rows = []
+    for table in tables:
+        suppressed = suppress(table.cells, table.partitions, rules)
+        for audience, views in (("staff", suppressed.staff), ("public", suppressed.public)):
+            for key, view in views.items():
+                level, scope, factor, value = key
+                rows.append({
+                    "tenant": tenant, "audience": audience, "scope": scope, "level": level, "factor": factor,
+                    "value": value, "n": view.n, "hidden": view.hidden.value if view.hidden else None,
+                    "label": view.label, "metrics": _metrics_json(view), "as_of": as_of.isoformat(),
+                })  # fmt: skip
+    return rows
+
+
+class EquityRefresher:
+    """Refreshes every tenant's equity facts and cells every ``interval_s`` (and on ``refresh()``)."""
+
+    def __init__(
+        self, log: EventLog, *, interval_s: float = 2.0, today: Callable[[], date] = _today, chunk: int = CHUNK
+    ) -> None:
+        self.log = log
+        self.interval_s = interval_s
+        self.today = today
+        self.chunk = chunk
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await self.refresh()
+            except Exception:  # a failed round is retried on the next; the views keep the last good refresh
+                log_.exception("equity refresh failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.interval_s)
+
+    async def refresh(self, as_of: date | None = None) -> list[RefreshReport]:
+        day = as_of or self.today()
+        async with self.log.engine.connect() as conn:
+            tenants = await _tenants(conn)
+        return [report for tenant in tenants if (report := await self.refresh_tenant(tenant, day)) is not None]
+
+    async def refresh_tenant(self, tenant: str, as_of: date) -> RefreshReport | None:
+        """Bring one tenant's facts and cells up to date for ``as_of``; None when nothing changed."""
+        started = time.perf_counter()
+        engine = self.log.engine
+        async with engine.connect() as conn:
+            evidence_mark, facts_mark, cells_mark = await _marks(conn, tenant)
+            state = (
+                (await conn.execute(sa.select(equity_state).where(equity_state.c.tenant == tenant))).mappings().first()
+            )
+            everyone = state is None or state["as_of"] != as_of.isoformat() or state["facts_mark"] != facts_mark
+            pacing = await pacing_reference(conn, tenant)
+            rosters = await section_rosters(conn, tenant, {s for p in pacing.plans.values() for s in p.sections})
+            members = {plan.plan: set(learners_of(plan, rosters)) for plan in pacing.plans.values()}
+            if everyone:
+                todo = await _evidence_learners(conn, tenant, None) | {x for m in members.values() for x in m}
+            else:
+                assert state is not None
+                todo = await _evidence_learners(conn, tenant, int(state["evidence_mark"]))
+            if not todo and not everyone and state is not None and state["cells_mark"] == cells_mark:
+                return None
+        stall = StallRule(attempts=pacing.policy.stall_attempts, idle_school_days=pacing.policy.stall_idle_days)
+        until = _end_of(as_of)
+        ordered = sorted(todo)
+        for start in range(0, len(ordered), self.chunk):
+            chunk = ordered[start : start + self.chunk]
+            async with engine.connect() as conn:
+                planned = {c.uri for p in pacing.plans.values() for c in p.competencies}
+                loaded = await scored(conn, tenant, chunk, now_us=until, competencies=planned, until_us=until,
+                                      stall=stall)  # fmt: skip
+                seen = await last_activity(conn, tenant, chunk)
+            progress = loaded.progress
+            facts: list[Fact] = []
+            for learner in chunk:
+                plans = [p for p in pacing.plans.values() if learner in members[p.plan]]
+                last = datetime.fromtimestamp(seen[learner] / 1e6, UTC).date() if learner in seen else None
+                facts += learner_facts(learner, progress[learner], plans, pacing, as_of,
+                                       last_activity=last if last and last <= as_of else None)  # fmt: skip
+            async with engine.begin() as conn:
+                await conn.execute(equity_facts.delete().where(equity_facts.c.tenant == tenant,
+                                                               equity_facts.c.learner.in_(chunk)))  # fmt: skip
+                if facts:
+                    await conn.execute(equity_facts.insert(), [_fact_row(tenant, f, as_of) for f in facts])
+        async with engine.begin() as conn:
+            if everyone:  # learners no longer anywhere (a plan's section emptied): their facts go
+                await conn.execute(equity_facts.delete().where(equity_facts.c.tenant == tenant,
+                                                               equity_facts.c.as_of != as_of.isoformat()))  # fmt: skip
+            rows = (await conn.execute(sa.select(equity_facts).where(equity_facts.c.tenant == tenant))).mappings()
+            all_facts = [_fact_of(r) for r in rows]
+            groups, schools = await _groups_and_schools(conn, tenant, as_of)
+            rules = await suppression_rules(conn, tenant)
+            stored = cell_rows(tenant, scope_tables(all_facts, groups, schools), rules, as_of)
+            await conn.execute(equity_cells.delete().where(equity_cells.c.tenant == tenant))
+            if stored:
+                await conn.execute(equity_cells.insert(), stored)
+            learners = len({f.learner for f in all_facts})
+            values = {
+                "as_of": as_of.isoformat(), "evidence_mark": evidence_mark, "facts_mark": facts_mark,
+                "cells_mark": cells_mark, "learners": learners, "refreshed_us": time.time_ns() // 1000,
+            }  # fmt: skip
+            updated = await conn.execute(equity_state.update().where(equity_state.c.tenant == tenant).values(values))
+            if updated.rowcount == 0:
+                await conn.execute(equity_state.insert().values(tenant=tenant, **values))
+        return RefreshReport(tenant, as_of, len(todo), learners, len(stored), time.perf_counter() - started)
+
+
+def _fact_row(tenant: str, fact: Fact, as_of: date) -> dict[str, Any]:
+    return {"tenant": tenant, "learner": fact.learner, "scope": fact.scope, "pct_mastered": str(fact.pct_mastered),
+            "mastered": fact.mastered, "on_track": fact.on_track, "stalled": fact.stalled,
+            "velocity": None if fact.velocity is None else str(fact.velocity), "as_of": as_of.isoformat()}  # fmt: skip
+
+
+def _fact_of(row: Any) -> Fact:
+    from decimal import Decimal
+
+    return Fact(row["learner"], row["scope"], Decimal(row["pct_mastered"]), bool(row["mastered"]), row["on_track"],
+                bool(row["stalled"]), None if row["velocity"] is None else Decimal(row["velocity"]))  # fmt: skip

@@ -1,0 +1,138 @@
+"""The equity views built by the refresher from real projections on both backends: a district of two schools
+imported from OneRoster, a pacing plan, and English learners planted a known gap behind. The views must
+find the gap, hide the small groups from the public (and every cell that would give one back), show
+staff everything, stay the same when refreshed again, and follow the evidence when it changes."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+
+from proficio_events import EventLog, NewEvent
+from proficio_ingest import learner_stream
+from proficio_projector import RunnerSettings, SqlProjector, default_projections
+from proficio_projector.equity import CO, EquityRefresher, Fact, scope_tables, suppress
+from proficio_projector.equity._tables import equity_cells, equity_facts
+from proficio_projector.pacing import set_plan
+from proficio_projector.roster import import_roster, read_package
+from tests.equity.district import Student, write_oneroster
+from tests.equity.test_suppression import assert_nothing_derivable
+from tests.projector.support import FAST, caught_up, running
+
+TENANT = "district-7"
+OBJECTIVE = "http://adlnet.gov/expapi/activities/objective"
+COMPETENCIES = [f"https://district.example.org/competencies/m{n}" for n in range(6)]
+AS_OF = date(2026, 11, 2)
+PLAN = "plan:math-8"
+
+
+def district() -> list[Student]:
+    """50 students at school A (14 English learners), 30 at school B (6)."""
+    students = []
+    for n in range(80):
+        school = "school-a" if n < 50 else "school-b"
+        english_learner = n < 14 or 50 <= n < 56
+        students.append(Student(f"s{n:03d}", school, f"s{n:03d}@district.example.org", english_learner,
+                                "male" if n % 2 else "female"))  # fmt: skip
+    return students
+
+
+def actor(student: Student) -> dict[str, str]:
+    return {"mbox": f"mailto:{student.email}"}
+
+
+def mastery(student: Student, competency: str, day: int) -> NewEvent:
+    statement = {
+        "id": str(uuid.uuid4()), "actor": actor(student), "verb": {"id": "http://adlnet.gov/expapi/verbs/passed"},
+        "object": {"id": f"{competency}/quiz"}, "result": {"score": {"scaled": 1.0}, "success": True},
+        "context": {"contextActivities": {"other": [{"id": competency, "definition": {"type": OBJECTIVE}}]}},
+        "timestamp": f"2026-10-{day:02d}T10:00:00Z",
+    }  # fmt: skip
+    return NewEvent.of(learner_stream(TENANT, actor(student)), "StatementStored", {"statement": statement})
+
+
+async def build(log: EventLog) -> None:
+    async with running(*(SqlProjector(log, p, RunnerSettings(owner="t", batch_size=500, **FAST))
+                         for p in default_projections())):  # fmt: skip
+        for p in default_projections():
+            await caught_up(log, p.name)
+
+
+async def cells(log: EventLog, audience: str, level: str, factor: str) -> dict[str, dict[str, Any]]:
+    async with log.engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                sa.select(equity_cells).where(
+                    equity_cells.c.tenant == TENANT, equity_cells.c.audience == audience,
+                    equity_cells.c.scope == PLAN, equity_cells.c.level == level, equity_cells.c.factor == factor,
+                )
+            )
+        ).mappings()  # fmt: skip
+        return {r["value"]: {**r, "metrics": orjson.loads(r["metrics"])} for r in rows}
+
+
+async def test_equity_views_find_a_planted_gap_and_hide_small_groups(log: EventLog, tmp_path: Path) -> None:
+    students = district()
+    package = read_package(write_oneroster(tmp_path / "oneroster", students, ["school-a", "school-b"]))
+    await import_roster(log, TENANT, package, learner_id=learner_stream, effective=date(2026, 8, 24))
+    learners = sorted(learner_stream(TENANT, actor(s)) for s in students)
+    await set_plan(log, TENANT, {
+        "plan": "math-8", "title": "Math 8", "start": "2026-08-24", "target": "2027-05-28", "learners": learners,
+        "competencies": [{"uri": c, "tier": "must"} for c in COMPETENCIES],
+    })  # fmt: skip
+    # The gap planted: English learners have mastered 1 of 6, the others 4 of 6.
+    for student in students:
+        done = COMPETENCIES[: 1 if student.english_learner else 4]
+        events = [mastery(student, c, 5 + k) for k, c in enumerate(done)]
+        await log.append(TENANT, events)
+    await build(log)
+    refresher = EquityRefresher(log)
+    [report] = await refresher.refresh(AS_OF)
+    assert (report.learners_refreshed, report.learners_total) == (80, 80)
+
+    district_el = await cells(log, "public", "district", "english_learner")
+    everyone = (await cells(log, "public", "district", "all"))["all"]
+    assert (everyone["n"], district_el["true"]["n"], district_el["false"]["n"]) == (80, 20, 60)
+    assert district_el["true"]["metrics"]["pct_mastered"]["value"] == 16.7
+    assert district_el["false"]["metrics"]["pct_mastered"]["value"] == 66.7
+    assert everyone["metrics"]["pct_mastered"]["value"] == 66.7  # the median: the gap against all is -50 points
+
+    # School B's 6 English learners are under Colorado's 16: hidden from the public, and so is the other group
+    # there (30 - 24 would give them back); staff see both.
+    school_b = await cells(log, "public", "school:school-b", "english_learner")
+    assert (school_b["true"]["n"], school_b["true"]["hidden"]) == (None, "primary")
+    assert (school_b["false"]["n"], school_b["false"]["hidden"]) == (None, "complementary")
+    staff_b = await cells(log, "staff", "school:school-b", "english_learner")
+    assert (staff_b["true"]["n"], staff_b["false"]["n"], staff_b["true"]["hidden"]) == (6, 24, None)
+
+    # What the public sees is exactly the suppression of the stored facts, and nothing hidden can be derived.
+    async with log.engine.connect() as conn:
+        facts = [Fact(r["learner"], r["scope"], r["pct_mastered"], r["mastered"], r["on_track"], r["stalled"],
+                      r["velocity"]) for r in (await conn.execute(sa.select(equity_facts))).mappings()]  # fmt: skip
+    schools = {learner_stream(TENANT, actor(s)): [s.school] for s in students}
+    groups = {learner_stream(TENANT, actor(s)): {"english_learner": "true" if s.english_learner else "false",
+                                                 "gender": "male" if s.sex == "male" else "female",
+                                                 "race_ethnicity": "white", "economically_disadvantaged": "false",
+                                                 "disability": "false"} for s in students}  # fmt: skip
+    [plan_table] = [t for t in scope_tables(facts, groups, schools) if t.scope == PLAN]
+    table = suppress(plan_table.cells, plan_table.partitions, CO)
+    assert_nothing_derivable(table, plan_table.partitions)
+    assert table.public[("school:school-b", PLAN, "english_learner", "true")].n is None
+
+    # Nothing changed: nothing to refresh. A new mastery refreshes that learner only.
+    assert await refresher.refresh(AS_OF) == []
+    first_el = next(s for s in students if s.english_learner)
+    await log.append(TENANT, [mastery(first_el, COMPETENCIES[5], 20)])
+    await build(log)
+    [again] = await refresher.refresh(AS_OF)
+    assert (again.learners_refreshed, again.learners_total) == (1, 80)
+    staff_district = await cells(log, "staff", "district", "english_learner")
+    assert staff_district["true"]["metrics"]["mastered"]["count"] == 0
+    # A new day judges everyone again.
+    [next_day] = await refresher.refresh(date(2026, 11, 3))
+    assert next_day.learners_refreshed == 80
