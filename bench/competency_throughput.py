@@ -47,7 +47,7 @@ from bench import _wrk as wrk
 from bench.stream_throughput import timed
 from proficio_events import EventLog, NewEvent, open_event_log, sqlite_url
 from proficio_ingest._statements import STATEMENT_KEY, learner_stream
-from proficio_projector import RunnerSettings, SqlProjector, active_generation, build, migrate_runtime
+from proficio_projector import Projection, RunnerSettings, SqlProjector, active_generation, build, migrate_runtime
 from proficio_projector._runtime import sql_checkpoints
 from proficio_projector.competency import CompetencyEvidence, CompetencyReference, Frameworks, import_framework
 from proficio_projector.competency._reference import define_alignment
@@ -301,14 +301,20 @@ async def cpu_sample(log: EventLog) -> CpuSample:
     ``pg_stat_activity`` and read from /proc (a local server); the connection pool keeps them alive.
     """
     process = time.process_time()
+    backends = await backend_cpu(log)
+    return CpuSample(process, None if backends is None else sum(backends.values()), backends or {})
+
+
+async def backend_cpu(log: EventLog) -> dict[int, float] | None:
+    """CPU seconds of each PostgreSQL backend serving the log's database but this one (None on SQLite)."""
     if log.engine.dialect.name != "postgresql":
-        return CpuSample(process, None, {})
+        return None
     async with log.engine.connect() as conn:
         pids = (await conn.execute(sa.text(
-            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND backend_type = 'client backend'"
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+            " AND backend_type = 'client backend' AND pid <> pg_backend_pid()"
         ))).scalars().all()  # fmt: skip
-    backends = {pid: seconds for pid in pids if (seconds := process_cpu_s(pid)) is not None}
-    return CpuSample(process, sum(backends.values()), backends)
+    return {pid: seconds for pid in pids if (seconds := process_cpu_s(pid)) is not None}
 
 
 def process_cpu_s(pid: int) -> float | None:
@@ -361,49 +367,105 @@ def learners_with_evidence(workload: Workload) -> list[str]:
     return [learner_stream(TENANT, actor(n)) for n in range(workload.learners)]
 
 
-def report_wrk(label: str, result: wrk.WrkResult) -> None:
-    print(f"  {label:<44} {result.per_second:>8,.0f} requests/s   "
-          f"p50 {result.p50_ms:6.1f} ms   p99 {result.p99_ms:6.1f} ms")  # fmt: skip
+@dataclass(frozen=True)
+class ReadTarget:
+    """The running server, and where to find its CPU time and its database's."""
+
+    server: RunningServer
+    url: str
+    pid: int | None
 
 
-def measure_progress(server: RunningServer, learners: list[str], seconds: float) -> None:
-    rng = random.Random(3)
-    paths = [f"/competency/progress?learner={learner}" for learner in rng.sample(learners, min(500, len(learners)))]
-    sizes = []
-    for path in paths[:20]:
-        response = httpx.get(server.base_url + path, headers=server.headers, timeout=60)
-        response.raise_for_status()
-        body = response.json()
-        sizes.append((len(body["competencies"]), sum(len(c["evidence"]) for c in body["competencies"])))
-    competencies = sum(s[0] for s in sizes) / len(sizes)
-    evidence = sum(s[1] for s in sizes) / len(sizes)
-    print(f"  (a learner's progress: {competencies:.0f} competencies, {evidence:.0f} pieces of evidence on average)")
+def server_pid(data_dir: Path) -> int | None:
+    """The ``proficio serve`` process using ``data_dir`` (a temporary directory of its own)."""
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):
+            args = cmdline.read_bytes().split(b"\0")
+            if b"serve" in args and str(data_dir).encode() in args:
+                return int(cmdline.parent.name)
+    return None
+
+
+def read_cpu(target: ReadTarget) -> tuple[float | None, dict[int, float] | None]:
+    """(the server's CPU seconds, its database backends' CPU seconds by pid)."""
+
+    async def backends() -> dict[int, float] | None:
+        log = await open_event_log(target.url, migrate=False)
+        try:
+            return await backend_cpu(log)
+        finally:
+            await log.close()
+
+    server = process_cpu_s(target.pid) if target.pid is not None else None
+    return server, asyncio.run(backends())
+
+
+def measure_gets(target: ReadTarget, label: str, paths: list[str], seconds: float) -> None:
+    """1 and 8 clients (wrk) GETting ``paths`` in turn: requests/s, p50/p99, CPU per request."""
+    server = target.server
     wrk.get(server.base_url, server.headers, paths, clients=1, seconds=2)  # warm-up
     for clients in (1, 8):
+        server_before, backends_before = read_cpu(target)
         result = wrk.get(server.base_url, server.headers, paths, clients=clients, seconds=seconds)
-        report_wrk(f"GET /competency/progress ({clients} client{'s' * (clients > 1)})", result)
+        server_after, backends_after = read_cpu(target)
+        cpu = ""
+        if server_before is not None and server_after is not None:
+            cpu = f"; CPU/request: server {(server_after - server_before) / result.requests * 1000:.1f} ms"
+            if backends_before is not None and backends_after is not None:
+                spent = sum(v - backends_before.get(pid, 0.0) for pid, v in backends_after.items())
+                cpu += f", PostgreSQL {spent / result.requests * 1000:.1f} ms"
+        print(f"  {label} ({clients} client{'s' * (clients > 1)}): {result.per_second:,.0f} requests/s, "
+              f"p50 {result.p50_ms:.1f} ms, p99 {result.p99_ms:.1f} ms{cpu}")  # fmt: skip
 
 
-def measure_grid(server: RunningServer, learners: list[str], seconds: float, sections: int = 20) -> None:
+def measure_progress(target: ReadTarget, learners: list[str], seconds: float) -> None:
+    rng = random.Random(3)
+    paths = [f"/competency/progress?learner={learner}" for learner in rng.sample(learners, min(500, len(learners)))]
+    shapes = []
+    for path in paths[:20]:
+        response = httpx.get(target.server.base_url + path, headers=target.server.headers, timeout=60)
+        response.raise_for_status()
+        body = response.json()
+        shapes.append((len(body["competencies"]), sum(len(c["evidence"]) for c in body["competencies"])))
+    competencies = sum(s[0] for s in shapes) / len(shapes)
+    evidence = sum(s[1] for s in shapes) / len(shapes)
+    print(f"  (a learner's progress: {competencies:.0f} competencies, {evidence:.0f} pieces of evidence on average)")
+    measure_gets(target, "GET /competency/progress", paths, seconds)
+
+
+def measure_grid(target: ReadTarget, learners: list[str], seconds: float, sections: int = 20) -> None:
+    """Sections of 30 learners set through PUT, folded into the reference view here, then their grids read."""
+    server = target.server
     headers = {**server.headers, "Content-Type": "application/json"}
     rng = random.Random(5)
+    paths = []
     with httpx.Client(base_url=server.base_url, headers=headers, timeout=60) as http:
-        paths = []
         for s in range(sections):
             body = {"title": f"Section {s}", "learners": rng.sample(learners, min(30, len(learners)))}
             response = http.put(f"/competency/sections/bench-{s}", content=orjson.dumps(body))
             if response.status_code in (404, 405):
-                print("  section grid: this server has no PUT /competency/sections/{section} yet; not measured")
+                print("  section grid: this server has no PUT /competency/sections/{section}; not measured")
                 return
             response.raise_for_status()
             paths.append(f"/competency/sections/bench-{s}/grid")
+        asyncio.run(catch_up(target.url, CompetencyReference()))
         response = http.get(paths[0])
         response.raise_for_status()
-    print(f"  (a grid response: {len(response.content):,} bytes)")
-    wrk.get(server.base_url, server.headers, paths, clients=1, seconds=2)  # warm-up
-    for clients in (1, 8):
-        result = wrk.get(server.base_url, server.headers, paths, clients=clients, seconds=seconds)
-        report_wrk(f"GET section grid, 30 x 50 ({clients} client{'s' * (clients > 1)})", result)
+        grid = response.json()
+    print(f"  (a grid: {len(grid['learners'])} learners x {len(grid['competencies'])} competencies, "
+          f"{len(response.content):,} bytes)")  # fmt: skip
+    measure_gets(target, "GET section grid", paths, seconds)
+
+
+async def catch_up(url: str, projection: Projection) -> None:
+    """Fold what the server appended (section rosters) into a view: the server runs no projectors here."""
+    log = await open_event_log(url, migrate=False)
+    try:
+        head = await log.max_position()
+        projector = SqlProjector(log, projection, RunnerSettings(owner="bench", idle_timeout=0.1))
+        await timed(projector, lambda: folded_through(log, projection.name), head)
+    finally:
+        await log.close()
 
 
 @contextlib.contextmanager
@@ -450,9 +512,10 @@ def run_backend(label: str, url: str | None, data_dir: Path, args: argparse.Name
         print("  reads: wrk is not installed (apt-get install wrk); not measured")
         return
     with serving(data_dir, url) as server:
+        target = ReadTarget(server, url or sqlite_url(data_dir), server_pid(data_dir))
         everyone = learners_with_evidence(workload)
-        measure_progress(server, everyone, args.seconds)
-        measure_grid(server, everyone, args.seconds)
+        measure_progress(target, everyone, args.seconds)
+        measure_grid(target, everyone, args.seconds)
 
 
 def main() -> None:
