@@ -305,17 +305,23 @@ async def status(log: EventLog, *, topic: str | None = None) -> list[ProjectorSt
     return found
 
 
-async def active_watermark(log: EventLog, name: str, *, topic: str | None = None) -> int | None:
-    """The watermark of the active generation of ``name`` (as ``status()`` gives it), None if it has none.
+async def active_watermark(log: EventLog, name: str, *, topic: str | None = None) -> tuple[int, int | None] | None:
+    """The watermark of the active generation of ``name`` (as ``status()`` gives it) and the recorded time
+    (µs) of the event there; None if the view has no active generation.
 
-    For read APIs that say how current a view is on every response: a few queries, not ``status()``'s
-    few per generation of every projection.
+    For read APIs that say how current a view is on every response: one connection and four small queries,
+    not ``status()``'s few per generation of every projection.
     """
     async with log.engine.connect() as conn:
         generation = await active_generation(conn, name)
         if generation is None:
             return None
-        return (await _watermark(conn, generation, topic, await _relay_checkpoint(conn, topic)))[2]
+        mark = (await _watermark(conn, generation, topic, None))[2]
+        recorded = None
+        if mark > 0:
+            value = await conn.scalar(sa.select(events.c.recorded_us).where(events.c.position == mark))
+            recorded = int(value) if value is not None else None
+    return mark, recorded
 
 
 async def _relay_checkpoint(conn: AsyncConnection, topic: str | None) -> int:
@@ -326,9 +332,12 @@ async def _relay_checkpoint(conn: AsyncConnection, topic: str | None) -> int:
 
 
 async def _watermark(
-    conn: AsyncConnection, generation: Generation, topic: str | None, relay: int
+    conn: AsyncConnection, generation: Generation, topic: str | None, relay: int | None
 ) -> tuple[dict[int, int], dict[int, dict[str, int]], int]:
-    """A generation's SQL checkpoints, Kafka partitions, and the position every event up to which it holds."""
+    """A generation's SQL checkpoints, Kafka partitions, and the position every event up to which it holds.
+
+    ``relay``: the relay's checkpoint on ``topic``, or None to look it up only if the generation reads Kafka.
+    """
     marks = await sql_checkpoints(conn, generation)
     query = sa.select(offsets).where(offsets.c.consumer == generation.consumer)
     if topic is not None:
@@ -344,6 +353,8 @@ async def _watermark(
     }
     mark = max(min(marks.values()), generation.built_through)
     if partitions:
+        if relay is None:
+            relay = await _relay_checkpoint(conn, topic)
         kafka_mark = min(
             max(relay, p["last_position"]) if p["next_offset"] >= p["highwater"] else p["last_position"]
             for p in partitions.values()
