@@ -50,9 +50,28 @@ def _lua_string(value: str) -> str:
 def post(url: str, headers: dict[str, str], body: bytes, *, clients: int, seconds: float) -> WrkResult:
     """POST ``body`` over ``clients`` keep-alive connections for ``seconds``; every response must be 2xx."""
     lines = ['wrk.method = "POST"', f"wrk.body = {_lua_string(body.decode())}"]
-    lines += [f"wrk.headers[ {_lua_string(k)} ] = {_lua_string(v)}" for k, v in headers.items()]
+    return _run(url, _header_lines(headers) + lines, clients=clients, seconds=seconds)
+
+
+def get(base_url: str, headers: dict[str, str], paths: list[str], *, clients: int, seconds: float) -> WrkResult:
+    """GET ``paths`` in turn over ``clients`` keep-alive connections for ``seconds``; every response must be 2xx."""
+    lines = ["paths = {" + ", ".join(_lua_string(p) for p in paths) + "}", "counter = 0"]
+    lines += [
+        "request = function()",
+        "  counter = counter + 1",
+        '  return wrk.format("GET", paths[(counter % #paths) + 1])',
+        "end",
+    ]
+    return _run(base_url, _header_lines(headers) + lines, clients=clients, seconds=seconds)
+
+
+def _header_lines(headers: dict[str, str]) -> list[str]:
+    return [f"wrk.headers[ {_lua_string(k)} ] = {_lua_string(v)}" for k, v in headers.items()]
+
+
+def _run(url: str, lines: list[str], *, clients: int, seconds: float) -> WrkResult:
     with tempfile.TemporaryDirectory() as tmp:
-        script = Path(tmp) / "post.lua"
+        script = Path(tmp) / "load.lua"
         script.write_text("\n".join(lines) + _REPORT)
         command = ["wrk", "-t1", f"-c{clients}", f"-d{round(seconds)}s", "--timeout", "30s", "-s", str(script), url]
         output = subprocess.run(command, capture_output=True, text=True, check=True).stdout

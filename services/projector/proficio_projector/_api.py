@@ -23,7 +23,7 @@ from fastapi.responses import Response
 from proficio_events import EventLog
 
 from ._model import Projection
-from ._runtime import RunnerSettings, SqlProjector, recorded_at, status
+from ._runtime import RunnerSettings, SqlProjector, active_watermark, status
 from ._settings import StreamSettings
 from ._store import ViewStore, active_generation, migrate_runtime
 from .roster import PROTECTED_VIEWS
@@ -152,8 +152,8 @@ async def _view(request: Request, by_name: dict[str, Projection], name: str, tab
 async def _consistency(request: Request, name: str, stream: StreamSettings) -> dict[str, str]:
     """The view holds every event recorded up to this time (its slowest worker's watermark)."""
     log: EventLog = request.app.state.log
-    found = [s for s in await status(log, topic=stream.kafka_topic) if s.name == name and s.status == "active"]
-    when = _iso(await recorded_at(log, found[0].watermark)) if found else None
+    found = await active_watermark(log, name, topic=stream.kafka_topic)
+    when = _iso(found[1]) if found is not None else None
     return {"X-Experience-API-Consistent-Through": when} if when else {}
 
 

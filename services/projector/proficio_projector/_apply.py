@@ -9,8 +9,10 @@ dead letter is replayed.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,12 +20,37 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from proficio_events import StoredEvent
 
-from ._model import Change, MemoryState, Projection, Put, Remove, RowKey
+from ._model import Change, MemoryState, Projection, Put, Remove, RowKey, ViewTable
 from ._schema import dead_letters
 from ._store import Generation, ViewStore, now_us, open_dead_letter_streams
 
 logger = logging.getLogger("proficio.projector")
 MAX_ATTEMPTS = 3
+_pauses = 0
+_collector_was_enabled = False
+
+
+@contextlib.contextmanager
+def cycle_collection_paused() -> Iterator[None]:
+    """Hold off CPython's cycle collector while a batch is folded (nested and concurrent uses allowed).
+
+    A batch keeps thousands of rows (and the statements they came from) alive at once: acyclic
+    containers that the collector keeps promoting and traversing again in full collections. In the
+    competency_evidence fold that was about a quarter of the projector's CPU (36 -> 27 µs per
+    statement, bench/competency_throughput.py). Reference counting frees them when the batch is done,
+    and collection resumes then.
+    """
+    global _pauses, _collector_was_enabled
+    if _pauses == 0:
+        _collector_was_enabled = gc.isenabled()
+        gc.disable()
+    _pauses += 1
+    try:
+        yield
+    finally:
+        _pauses -= 1
+        if _pauses == 0 and _collector_was_enabled:
+            gc.enable()
 
 
 @dataclass
@@ -41,7 +68,7 @@ class Applier:
         self.generation = generation
         self.store = ViewStore(projection, generation)
         self.max_attempts = max_attempts
-        self._tables = {t.name for t in projection.tables}
+        self._tables: dict[str, ViewTable] = {t.name: t for t in projection.tables}
 
     def wants(self, event: StoredEvent) -> bool:
         types = self.projection.event_types
@@ -54,6 +81,10 @@ class Applier:
 
         With ``replaying`` (dead-letter replay) the events are folded even if their stream is held.
         """
+        with cycle_collection_paused():
+            return await self._apply(conn, events, replaying)
+
+    async def _apply(self, conn: AsyncConnection, events: Sequence[StoredEvent], replaying: bool) -> BatchOutcome:
         outcome = BatchOutcome()
         relevant = [e for e in events if self.wants(e)]
         outcome.skipped = len(events) - len(relevant)
@@ -106,18 +137,20 @@ class Applier:
                 parked.append(self._dead_letter(event, error, attempts))
                 held[stream] = event.position
                 continue
-            state.apply_changes(self.projection, changes)
             for change in changes:
                 slot = (change.table, tuple(change.key))
                 row_positions[slot] = event.position
                 if isinstance(change, Remove):
+                    state.set(change.table, slot[1], None)
                     puts.pop(slot, None)
                     removes[slot] = event.position
                 else:
+                    # A new dict per change (as MemoryState.apply_changes makes): the state and the write share it.
+                    written = dict(zip(self._tables[change.table].key_names, slot[1], strict=True))
+                    written.update(change.values)
+                    state.set(change.table, slot[1], written)
                     removes.pop(slot, None)
-                    written = state.get(change.table, slot[1])
-                    assert written is not None
-                    puts[slot] = (dict(written), event.position)
+                    puts[slot] = (written, event.position)
             outcome.applied += 1
         await self.store.write(conn, puts, removes)
         if parked:

@@ -279,35 +279,11 @@ async def status(log: EventLog, *, topic: str | None = None) -> list[ProjectorSt
     head = await log.max_position()
     found: list[ProjectorStatus] = []
     async with log.engine.connect() as conn:
-        relay = 0
-        if topic is not None:
-            relay = int(
-                await conn.scalar(sa.select(checkpoints.c.position).where(checkpoints.c.consumer == f"relay:{topic}"))
-                or 0
-            )
+        relay = await _relay_checkpoint(conn, topic)
         for generation in await list_generations(conn):
             if generation.status == RETIRED:
                 continue
-            marks = await sql_checkpoints(conn, generation)
-            query = sa.select(offsets).where(offsets.c.consumer == generation.consumer)
-            if topic is not None:
-                query = query.where(offsets.c.topic == topic)
-            rows = await conn.execute(query)
-            partitions = {
-                int(r.partition): {
-                    "next_offset": int(r.next_offset),
-                    "highwater": int(r.highwater),
-                    "last_position": int(r.last_position),
-                }
-                for r in rows
-            }
-            mark = max(min(marks.values()), generation.built_through)
-            if partitions:
-                kafka_mark = min(
-                    max(relay, p["last_position"]) if p["next_offset"] >= p["highwater"] else p["last_position"]
-                    for p in partitions.values()
-                )
-                mark = max(mark, kafka_mark)
+            marks, partitions, mark = await _watermark(conn, generation, topic, relay)
             open_letters = await conn.scalar(
                 sa.select(sa.func.count()).where(
                     dead_letters.c.consumer == generation.consumer, dead_letters.c.resolved_us.is_(None)
@@ -327,6 +303,64 @@ async def status(log: EventLog, *, topic: str | None = None) -> list[ProjectorSt
                 )
             )
     return found
+
+
+async def active_watermark(log: EventLog, name: str, *, topic: str | None = None) -> tuple[int, int | None] | None:
+    """The watermark of the active generation of ``name`` (as ``status()`` gives it) and the recorded time
+    (µs) of the event there; None if the view has no active generation.
+
+    For read APIs that say how current a view is on every response: one connection and four small queries,
+    not ``status()``'s few per generation of every projection.
+    """
+    async with log.engine.connect() as conn:
+        generation = await active_generation(conn, name)
+        if generation is None:
+            return None
+        mark = (await _watermark(conn, generation, topic, None))[2]
+        recorded = None
+        if mark > 0:
+            value = await conn.scalar(sa.select(events.c.recorded_us).where(events.c.position == mark))
+            recorded = int(value) if value is not None else None
+    return mark, recorded
+
+
+async def _relay_checkpoint(conn: AsyncConnection, topic: str | None) -> int:
+    if topic is None:
+        return 0
+    value = await conn.scalar(sa.select(checkpoints.c.position).where(checkpoints.c.consumer == f"relay:{topic}"))
+    return int(value or 0)
+
+
+async def _watermark(
+    conn: AsyncConnection, generation: Generation, topic: str | None, relay: int | None
+) -> tuple[dict[int, int], dict[int, dict[str, int]], int]:
+    """A generation's SQL checkpoints, Kafka partitions, and the position every event up to which it holds.
+
+    ``relay``: the relay's checkpoint on ``topic``, or None to look it up only if the generation reads Kafka.
+    """
+    marks = await sql_checkpoints(conn, generation)
+    query = sa.select(offsets).where(offsets.c.consumer == generation.consumer)
+    if topic is not None:
+        query = query.where(offsets.c.topic == topic)
+    rows = await conn.execute(query)
+    partitions = {
+        int(r.partition): {
+            "next_offset": int(r.next_offset),
+            "highwater": int(r.highwater),
+            "last_position": int(r.last_position),
+        }
+        for r in rows
+    }
+    mark = max(min(marks.values()), generation.built_through)
+    if partitions:
+        if relay is None:
+            relay = await _relay_checkpoint(conn, topic)
+        kafka_mark = min(
+            max(relay, p["last_position"]) if p["next_offset"] >= p["highwater"] else p["last_position"]
+            for p in partitions.values()
+        )
+        mark = max(mark, kafka_mark)
+    return marks, partitions, mark
 
 
 async def recorded_at(log: EventLog, position: int) -> int | None:

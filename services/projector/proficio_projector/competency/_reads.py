@@ -130,20 +130,22 @@ async def learner_evidence(
     found: dict[str, tuple[list[Observation], set[str]]] = {learner: ([], set()) for learner in learners}
     if not learners:
         return found
-    rows = await conn.execute(
-        sa.select(observations).where(observations.c.tenant == tenant, observations.c.learner.in_(list(learners)))
+    # Whether each observation is voided, in the same query: a list of the observations' ids as parameters
+    # cost ~1 ms per 250 to render and send, and fails past PostgreSQL's 32,767 (a section of ~130 learners).
+    voided = sa.exists().where(
+        voids.c.tenant == observations.c.tenant, voids.c.statement_id == observations.c.statement_id
     )
-    by_id: dict[str, str] = {}
+    rows = await conn.execute(
+        sa.select(observations, voided.label("voided")).where(
+            observations.c.tenant == tenant, observations.c.learner.in_(list(learners))
+        )
+    )
     for row in rows.mappings():
         observation = Observation.from_row({str(k): v for k, v in row.items()})
-        found[row["learner"]][0].append(observation)
-        by_id[observation.statement_id] = row["learner"]
-    if by_id:
-        voided = await conn.execute(
-            sa.select(voids.c.statement_id).where(voids.c.tenant == tenant, voids.c.statement_id.in_(list(by_id)))
-        )
-        for (statement_id,) in voided:
-            found[by_id[statement_id]][1].add(statement_id)
+        mine = found[row["learner"]]
+        mine[0].append(observation)
+        if row["voided"]:
+            mine[1].add(observation.statement_id)
     return found
 
 
