@@ -53,7 +53,7 @@ async def learner_events(log: EventLog, tenant: str, learner: str) -> list[Store
         for start in range(0, len(statement_ids), CHUNK):
             reasons = await void_reasons(conn, tenant, statement_ids[start : start + CHUNK])
             voiders |= {by for by in reasons.values() if not by.startswith("withdrawn")}
-    voiding = [e for by in sorted(voiders) if (e := await log.get_by_key(tenant, STATEMENT_KEY + by)) is not None]
+    voiding = await log.get_by_keys(tenant, [STATEMENT_KEY + by for by in sorted(voiders)])
     return sorted({e.position: e for e in (*own, *groups, *voiding)}.values(), key=lambda e: e.position)
 
 
