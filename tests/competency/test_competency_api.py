@@ -94,6 +94,12 @@ async def test_the_competency_api_end_to_end(tmp_path: Path, store_url: str) -> 
                 assert response.status_code == 200, response.text
                 return response.json()
 
+            # The server's projectors fold the framework imported before it started.
+            await eventually(
+                lambda: http.get("/competency/progress", params={"agent": agent, "framework": FRAMEWORK}),
+                lambda r: r.status_code == 200, "the frameworks view",
+            )  # fmt: skip
+
             # A teacher rates Ada's third math indicator from her capstone; a retry with the same id is harmless.
             rating_id = str(uuid.uuid4())
             rating = {"agent": ADA, "competency": URI["GP.A.MATH.3"], "level": "Advanced", "id": rating_id,

@@ -20,6 +20,7 @@ from proficio_projector.competency import (
     power_law,
     rescale,
     round_half_up,
+    running_scores,
 )
 
 # Canvas's examples: a scale of 5 points, mastery at 3, scores oldest first.
@@ -154,3 +155,22 @@ def test_power_law_stays_on_the_scale(scores: list[float]) -> None:
     result = score(Method.POWER_LAW, scores)
     assert result is not None
     assert Decimal(0) <= result <= Decimal(5)
+
+
+EVERY_METHOD = [*AVERAGING, (Method.N_MASTERY, 2), (Method.POWER_LAW, None), (Method.BKT, None)]
+
+
+@pytest.mark.parametrize(("method", "parameter"), EVERY_METHOD)
+@given(
+    pairs=st.lists(
+        st.tuples(st.integers(0, 400).map(lambda n: Decimal(n) / 100), st.sampled_from(["1", "0.5", "0.25", "0.8"])),
+        min_size=1, max_size=15,
+    )
+)  # fmt: skip
+def test_running_scores_equal_the_score_of_every_prefix(
+    method: Method, parameter: int | None, pairs: list[tuple[Decimal, str]]
+) -> None:
+    policy = MasteryPolicy(method, parameter)
+    values, weights = [v for v, _ in pairs], [Decimal(w) for _, w in pairs]
+    expected = [mastery_score(policy, values[: n + 1], weights[: n + 1]) for n in range(len(values))]
+    assert running_scores(policy, values, weights) == expected

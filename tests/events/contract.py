@@ -134,6 +134,9 @@ class LogContract:
         assert await log.max_position() == 2
         assert (await log.get_by_key(T, "stmt-1")) == first.events[0]
         assert await log.get_by_key(T, "nope") is None
+        found = await log.get_by_keys(T, ["stmt-2", "nope", "stmt-1", "stmt-2"])
+        assert found == [first.events[0], again.events[1]]  # those that exist, once each, in log order
+        assert await log.get_by_keys("district-2", ["stmt-1"]) == []  # keys are per tenant
 
     async def test_only_repeats_append_nothing(self, log: EventLog) -> None:
         await log.append(T, [ev("s", 1, key="k")])

@@ -38,7 +38,7 @@ def test_apply_reads_only_what_it_declares_and_does_not_mutate_state() -> None:
     state = MemoryState()
     state.set("learners", ("t", "learner:3"), {"tenant": "t", "learner": "learner:3", "statements": 4, "voiding": 0,
                                                 "first_stored_us": 5, "last_stored_us": 6, "last_verb": None,
-                                                "last_statement": None})  # fmt: skip
+                                                "last_statement": None, "last_activity_us": 9})  # fmt: skip
     before = copy.deepcopy(state.rows)
 
     changes = projection.apply(state, event)
@@ -50,6 +50,7 @@ def test_apply_reads_only_what_it_declares_and_does_not_mutate_state() -> None:
     assert isinstance(change, Put)
     assert change.values["statements"] == 5
     assert change.values["first_stored_us"] == 5
+    assert change.values["last_activity_us"] == max(9, event.recorded_us)  # the statement has no timestamp
 
 
 def test_the_same_events_fold_to_the_same_view() -> None:

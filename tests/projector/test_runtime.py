@@ -122,7 +122,9 @@ async def test_rebuild_swaps_in_a_new_generation_while_the_old_one_serves(log: E
 
 
 class VersionTwo(LearnerActivity):
-    version = 2
+    """The next code version of the view."""
+
+    version = LearnerActivity.version + 1
 
 
 async def test_new_code_version_is_rebuilt_on_start(log: EventLog) -> None:
@@ -133,7 +135,7 @@ async def test_new_code_version_is_rebuilt_on_start(log: EventLog) -> None:
         for _ in range(200):
             async with log.engine.connect() as conn:
                 live = [g for g in await list_generations(conn, "learner_activity") if g.status == "active"]
-            if live and live[0].code_version == 2:
+            if live and live[0].code_version == VersionTwo.version:
                 break
             await asyncio.sleep(0.05)
         await caught_up(log)

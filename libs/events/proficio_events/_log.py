@@ -45,6 +45,11 @@ class EventLog(abc.ABC):
     async def get_by_key(self, tenant: str, key: str) -> StoredEvent | None:
         """The event stored under a uniqueness key, if any."""
 
+    async def get_by_keys(self, tenant: str, keys: Sequence[str]) -> list[StoredEvent]:
+        """The events stored under these keys (those that exist), in log order."""
+        found = [event for key in dict.fromkeys(keys) if (event := await self.get_by_key(tenant, key)) is not None]
+        return sorted(found, key=lambda e: e.position)
+
     @abc.abstractmethod
     async def max_position(self) -> int:
         """The position of the newest committed event (0 for an empty log)."""

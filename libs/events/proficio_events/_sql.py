@@ -457,6 +457,16 @@ class SqlEventLog(EventLog):
         found = await self._fetch_events(sa.select(*_COLUMNS).where(events.c.tenant == tenant, events.c.key == key))
         return found[0] if found else None
 
+    async def get_by_keys(self, tenant: str, keys: Sequence[str]) -> list[StoredEvent]:
+        wanted = list(dict.fromkeys(keys))
+        found: list[StoredEvent] = []
+        for start in range(0, len(wanted), 1000):  # well under every driver's parameter limit
+            chunk = wanted[start : start + 1000]
+            found += await self._fetch_events(
+                sa.select(*_COLUMNS).where(events.c.tenant == tenant, events.c.key.in_(chunk))
+            )
+        return sorted(found, key=lambda e: e.position)
+
     async def _fetch_events(self, query: sa.Select[Any]) -> list[StoredEvent]:
         try:
             async with self.engine.connect() as conn:

@@ -12,12 +12,15 @@ import httpx
 import orjson
 
 from ._demo import Demo, DemoSettings, generate_demo
+from ._demo_district import DISENGAGED, FACTOR_VALUES, STALLED, DistrictSettings
 
 #: The sample framework of a source checkout (it is not part of the installed wheel).
 SAMPLE_FRAMEWORK = Path(__file__).resolve().parents[3] / "examples" / "graduate-profile.case.json"
 STATEMENTS_FILE = "statements.ndjson"
 ALIGNMENTS_FILE = "alignments.json"
 TRUTH_FILE = "truth.json"
+ROSTER_DIR = "oneroster"
+PLAN_FILE = "pacing-plan.json"
 
 
 def framework_source_or_sample(framework_source: str | None) -> str:
@@ -47,9 +50,12 @@ def write_demo(demo: Demo, out: Path) -> list[Path]:
         (out / ALIGNMENTS_FILE, demo.alignments_json()),
         (out / TRUTH_FILE, demo.truth_json()),
     ]
+    if demo.district is not None:
+        written.append((out / PLAN_FILE, demo.plan_json()))
+        written += [(out / ROSTER_DIR / name, content) for name, content in sorted(demo.district.roster.items())]
     try:
-        out.mkdir(parents=True, exist_ok=True)
         for path, content in written:
+            path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(content)
     except OSError as exc:
         raise click.ClickException(f"cannot write the demo data to {out}: {exc.strerror or exc}") from exc
@@ -125,20 +131,78 @@ def summary(demo: Demo) -> str:
     retried = len(statements) - len({s["id"] for s in statements})
     pairs = [c for learner in demo.truth for c in learner.competencies]
     mastered = sum(1 for c in pairs if c.mastered)
-    return (
+    found = (
         f"{len(statements)} statements for {len(demo.truth)} learners on {demo.framework.title}"
         f" ({voided} voiding, {retried} retries); hidden state: {mastered} of {len(pairs)} learner x competency"
         f" pairs mastered"
     )
+    if demo.district is None:
+        return found
+    district = demo.district
+    planted = [learner.district.profile.planted for learner in demo.truth if learner.district is not None]
+    gap = district.settings
+    return (
+        f"{found}\ndistrict of {gap.schools} schools, plan {district.plan['plan']} from {district.plan['start']} to"
+        f" {district.target}, statements delivered by {district.as_of}; planted: {gap.gap_factor}={gap.gap_value}"
+        f" learning x{gap.gap_learn} and skipping {gap.gap_skip_week_rate:.0%} of weeks, {planted.count(STALLED)}"
+        f" stalled and {planted.count(DISENGAGED)} disengaged learners, a small group in each school"
+    )
+
+
+def district_from_options(
+    schools: int | None,
+    weeks: int | None,
+    as_of: date | None,
+    gap_group: str | None,
+    gap_learn: float | None,
+    skip_rate: float | None,
+    gap_skip_rate: float | None,
+    stalled_share: float | None,
+    disengaged_share: float | None,
+) -> DistrictSettings | None:
+    """The district settings the options give (None without --schools; the others then are a usage error)."""
+    given = {"--weeks": weeks, "--as-of": as_of, "--gap-group": gap_group, "--gap-learn": gap_learn,
+             "--skip-rate": skip_rate, "--gap-skip-rate": gap_skip_rate, "--stalled-share": stalled_share,
+             "--disengaged-share": disengaged_share}  # fmt: skip
+    if not schools:
+        named = [option for option, value in given.items() if value is not None]
+        if named:
+            raise click.UsageError(f"{', '.join(named)}: options of a district; give --schools N too")
+        return None
+    defaults = DistrictSettings()
+    factor, value = defaults.gap_factor, defaults.gap_value
+    if gap_group is not None:
+        factor, _, value = gap_group.partition("=")
+        if factor not in FACTOR_VALUES or value not in FACTOR_VALUES[factor]:
+            choices = "; ".join(f"{f}: {', '.join(values)}" for f, values in FACTOR_VALUES.items())
+            raise click.BadParameter(f"{gap_group!r} is not FACTOR=VALUE ({choices})", param_hint="--gap-group")
+    try:
+        return DistrictSettings(
+            schools=schools, weeks=defaults.weeks if weeks is None else weeks, as_of=as_of, gap_factor=factor,
+            gap_value=value, gap_learn=defaults.gap_learn if gap_learn is None else gap_learn,
+            skip_week_rate=defaults.skip_week_rate if skip_rate is None else skip_rate,
+            gap_skip_week_rate=defaults.gap_skip_week_rate if gap_skip_rate is None else gap_skip_rate,
+            stalled_share=defaults.stalled_share if stalled_share is None else stalled_share,
+            disengaged_share=defaults.disengaged_share if disengaged_share is None else disengaged_share,
+        )  # fmt: skip
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
 
 
 def settings_from_options(
-    learners: int, seed: int, start: date, aligned_share: float, void_rate: float, retry_rate: float, late_rate: float
+    learners: int,
+    seed: int,
+    start: date,
+    aligned_share: float,
+    void_rate: float,
+    retry_rate: float,
+    late_rate: float,
+    district: DistrictSettings | None = None,
 ) -> DemoSettings:
     try:
         return DemoSettings(
             learners=learners, seed=seed, start=start, aligned_only_share=aligned_share, void_rate=void_rate,
-            retry_rate=retry_rate, late_rate=late_rate,
+            retry_rate=retry_rate, late_rate=late_rate, district=district,
         )  # fmt: skip
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc

@@ -573,10 +573,56 @@ def demo() -> None:
     help="Chance per attempt that the statement arrives days late.",
 )
 @click.option(
+    "--schools",
+    type=click.IntRange(0, 50),
+    default=0,
+    show_default=True,
+    help="Simulate a district of N schools following one course, with a planted gap, stalled and disengaged "
+    "learners and small groups; also writes oneroster/ and pacing-plan.json (0: learners on their own).",
+)
+@click.option("--weeks", type=click.IntRange(6, 60), default=None, help="District: the course's school weeks [18].")
+@click.option(
+    "--as-of",
+    type=click.DateTime(formats=["%Y-%m-%d"]),
+    default=None,
+    help="District: the judging day; statements delivered by then are output [the Friday of week weeks/2].",
+)
+@click.option(
+    "--gap-group",
+    metavar="FACTOR=VALUE",
+    default=None,
+    help="District: the group planted behind [english_learner=true].",
+)
+@click.option(
+    "--gap-learn", type=click.FloatRange(0, 1), default=None, help="District: the gap group's BKT learn factor [0.7]."
+)
+@click.option(
+    "--skip-rate",
+    type=click.FloatRange(0, 1),
+    default=None,
+    help="District: chance of skipping a school week after an active one [0.1].",
+)
+@click.option(
+    "--gap-skip-rate", type=click.FloatRange(0, 1), default=None, help="District: the same for the gap group [0.3]."
+)
+@click.option(
+    "--stalled-share",
+    type=click.FloatRange(0, 1),
+    default=None,
+    help="District: share of learners planted stalled [0.08].",
+)
+@click.option(
+    "--disengaged-share",
+    type=click.FloatRange(0, 1),
+    default=None,
+    help="District: share of learners planted disengaged [0.06].",
+)
+@click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="Write statements.ndjson, alignments.json and truth.json here.",
+    help="Write statements.ndjson, alignments.json and truth.json here (and, for a district, oneroster/ and "
+    "pacing-plan.json).",
 )
 @click.option(
     "--post",
@@ -605,6 +651,15 @@ async def demo_generate(
     void_rate: float,
     retry_rate: float,
     late_rate: float,
+    schools: int,
+    weeks: int | None,
+    as_of: datetime.datetime | None,
+    gap_group: str | None,
+    gap_learn: float | None,
+    skip_rate: float | None,
+    gap_skip_rate: float | None,
+    stalled_share: float | None,
+    disengaged_share: float | None,
     out: Path | None,
     post_url: str | None,
     key: str | None,
@@ -618,6 +673,9 @@ async def demo_generate(
     tracing); truth.json holds that state and the true mastery dates. With --post the statements go
     through the xAPI service in batches, and the framework and the alignments are recorded in the store
     (--data-dir or PROFICIO_DATABASE_URL), as frameworks import and alignments set do.
+
+    With --schools the learners form a district (see the README, "Demo data"): import oneroster/ with
+    proficio roster import --effective START and record pacing-plan.json with proficio pacing set plan.
     """
     from . import _demo_io
 
@@ -629,8 +687,12 @@ async def demo_generate(
         if not key or not secret:
             raise click.UsageError("--post needs --key and --secret (a credential from proficio credentials create)")
         endpoint, credential = _demo_io.statements_url(post_url), (key, secret)
+    district = _demo_io.district_from_options(
+        schools, weeks, as_of.date() if as_of else None, gap_group, gap_learn, skip_rate, gap_skip_rate,
+        stalled_share, disengaged_share,
+    )  # fmt: skip
     settings = _demo_io.settings_from_options(
-        learners, seed, start.date(), aligned_share, void_rate, retry_rate, late_rate
+        learners, seed, start.date(), aligned_share, void_rate, retry_rate, late_rate, district
     )
     source = _demo_io.framework_source_or_sample(framework_source)
     package, generated = _demo_io.simulate(source, settings)
@@ -694,6 +756,27 @@ async def roster_import(
 
     day = effective.date() if effective is not None else datetime.date.today()
     return await import_roster_from(data_dir, path, tenant, actor, home_page, day, as_json)
+
+
+@main.group()
+def audit() -> None:
+    """Auditors: a learner's history and her views as of any moment, replayed from the log."""
+
+
+@audit.command("learner")
+@store_options
+@click.argument("learner")
+@click.option("--tenant", default="default", show_default=True)
+@click.option("--at", "at", default=None, help="Her views as of this moment (ISO 8601 with a zone).")
+@click.option("--diff", "between", nargs=2, default=None, metavar="FROM TO", help="What changed between two moments.")
+@_async
+async def audit_learner(data_dir: Path | None, learner: str, tenant: str, at: str | None,
+                        between: tuple[str, str] | None) -> int:  # fmt: skip
+    """LEARNER (a learner id, or an xAPI agent as JSON): her history in log order, or with --at her views as of
+    that moment, or with --diff the changes between two moments; as JSON."""
+    from ._stream import audit_learner_views
+
+    return await audit_learner_views(data_dir, tenant, learner, at, between)
 
 
 @main.group()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -361,4 +361,42 @@ async def refresh_equity(data_dir: Path | None, as_of: date | None, as_json: boo
                    f"{r.cells} cells, {r.seconds:.2f} s")  # fmt: skip
     if not reports:
         click.echo("nothing changed since the last refresh")
+    return 0
+
+
+def _moment_us(value: str) -> int:
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not an ISO 8601 time") from None
+    if moment.tzinfo is None:
+        raise click.BadParameter(f"{value!r} needs a time zone (for example 2026-11-20T09:00:00Z)")
+    return int(moment.timestamp() * 1_000_000)
+
+
+async def audit_learner_views(
+    data_dir: Path | None, tenant: str, learner: str, at: str | None, between: tuple[str, str] | None
+) -> int:
+    """A learner's history, views as of a moment, or the diff of two moments, printed as JSON."""
+    from proficio_ingest import learner_stream
+    from proficio_projector import migrate_runtime
+    from proficio_projector.audit import diff, learner_events, summary, views_as_of
+
+    if learner.startswith("{"):
+        try:
+            learner = learner_stream(tenant, orjson.loads(learner))
+        except (orjson.JSONDecodeError, ValueError, TypeError, AttributeError, KeyError) as exc:
+            raise click.BadParameter(f"not an xAPI agent: {exc}") from None
+    async with await open_store(data_dir) as log:
+        await migrate_runtime(log)
+        events = await learner_events(log, tenant, learner)
+        if between:
+            first, second = (_moment_us(v) for v in between)
+            result = diff(await views_as_of(log, tenant, learner, first, events=events),
+                          await views_as_of(log, tenant, learner, second, events=events))  # fmt: skip
+        elif at:
+            result = (await views_as_of(log, tenant, learner, _moment_us(at), events=events)).as_dict()
+        else:
+            result = {"learner": learner, "events": [summary(e) for e in events]}
+    click.echo(orjson.dumps(result, option=orjson.OPT_INDENT_2, default=str).decode())
     return 0

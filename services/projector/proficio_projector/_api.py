@@ -170,6 +170,7 @@ def install(
 
     ``learner_id`` turns an xAPI agent into the learner id of the views (the competency API's ``agent=``).
     """
+    from .audit._api import audit_router
     from .competency._api import competency_router
     from .equity import EquityRefresher
     from .equity._api import equity_router
@@ -185,6 +186,7 @@ def install(
     app.include_router(competency_router(consistency, learner_id))
     app.include_router(pacing_router(consistency, learner_id))
     app.include_router(equity_router())
+    app.include_router(audit_router(learner_id))
     inner = app.router.lifespan_context
 
     @contextlib.asynccontextmanager

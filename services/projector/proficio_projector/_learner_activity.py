@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from proficio_events import StoredEvent
 
 from ._model import Change, Put, RowRef, State, ViewTable
+from .competency._evidence import statement_time_us
 
 STATEMENT_STORED = "StatementStored"
 STATEMENT_VOIDED = "StatementVoided"
@@ -22,7 +23,7 @@ TABLE = "learners"
 
 class LearnerActivity:
     name = "learner_activity"
-    version = 1
+    version = 2
     event_types: frozenset[str] | None = frozenset({STATEMENT_STORED, STATEMENT_VOIDED})
     partitioned = True
     tables: Sequence[ViewTable] = (
@@ -36,6 +37,9 @@ class LearnerActivity:
                 sa.Column("last_stored_us", sa.BigInteger, nullable=False),
                 sa.Column("last_verb", sa.Text, nullable=True),
                 sa.Column("last_statement", sa.Text, nullable=True),
+                # The latest statement timestamp (stored time when it has none): when the learner was last
+                # active, also for statements sent late or backfilled.
+                sa.Column("last_activity_us", sa.BigInteger, nullable=False),
             ),
         ),
     )
@@ -47,7 +51,7 @@ class LearnerActivity:
         statement: dict[str, Any] = event.data()["statement"]
         row = state.get(TABLE, (event.tenant, event.stream))
         before: dict[str, Any] = dict(row) if row is not None else {
-            "statements": 0, "voiding": 0, "first_stored_us": event.recorded_us,
+            "statements": 0, "voiding": 0, "first_stored_us": event.recorded_us, "last_activity_us": 0,
         }  # fmt: skip
         return (
             Put(
@@ -60,6 +64,9 @@ class LearnerActivity:
                     "last_stored_us": event.recorded_us,
                     "last_verb": statement["verb"]["id"],
                     "last_statement": statement["id"],
+                    "last_activity_us": max(
+                        before["last_activity_us"], statement_time_us(statement, event.recorded_us)
+                    ),
                 },
             ),
         )

@@ -22,6 +22,7 @@ from ._mastery import (
     power_law,
     rescale,
     round_half_up,
+    running_scores,
 )
 from ._progress import (
     CompetencyEvidence,
@@ -102,6 +103,7 @@ __all__ = [
     "rescale",
     "rollups",
     "round_half_up",
+    "running_scores",
     "school_days_between",
     "section_roster_event",
     "section_stream",

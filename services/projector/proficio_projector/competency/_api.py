@@ -13,7 +13,7 @@ credential's authority), and alignments, mastery policies, rollup rules and sect
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -232,6 +232,67 @@ class SectionIn(BaseModel):
     agents: list[dict[str, Any]] = Field(default_factory=list, description="xAPI agents, turned into learner ids")
 
 
+def progress_item(ref: Reference, learner: str, competency: str, p: Progress | None) -> dict[str, Any]:
+    code, statement = ref.label(competency)
+    policy = p.policy if p is not None else on_scale(ref.policy_of(competency), ref.scale_of(competency))
+    status = "not_started" if p is None else "mastered" if p.mastered else "in_progress"
+    trail = f"/competency/trail?learner={learner}&competency={competency}"
+    evidence = [] if p is None else [
+        {
+            "statement_id": e.statement_id,
+            "statement": None if e.source == "rating" else f"/xapi/statements?statementId={e.statement_id}",
+            "source": e.source, "authority": e.authority, "weight": str(e.weight), "points": str(points),
+            "timestamp": _iso(e.timestamp_us), "timestamp_us": e.timestamp_us,
+        }
+        for e, points in zip(p.evidence, p.scores, strict=True)
+    ]  # fmt: skip
+    return {
+        "competency": competency, "code": code, "statement": statement, "framework": ref.framework_of(competency),
+        "method": policy.method.value, "parameter": policy.effective_parameter,
+        "score": _text(p.score) if p else None, "level": p.level.label if p and p.level else None,
+        "status": status, "mastered": bool(p and p.mastered),
+        "mastered_at": _iso(p.mastered_at_us) if p else None, "mastered_at_us": p.mastered_at_us if p else None,
+        "n_evidence": p.n_evidence if p else 0, "first_at": _iso(p.first_at_us) if p else None,
+        "last_at": _iso(p.last_at_us) if p else None, "trend_b": _text(p.trend_b) if p else None,
+        "stalled": bool(p and p.stalled), "regressed": bool(p and p.regressed), "trail": trail,
+        "evidence": evidence,
+    }  # fmt: skip
+
+
+def rollup_item(ref: Reference, r: Rollup) -> dict[str, Any]:
+    code, statement = ref.label(r.competency)
+    return {
+        "competency": r.competency, "code": code, "statement": statement, "rule": r.policy.rule.value,
+        "k": r.policy.k, "children_total": r.children_total, "children_started": r.children_started,
+        "children_mastered": r.children_mastered, "mean_share": str(r.mean_share), "mastered": r.mastered,
+        "status": r.status,
+    }  # fmt: skip
+
+
+def progress_listing(
+    ref: Reference,
+    learner: str,
+    found: Mapping[str, Progress],
+    *,
+    framework: str | None = None,
+    competency: str | None = None,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """A learner's progress items in framework order (with ``framework``: all its competencies, evidence or
+    not) and the rollups of the frameworks involved: what the progress API lists, and the audit's as-of view."""
+    listed = set(found)
+    if framework is not None:
+        listed = {c for c in listed if ref.framework_of(c) == framework}
+        listed |= {c.uri for c in ref.competencies.values() if c.framework == framework}
+    if competency is not None:
+        listed &= {competency}
+    ordered = sorted(listed, key=lambda c: order_key(ref.competencies[c]) if c in ref.competencies
+                     else ("\U0010ffff", 0, "", c))  # fmt: skip
+    items = [progress_item(ref, learner, c, found.get(c)) for c in ordered]
+    frameworks = {framework} if framework else {ref.framework_of(c) for c in found} - {None}
+    rolled = [rollup_item(ref, r) for r in learner_rollups(found, ref, [f for f in frameworks if f])]
+    return items, rolled
+
+
 def competency_router(consistency: Consistency, learner_id: LearnerId | None) -> APIRouter:
     api = APIRouter(prefix="/competency", tags=["competency"])
 
@@ -257,41 +318,6 @@ def competency_router(consistency: Consistency, learner_id: LearnerId | None) ->
 
     def not_built(exc: NotBuilt) -> HTTPException:
         return HTTPException(503, f"the {exc.args[0]} view has not been built yet; try again shortly")
-
-    def progress_item(ref: Reference, learner: str, competency: str, p: Progress | None) -> dict[str, Any]:
-        code, statement = ref.label(competency)
-        policy = p.policy if p is not None else on_scale(ref.policy_of(competency), ref.scale_of(competency))
-        status = "not_started" if p is None else "mastered" if p.mastered else "in_progress"
-        trail = f"/competency/trail?learner={learner}&competency={competency}"
-        evidence = [] if p is None else [
-            {
-                "statement_id": e.statement_id,
-                "statement": None if e.source == "rating" else f"/xapi/statements?statementId={e.statement_id}",
-                "source": e.source, "authority": e.authority, "weight": str(e.weight), "points": str(points),
-                "timestamp": _iso(e.timestamp_us), "timestamp_us": e.timestamp_us,
-            }
-            for e, points in zip(p.evidence, p.scores, strict=True)
-        ]  # fmt: skip
-        return {
-            "competency": competency, "code": code, "statement": statement, "framework": ref.framework_of(competency),
-            "method": policy.method.value, "parameter": policy.effective_parameter,
-            "score": _text(p.score) if p else None, "level": p.level.label if p and p.level else None,
-            "status": status, "mastered": bool(p and p.mastered),
-            "mastered_at": _iso(p.mastered_at_us) if p else None, "mastered_at_us": p.mastered_at_us if p else None,
-            "n_evidence": p.n_evidence if p else 0, "first_at": _iso(p.first_at_us) if p else None,
-            "last_at": _iso(p.last_at_us) if p else None, "trend_b": _text(p.trend_b) if p else None,
-            "stalled": bool(p and p.stalled), "regressed": bool(p and p.regressed), "trail": trail,
-            "evidence": evidence,
-        }  # fmt: skip
-
-    def rollup_item(ref: Reference, r: Rollup) -> dict[str, Any]:
-        code, statement = ref.label(r.competency)
-        return {
-            "competency": r.competency, "code": code, "statement": statement, "rule": r.policy.rule.value,
-            "k": r.policy.k, "children_total": r.children_total, "children_started": r.children_started,
-            "children_mastered": r.children_mastered, "mean_share": str(r.mean_share), "mastered": r.mastered,
-            "status": r.status,
-        }  # fmt: skip
 
     @api.get("/progress", response_model=ProgressPage, responses=CSV_OK)
     async def learner_progress(
@@ -327,15 +353,7 @@ def competency_router(consistency: Consistency, learner_id: LearnerId | None) ->
         except NotBuilt as exc:
             raise not_built(exc) from None
         ref, found = loaded.reference, loaded.progress[chosen]
-        listed = set(found)
-        if framework is not None:
-            listed = {c for c in listed if ref.framework_of(c) == framework}
-            listed |= {c.uri for c in ref.competencies.values() if c.framework == framework}
-        if competency is not None:
-            listed &= {competency}
-        ordered = sorted(listed, key=lambda c: order_key(ref.competencies[c]) if c in ref.competencies
-                         else ("\U0010ffff", 0, "", c))  # fmt: skip
-        items = [progress_item(ref, chosen, c, found.get(c)) for c in ordered]
+        items, rolled = progress_listing(ref, chosen, found, framework=framework, competency=competency)
         items = [i for i in items if (mastered is None or i["mastered"] == mastered)
                  and (stalled is None or i["stalled"] == stalled)]  # fmt: skip
         if after is not None:
@@ -347,8 +365,6 @@ def competency_router(consistency: Consistency, learner_id: LearnerId | None) ->
         if len(items) > page:
             items = items[:page]
             more = str(request.url.include_query_params(after=items[-1]["competency"]))
-        frameworks = {framework} if framework else {ref.framework_of(c) for c in found} - {None}
-        rolled = [rollup_item(ref, r) for r in learner_rollups(found, ref, [f for f in frameworks if f])]
         headers = await consistency(request, CompetencyEvidence.name)
         if as_csv:
             columns = ["competency", "code", "statement", "framework", "method", "score", "level", "status",

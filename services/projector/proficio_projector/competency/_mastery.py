@@ -231,3 +231,58 @@ def bkt_probability(observations: Sequence[bool], parameters: BktParameters) -> 
 def bkt_next_correct(known: float, parameters: BktParameters) -> float:
     """The predicted chance that the next observation is correct."""
     return known * (1 - parameters.slip) + (1 - known) * parameters.guess
+
+
+def running_scores(
+    policy: MasteryPolicy, scores: Sequence[Decimal], weights: Sequence[Decimal] | None = None
+) -> list[Decimal | None]:
+    """The score after each of ``scores`` (oldest first): ``mastery_score`` of every prefix, equal to it to the
+    digit, in one pass for the methods that allow it (a learner's long history is not quadratic in them)."""
+    values = [Decimal(str(s)) for s in scores]
+    given = list(weights) if weights is not None else [Decimal(1)] * len(values)
+    method, parameter, mastery = policy.method, policy.effective_parameter, policy.mastery_points
+    found: list[Decimal | None] = []
+    if method is Method.HIGHEST:
+        best: Decimal | None = None
+        for v in values:
+            best = v if best is None or v > best else best
+            found.append(round_half_up(best))
+    elif method is Method.LATEST:
+        found = [round_half_up(v) for v in values]
+    elif method in (Method.AVERAGE, Method.N_MASTERY, Method.WEIGHTED_AVERAGE):
+        total, weight_sum, count = Decimal(0), Decimal(0), 0
+        for n, (v, w) in enumerate(zip(values, given, strict=True)):
+            if method is Method.AVERAGE:
+                total, weight_sum = total + v * w, weight_sum + w
+                found.append(round_half_up(total / weight_sum))
+            elif method is Method.N_MASTERY:
+                assert parameter is not None
+                if v >= mastery:
+                    total, weight_sum, count = total + v * w, weight_sum + w, count + 1
+                found.append(round_half_up(total / weight_sum) if count >= parameter else None)
+            else:  # weighted_average: w·latest + (1-w)·mean(the rest); the rest are the earlier scores
+                assert parameter is not None
+                share = Decimal(parameter) / 100
+                found.append(
+                    round_half_up(v) if n == 0 else round_half_up(share * v + (1 - share) * (total / weight_sum))
+                )
+                total, weight_sum = total + v * w, weight_sum + w
+    elif method is Method.DECAYING_AVERAGE:
+        assert parameter is not None
+        share = Decimal(parameter) / 100
+        decayed: Decimal | None = None
+        for v in values:
+            decayed = v if decayed is None else (1 - share) * decayed + share * v
+            found.append(round_half_up(decayed))
+    elif method is Method.BKT:
+        known, p = policy.bkt.prior, policy.bkt
+        for v in values:
+            if v >= mastery:
+                posterior = known * (1 - p.slip) / (known * (1 - p.slip) + (1 - known) * p.guess)
+            else:
+                posterior = known * p.slip / (known * p.slip + (1 - known) * (1 - p.guess))
+            known = posterior + (1 - posterior) * p.learn
+            found.append(Decimal(str(known)).quantize(Decimal("0.0001"), ROUND_HALF_UP))
+    else:  # windows, mode, power law: each prefix as it is
+        found = [mastery_score(policy, values[: n + 1], given[: n + 1]) for n in range(len(values))]
+    return found

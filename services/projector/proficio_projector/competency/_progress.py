@@ -33,7 +33,7 @@ from proficio_events import StoredEvent
 from .._model import Change, Put, RowRef, State, ViewTable
 from ._case import DEFAULT_SCALE, Level
 from ._evidence import Evidence, competencies_named, normalized_result, statement_time_us
-from ._mastery import MasteryPolicy, Method, is_mastered, mastery_score, power_law, round_half_up
+from ._mastery import MasteryPolicy, Method, is_mastered, power_law, round_half_up, running_scores
 
 STATEMENT_STORED = "StatementStored"
 STATEMENT_VOIDED = "StatementVoided"
@@ -303,7 +303,7 @@ def progress(
         policy = on_scale(policy_of(competency) if policy_of is not None else default_policy, levels)
         points = [e.norm * policy.points_possible for e in items]
         weights = [e.weight for e in items]
-        running = tuple(mastery_score(policy, points[: i + 1], weights[: i + 1]) for i in range(len(points)))
+        running = tuple(running_scores(policy, points, weights))
         reached = (e.timestamp_us for e, s in zip(items, running, strict=True) if is_mastered(policy, s))
         mastered_at = next(reached, None)
         score = running[-1]

@@ -307,3 +307,22 @@ async def scored(
         activities={o.activity for o in observations if o.activity}, frameworks=frameworks, override=override,
     )  # fmt: skip
     return Scored(evidence, ref, score(evidence, ref, now_us=now_us, stall=stall))
+
+
+def reference_from_rows(
+    tables: Mapping[str, Iterable[Mapping[str, Any]]], override: MasteryPolicy | None = None
+) -> Reference:
+    """The reference data from whole views' rows (table name -> rows of the ``frameworks`` and
+    ``competency_reference`` views), as a replay up to a moment gives them: the audit's as-of views."""
+    found = Reference(override=override)
+    for r in tables.get("competencies", ()):
+        found.competencies[r["uri"]] = Competency(r["uri"], r["framework"], r["code"], r["statement"], r["parent"],
+                                                  r["sequence"])  # fmt: skip
+    for r in tables.get("frameworks", ()):
+        scale = tuple(Level(Decimal(lv["points"]), lv["label"], lv["mastery"]) for lv in orjson.loads(r["scale"]))
+        found.frameworks[r["framework"]] = FrameworkInfo(r["framework"], r["uri"], r["title"], scale)
+    for r in tables.get("alignments", ()):
+        found.alignments.setdefault(r["activity"], {})[r["competency"]] = Decimal(r["weight"])
+    found.policies = policies_from_rows(tables.get("policies", ()))
+    found.rollup_rules = rollup_rules_from_rows(tables.get("rollup_rules", ()))
+    return found

@@ -29,7 +29,7 @@ from proficio_events import EventLog
 
 from .._model import Projection
 from .._store import ViewStore, active_generation
-from ..competency import CompetencyEvidence, CompetencyReference, Frameworks, StallRule
+from ..competency import CompetencyEvidence, CompetencyReference, Frameworks
 from ..competency._reads import scored
 from ..pacing import PacingReferenceView, learners_of
 from ..pacing._api import _end_of, last_activity, pacing_reference, section_rosters
@@ -221,7 +221,7 @@ class EquityRefresher:
                 todo = await _evidence_learners(conn, tenant, int(state["evidence_mark"]))
             if not todo and not everyone and state is not None and state["cells_mark"] == cells_mark:
                 return None
-        stall = StallRule(attempts=pacing.policy.stall_attempts, idle_school_days=pacing.policy.stall_idle_days)
+        stall = pacing.policy.stall_rule()
         until = _end_of(as_of)
         ordered = sorted(todo)
         for start in range(0, len(ordered), self.chunk):

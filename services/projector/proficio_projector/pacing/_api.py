@@ -81,13 +81,13 @@ async def section_rosters(conn: AsyncConnection, tenant: str, sections: Iterable
 
 
 async def last_activity(conn: AsyncConnection, tenant: str, learners: Sequence[str]) -> dict[str, int]:
-    """Each learner's last stored statement (µs), from the learner_activity view."""
+    """Each learner's latest statement timestamp (µs), from the learner_activity view."""
     generation = await active_generation(conn, LearnerActivity.name)
     if generation is None or not learners:
         return {}
     table = ViewStore(LearnerActivity(), generation).table("learners")
     rows = await conn.execute(
-        sa.select(table.c.learner, table.c.last_stored_us).where(
+        sa.select(table.c.learner, table.c.last_activity_us).where(
             table.c.tenant == tenant, table.c.learner.in_(list(learners))
         )
     )
@@ -254,7 +254,7 @@ def pacing_router(consistency: Consistency, learner_id: LearnerId | None) -> API
         return ref, plan
 
     def stall_of(ref: PacingReference) -> StallRule:
-        return StallRule(attempts=ref.policy.stall_attempts, idle_school_days=ref.policy.stall_idle_days)
+        return ref.policy.stall_rule()
 
     @api.get("/progress", responses=CSV_OK)
     async def learner_pace(

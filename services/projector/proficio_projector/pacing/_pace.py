@@ -162,7 +162,10 @@ def pace(
     last_seen = max([d for d in (last_activity, evidence_days[-1] if evidence_days else None) if d is not None],
                     default=None)  # fmt: skip
     idle_from = last_seen or plan.start - timedelta(days=1)
-    disengaged = as_of >= plan.start and calendar.school_days(idle_from, as_of) >= policy.disengaged_days
+    # A learner done with the plan is not disengaged from it, however quiet she is.
+    disengaged = (
+        remaining > 0 and as_of >= plan.start and calendar.school_days(idle_from, as_of) >= policy.disengaged_days
+    )
     times = []
     for c in required:
         p = mine.get(c)

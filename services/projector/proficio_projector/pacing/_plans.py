@@ -27,6 +27,7 @@ import sqlalchemy as sa
 from proficio_events import AppendResult, EventLog, NewEvent, StoredEvent
 
 from .._model import Change, Put, RowRef, State, ViewTable
+from ..competency import StallRule
 from ._calendar import SchoolCalendar, calendar_from_data
 
 CALENDAR_SET = "SchoolCalendarSet"
@@ -82,6 +83,8 @@ class PacingPolicy:
     window_weeks: int = 6
     ewma_alpha: Decimal = Decimal("0.3")
     stall_attempts: int = 4
+    #: No gain in level over this many of the latest attempts (with at least stall_attempts) is a stall.
+    stall_window: int = 3
     stall_idle_days: int = 15
     disengaged_days: int = 10
 
@@ -90,14 +93,19 @@ class PacingPolicy:
             raise PacingDataError(f"band_pct is 0 to 50, not {self.band_pct}")
         if not Decimal(0) < self.ewma_alpha <= Decimal(1):
             raise PacingDataError(f"ewma_alpha is in (0, 1], not {self.ewma_alpha}")
-        for name in ("window_weeks", "stall_attempts", "stall_idle_days", "disengaged_days"):
+        for name in ("window_weeks", "stall_attempts", "stall_window", "stall_idle_days", "disengaged_days"):
             value = getattr(self, name)
             if not 1 <= value <= 400:
                 raise PacingDataError(f"{name} is 1 to 400, not {value}")
 
+    def stall_rule(self) -> StallRule:
+        """The stall thresholds as progress applies them to each competency."""
+        return StallRule(attempts=self.stall_attempts, window=self.stall_window, idle_school_days=self.stall_idle_days)
+
     def as_data(self) -> dict[str, Any]:
         return {"band_pct": str(self.band_pct), "window_weeks": self.window_weeks, "ewma_alpha": str(self.ewma_alpha),
-                "stall_attempts": self.stall_attempts, "stall_idle_days": self.stall_idle_days,
+                "stall_attempts": self.stall_attempts, "stall_window": self.stall_window,
+                "stall_idle_days": self.stall_idle_days,
                 "disengaged_days": self.disengaged_days}  # fmt: skip
 
     @classmethod
