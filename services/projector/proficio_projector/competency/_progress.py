@@ -386,7 +386,7 @@ def rollups(
 
     def child_state(child: str, path: frozenset[str]) -> tuple[bool, bool, Decimal]:
         own = found.get(child)
-        below = visit(child, path) if child in children else None
+        below = visit(child, path) if child in children else None  # noqa: F821 (deleted when done)
         started = own is not None or (below is not None and below.children_started > 0)
         mastered = (own is not None and own.mastered) or (below is not None and below.mastered)
         share = own.norm_score if own is not None and own.norm_score is not None else None
@@ -399,7 +399,7 @@ def rollups(
             return done[parent]
         if parent in path:  # the importer refuses cycles; a guard all the same
             return None
-        states = [child_state(c, path | {parent}) for c in children[parent]]
+        states = [child_state(c, path | {parent}) for c in children[parent]]  # noqa: F821 (deleted when done)
         policy = policy_of(parent) if policy_of is not None else RollupPolicy()
         mastered_count = sum(m for _, m, _ in states)
         mean = round_half_up(sum((s for _, _, s in states), Decimal(0)) / len(states)) if states else Decimal(0)
@@ -413,9 +413,15 @@ def rollups(
         done[parent] = Rollup(parent, policy, len(states), sum(s for s, _, _ in states), mastered_count, mean, mastered)
         return done[parent]
 
-    for parent in children:
-        visit(parent, frozenset())
-    return done
+    try:
+        for parent in children:
+            visit(parent, frozenset())
+        return done
+    finally:
+        # child_state and visit refer to each other: unbound here, or the pair and all they hold (every
+        # Progress, the reference data) are garbage only the cycle collector frees. Under serve's
+        # thresholds it did so every ~80 progress reads, in 30-70 ms: the read API's p99.
+        del child_state, visit
 
 
 @dataclass(frozen=True)
