@@ -605,7 +605,7 @@ def competency_router(consistency: Consistency, learner_id: LearnerId | None) ->
                 if framework is not None and not await framework_exists(conn, who.tenant, framework):
                     raise HTTPException(404, f"no framework {framework!r} in this tenant")
                 roster: list[str] = sorted(found["learners"])
-                loaded = await scored(conn, who.tenant, roster, now_us=now_us(),
+                loaded = await scored(conn, who.tenant, roster, now_us=now_us(), trend=False,
                                       frameworks=[framework] if framework else [], override=override)  # fmt: skip
         except NotBuilt as exc:
             raise not_built(exc) from None

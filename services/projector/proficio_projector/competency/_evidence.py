@@ -17,10 +17,9 @@ say) is no evidence. Evidence is ordered by ``(timestamp, stored, statement id)`
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 COMPETENCY_TYPES = frozenset(
     {
@@ -33,8 +32,9 @@ VOIDED = "http://adlnet.gov/expapi/verbs/voided"
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-@dataclass(frozen=True)
-class Evidence:
+class Evidence(NamedTuple):
+    """One piece of evidence: immutable, and a tuple because a section grid builds thousands per read."""
+
     statement_id: str
     competency: str
     #: Normalized 0..1; multiply by the scale's points for a score.

@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import statistics
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 import sqlalchemy as sa
@@ -143,8 +144,10 @@ def _activity(statement: Mapping[str, Any]) -> str | None:
     return None
 
 
-@dataclass(frozen=True)
-class Observation:
+class Observation(NamedTuple):
+    """One evidence-bearing statement or rating of a learner, as the evidence view keeps it (a tuple: cheap
+    to build by the thousand)."""
+
     statement_id: str
     activity: str | None
     competencies: tuple[str, ...]
@@ -242,6 +245,12 @@ def evidence_of(
 
 def on_scale(policy: MasteryPolicy, scale: Sequence[Level]) -> MasteryPolicy:
     """The policy on a scale: points possible = the top level's, mastery = the first mastery level's."""
+    return _on_scale(policy, tuple(scale))
+
+
+@functools.lru_cache(maxsize=1024)
+def _on_scale(policy: MasteryPolicy, scale: tuple[Level, ...]) -> MasteryPolicy:
+    # Every competency of a framework shares its policy and scale: one replace() per pair, not per read.
     top = max(level.points for level in scale)
     mastery = [level.points for level in scale if level.mastery]
     return dataclasses.replace(policy, points_possible=top, mastery_points=min(mastery) if mastery else top)
@@ -251,8 +260,15 @@ def level_for(score: Decimal | None, scale: Sequence[Level]) -> Level | None:
     """The highest level whose points the score reaches (None below the lowest)."""
     if score is None:
         return None
-    reached = [level for level in scale if score >= level.points]
-    return max(reached, key=lambda level: level.points) if reached else None
+    for level in _highest_first(tuple(scale)):
+        if score >= level.points:
+            return level
+    return None
+
+
+@functools.lru_cache(maxsize=256)
+def _highest_first(scale: tuple[Level, ...]) -> tuple[Level, ...]:
+    return tuple(sorted(scale, key=lambda level: level.points, reverse=True))
 
 
 def school_days_between(start_us: int, end_us: int) -> int:
@@ -284,6 +300,7 @@ def progress(
     scale_of: Callable[[str], Sequence[Level]] | None = None,
     now_us: int | None = None,
     stall: StallRule = DEFAULT_STALL,
+    trend: bool = True,
 ) -> dict[str, Progress]:
     """Each competency's progress from a learner's observations, under a policy on a scale.
 
@@ -295,12 +312,16 @@ def progress(
     by the alignment's weight in the means), oldest first; mastered_at is the first evidence after which
     that score reached mastery (a later drop does not undo the date, and ``mastered`` says where the
     learner stands now). ``now_us`` is the moment the idle rule of ``stall`` is judged at (None: only the
-    attempts rule applies, so the result depends on the evidence alone).
+    attempts rule applies, so the result depends on the evidence alone). ``trend=False`` leaves trend_b out
+    (a section grid shows no trend).
     """
     result: dict[str, Progress] = {}
     for competency, items in evidence_of(observations, voided, alignments).items():
         levels = scale_of(competency) if scale_of is not None else scale
-        policy = on_scale(policy_of(competency) if policy_of is not None else default_policy, levels)
+        chosen = policy_of(competency) if policy_of is not None else default_policy
+        policy = scaled.get((id(chosen), id(levels))) or scaled.setdefault(
+            (id(chosen), id(levels)), on_scale(chosen, levels)
+        )
         points = [e.norm * policy.points_possible for e in items]
         weights = [e.weight for e in items]
         running = tuple(running_scores(policy, points, weights))
@@ -308,15 +329,16 @@ def progress(
         mastered_at = next(reached, None)
         score = running[-1]
         mastered = is_mastered(policy, score)
-        fitted = power_law(points, policy.points_possible)
-        trend = Decimal(str(fitted[1])).quantize(Decimal("0.0001"), ROUND_HALF_UP) if fitted else None
-        standing = [_standing(policy, s, levels) for s in running]
-        stuck = len(items) >= max(stall.attempts, stall.window + 1) and standing[-1] <= standing[-1 - stall.window]
+        fitted = power_law(points, policy.points_possible) if trend else None
+        trend_b = Decimal(str(fitted[1])).quantize(Decimal("0.0001"), ROUND_HALF_UP) if fitted else None
+        stuck = len(items) >= max(stall.attempts, stall.window + 1) and _standing(
+            policy, running[-1], levels
+        ) <= _standing(policy, running[-1 - stall.window], levels)
         idle = now_us is not None and school_days_between(items[-1].timestamp_us, now_us) >= stall.idle_school_days
         result[competency] = Progress(
             competency, tuple(items), score, None if policy.method is Method.BKT else level_for(score, levels),
             mastered, mastered_at, items[0].timestamp_us, items[-1].timestamp_us, tuple(points), running, policy,
-            trend, not mastered and (stuck or idle), mastered_at is not None and not mastered,
+            trend_b, not mastered and (stuck or idle), mastered_at is not None and not mastered,
         )  # fmt: skip
     return result
 
