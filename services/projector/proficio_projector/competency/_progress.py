@@ -318,10 +318,7 @@ def progress(
     result: dict[str, Progress] = {}
     for competency, items in evidence_of(observations, voided, alignments).items():
         levels = scale_of(competency) if scale_of is not None else scale
-        chosen = policy_of(competency) if policy_of is not None else default_policy
-        policy = scaled.get((id(chosen), id(levels))) or scaled.setdefault(
-            (id(chosen), id(levels)), on_scale(chosen, levels)
-        )
+        policy = on_scale(policy_of(competency) if policy_of is not None else default_policy, levels)
         points = [e.norm * policy.points_possible for e in items]
         weights = [e.weight for e in items]
         running = tuple(running_scores(policy, points, weights))
