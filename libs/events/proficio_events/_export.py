@@ -271,9 +271,12 @@ def _base64(data: dict[str, Any], name: str, *, optional: bool = False) -> bytes
         raise _Malformed(f"{name} must be base64") from None
 
 
+def _payload(data: dict[str, Any]) -> bytes | None:
+    return _text(data, "payload").encode() if "payload" in data else _base64(data, "payload_base64")
+
+
 def event_row(data: dict[str, Any]) -> tuple[Any, ...]:
     """An export's event line back into a row (``EVENT_COLUMNS`` order); ``_Malformed`` if it is not one."""
-    payload = _text(data, "payload").encode() if "payload" in data else _base64(data, "payload_base64")
     return (
         _integer(data, "position"),
         _text(data, "tenant"),
@@ -284,7 +287,7 @@ def event_row(data: dict[str, Any]) -> tuple[Any, ...]:
         _integer(data, "recorded_us"),
         _text(data, "key", optional=True),
         _hex(data, "fingerprint", optional=True),
-        payload,
+        _payload(data),
         _base64(data, "sealed_base64", optional=True),
         _text(data, "key_id", optional=True),
         _hex(data, "prev_hash"),
@@ -302,6 +305,7 @@ class _ExportCheck:
         self.header: dict[str, Any] | None = None
         self.anchors: dict[int, Checkpoint] = {}
         self.pending: list[tuple[Any, ...]] = []
+        self.pending_lines: dict[int, int] = {}  # position -> line, for messages about a batch's events
         self.walk: ChainWalk | None = None
         self.previous: tuple[Any, ...] | None = None
         self.line = 0
@@ -383,6 +387,7 @@ class _ExportCheck:
             self.events_through[position] = report.events
         if report.segment == "tenant":
             self.pending.append(row)
+            self.pending_lines.setdefault(position, self.line)
             if len(self.pending) >= _EXPORT_BATCH:
                 self.flush()
         else:
@@ -400,17 +405,23 @@ class _ExportCheck:
         if not self.walk.feed(self.pending) and self.report.problem is None:
             self.report.problem = self.walk_problem()
         self.pending = []
+        self.pending_lines = {}
 
     def walk_problem(self) -> str:
         walk = self.walk
         assert walk is not None
         if walk.broken is not None:
-            return (
-                f"event {walk.broken.position} does not link to the tenant's event before it in the file: an event"
-                " between them is missing, or one of the two was altered"
+            position = walk.broken.position
+            message = (
+                f"event {position} does not link to the tenant's event before it in the file: an event between"
+                " them is missing, or one of the two was altered"
             )
-        assert walk.problem is not None
-        return f"event {walk.problem.position} was {walk.problem.kind}: {walk.problem.detail}"
+        else:
+            assert walk.problem is not None
+            position = walk.problem.position
+            message = f"event {position} was {walk.problem.kind}: {walk.problem.detail}"
+        line = self.pending_lines.get(position)
+        return f"line {line}: {message}" if line is not None else message
 
     def check_learner_event(self, row: tuple[Any, ...], previous: tuple[Any, ...] | None) -> None:
         position = row[0]

@@ -601,6 +601,11 @@ class SqlEventLog(EventLog):
             if target is None:
                 return None
             own = [c for c in await _read_checkpoints(reader, tenant) if c.key_id == signer.key_id]
+            newest = next((c for c in reversed(own) if c.signature_valid(signer.public_key)), None)
+            if newest is not None and newest.position > target:
+                # The key signed further than this before: the events it attested must still be there
+                # (deleting the newest events leaves no broken link behind, only this).
+                await _check_checkpointed_row(reader, newest)
             at_target = [c for c in own if c.position == target]
             if at_target and at_target[0].signature_valid(signer.public_key):
                 await _check_checkpointed_row(reader, at_target[0])
