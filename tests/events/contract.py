@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from proficio_events import (
@@ -24,8 +25,11 @@ from proficio_events import (
     DuplicateEventError,
     EventLog,
     InvalidBatchError,
+    LogTamperedError,
     NewEvent,
+    Signer,
     StoredEvent,
+    chain_hash,
     open_event_log,
 )
 
@@ -419,10 +423,10 @@ class LogContract:
     async def test_verify_catches_an_altered_payload(self, log: EventLog, tamper: Callable[[str], None]) -> None:
         await self._ten_events(log)
         tamper("UPDATE events SET payload = CAST('{\"n\":1000}' AS BLOB_TYPE) WHERE position = 6")
-        report = await log.verify()
-        assert report.problem is not None
-        assert (report.problem.position, report.problem.kind, report.problem.tenant) == (6, "altered", T)
-        assert report.events_checked == 5
+        for report in (await log.verify(), await log.verify(T)):
+            assert report.problem is not None
+            assert (report.problem.position, report.problem.kind, report.problem.tenant) == (6, "altered", T)
+            assert report.events_checked == 5
 
     async def test_verify_catches_an_altered_envelope(self, log: EventLog, tamper: Callable[[str], None]) -> None:
         await self._ten_events(log)
@@ -431,50 +435,105 @@ class LogContract:
         assert report.problem is not None
         assert (report.problem.position, report.problem.kind) == (3, "altered")
 
-    async def test_verify_catches_a_removed_event(self, log: EventLog, tamper: Callable[[str], None]) -> None:
+    @pytest.mark.parametrize(
+        "change",
+        [
+            "recorded_us = recorded_us + 1",
+            "schema_version = 2",
+            "key = 'stolen-key'",
+            "fingerprint = CAST('x' AS BLOB_TYPE)",
+            "sealed = CAST('x' AS BLOB_TYPE)",
+            "key_id = 'another-key'",
+            "prev_hash = hash",
+            "hash = prev_hash",
+            "tenant = 'district-2'",
+        ],
+    )
+    async def test_verify_catches_any_altered_column(
+        self, log: EventLog, tamper: Callable[[str], None], change: str
+    ) -> None:
         await self._ten_events(log)
-        tamper("DELETE FROM events WHERE position = 4")
+        tamper(f"UPDATE events SET {change} WHERE position = 5")
         report = await log.verify()
         assert report.problem is not None
-        assert (report.problem.position, report.problem.kind) == (5, "removed")
+        assert report.problem.position == 5
+        assert report.problem.kind in ("altered", "removed")  # a changed prev_hash breaks the link itself
+
+    async def test_verify_catches_a_value_of_another_type(self, log: EventLog, tamper: Callable[[str], None]) -> None:
+        """SQLite stores the text as text in the payload column (PostgreSQL converts it to bytes)."""
+        await self._ten_events(log)
+        tamper("UPDATE events SET payload = '{}' WHERE position = 2")
+        report = await log.verify()
+        assert report.problem is not None
+        assert (report.problem.position, report.problem.kind) == (2, "altered")
+
+    async def test_verify_names_a_removed_event_by_the_hole_it_leaves(
+        self, log: EventLog, tamper: Callable[[str], None]
+    ) -> None:
+        await self._ten_events(log)
+        tamper("DELETE FROM events WHERE position = 4")
+        for report in (await log.verify(), await log.verify(T)):
+            assert report.problem is not None
+            assert (report.problem.position, report.problem.kind) == (4, "removed")
+            assert "no event at position 4" in report.problem.detail
 
     async def test_verify_catches_a_removed_first_event(self, log: EventLog, tamper: Callable[[str], None]) -> None:
         await self._ten_events(log)
         tamper("DELETE FROM events WHERE position = 1")
+        for report in (await log.verify(), await log.verify(T)):
+            assert report.problem is not None
+            assert (report.problem.position, report.problem.kind) == (1, "removed")
+
+    async def test_verify_catches_a_hole_left_by_another_tenants_removed_event(
+        self, log: EventLog, tamper: Callable[[str], None]
+    ) -> None:
+        """Deleting a tenant's newest event leaves its chain whole; the hole in the positions still shows,
+        even to a walk of another tenant, which cannot tell whose event it was."""
+        await self._ten_events(log)
+        await log.append(T, [ev("s", 100)])
+        tamper("DELETE FROM events WHERE position = 11")  # district-2's only event
+        assert (await log.verify("district-2")).problem is not None
         report = await log.verify(T)
         assert report.problem is not None
-        assert (report.problem.position, report.problem.kind) == (2, "removed")
+        assert (report.problem.position, report.problem.kind, report.problem.tenant) == (11, "removed", None)
+        assert report.events_checked == 11
+
+    async def test_verify_catches_a_renumbered_tail(self, log: EventLog, tamper: Callable[[str], None]) -> None:
+        """Closing the hole by renumbering the later events breaks their hashes (the position is hashed)."""
+        await self._ten_events(log)
+        tamper("DELETE FROM events WHERE position = 4")
+        for position in range(5, 12):
+            tamper(f"UPDATE events SET position = {position - 1} WHERE position = {position}")
+        report = await log.verify()
+        assert report.problem is not None
+        assert report.problem.position == 4
+        assert report.problem.kind in ("altered", "removed")
 
     async def test_verify_catches_reordered_events(self, log: EventLog, tamper: Callable[[str], None]) -> None:
         await self._ten_events(log)
         tamper("UPDATE events SET position = -7 WHERE position = 7")
         tamper("UPDATE events SET position = 7 WHERE position = 8")
         tamper("UPDATE events SET position = 8 WHERE position = -7")
+        for report in (await log.verify(), await log.verify(T)):
+            assert report.problem is not None
+            assert (report.problem.position, report.problem.kind) == (7, "reordered")
+            assert "stands at position 8" in report.problem.detail
+
+    async def test_verify_catches_an_event_moved_to_the_end(self, log: EventLog, tamper: Callable[[str], None]) -> None:
+        await self._ten_events(log)
+        tamper("UPDATE events SET position = 50 WHERE position = 3")
         report = await log.verify()
         assert report.problem is not None
-        assert (report.problem.position, report.problem.kind) == (7, "reordered")
+        assert (report.problem.position, report.problem.kind) == (3, "removed")
+        report = await log.verify(T)
+        assert report.problem is not None
+        assert report.problem.position == 3
 
     async def test_verify_catches_a_rehashed_rewrite(self, log: EventLog, tamper: Callable[[str], None]) -> None:
         """An attacker who edits a row and recomputes its hash still breaks the next link."""
         await self._ten_events(log)
         (victim,) = [e for e in await read_all(log) if e.position == 4]
-        from proficio_events import chain_hash
-
-        forged = chain_hash(
-            victim.prev_hash,
-            position=4,
-            tenant=T,
-            stream=victim.stream,
-            stream_version=victim.stream_version,
-            event_type=victim.event_type,
-            schema_version=victim.schema_version,
-            recorded_us=victim.recorded_us,
-            key=victim.key,
-            fingerprint=victim.fingerprint,
-            payload=b'{"n":-1}',
-            sealed=victim.sealed,
-            key_id=victim.key_id,
-        )
+        forged = self._forged_hash(victim, b'{"n":-1}')
         tamper(
             f"UPDATE events SET payload = CAST('{{\"n\":-1}}' AS BLOB_TYPE), hash = {self.hex(forged)} "
             "WHERE position = 4"
@@ -482,6 +541,117 @@ class LogContract:
         report = await log.verify()
         assert report.problem is not None
         assert (report.problem.position, report.problem.kind) == (5, "removed")
+
+    def _forged_hash(self, victim: StoredEvent, payload: bytes, prev_hash: bytes | None = None) -> bytes:
+        return chain_hash(
+            victim.prev_hash if prev_hash is None else prev_hash,
+            position=victim.position,
+            tenant=victim.tenant,
+            stream=victim.stream,
+            stream_version=victim.stream_version,
+            event_type=victim.event_type,
+            schema_version=victim.schema_version,
+            recorded_us=victim.recorded_us,
+            key=victim.key,
+            fingerprint=victim.fingerprint,
+            payload=payload,
+            sealed=victim.sealed,
+            key_id=victim.key_id,
+        )
+
+    async def _rewrite_and_rehash_from(self, log: EventLog, tamper: Callable[[str], None], position: int) -> None:
+        """Edit T's event at ``position`` and re-hash it and every later event of T: the chain holds again."""
+        prev: bytes | None = None
+        for event in await read_all(log, T):
+            if event.position < position:
+                continue
+            payload = b'{"n":-1}' if event.position == position else event.payload
+            link = event.prev_hash if prev is None else prev
+            prev = self._forged_hash(event, payload, link)
+            tamper(
+                f"UPDATE events SET payload = {self.hex(payload)}, prev_hash = {self.hex(link)},"
+                f" hash = {self.hex(prev)} WHERE position = {event.position}"
+            )
+
+    # -- signed checkpoints --------------------------------------------------------------------------
+
+    async def test_a_checkpoint_catches_a_rewrite_that_rehashed_the_rest_of_the_chain(
+        self, log: EventLog, tamper: Callable[[str], None]
+    ) -> None:
+        signer = Signer(Ed25519PrivateKey.generate())
+        await self._ten_events(log)
+        checkpoint = await log.record_checkpoint(T, signer)
+        assert checkpoint is not None
+        assert checkpoint.position == 10
+        assert (await log.verify(public_key=signer.public_key)).checkpoints_met == 1
+        await self._rewrite_and_rehash_from(log, tamper, 4)
+        report = await log.verify(public_key=signer.public_key)
+        assert report.problem is not None
+        assert (report.problem.position, report.problem.kind) == (10, "altered")
+        assert "rewritten and re-hashed" in report.problem.detail
+        assert report.events_checked == 10  # every link and hash held: only the checkpoint tells
+        with pytest.raises(LogTamperedError):
+            await log.record_checkpoint(T, signer)
+
+    async def test_a_checkpoint_catches_events_removed_from_the_end(
+        self, log: EventLog, tamper: Callable[[str], None]
+    ) -> None:
+        """Deleting the newest events leaves neither a broken link nor a hole: only a checkpoint shows it."""
+        signer = Signer(Ed25519PrivateKey.generate())
+        await self._ten_events(log)
+        await log.append(T, [ev("s", 100)])
+        assert (await log.record_checkpoint(T, signer)) is not None
+        tamper("DELETE FROM events WHERE position = 12")
+        for report in (await log.verify(), await log.verify(T, public_key=signer.public_key)):
+            assert report.problem is not None
+            assert (report.problem.position, report.problem.kind, report.problem.tenant) == (12, "removed", T)
+            assert "events were removed from the end" in report.problem.detail
+
+    async def test_a_forged_checkpoint_is_reported_and_other_keys_are_left_unchecked(
+        self, log: EventLog, tamper: Callable[[str], None]
+    ) -> None:
+        operator, earlier = Signer(Ed25519PrivateKey.generate()), Signer(Ed25519PrivateKey.generate())
+        await self._ten_events(log)
+        await log.record_checkpoint(T, earlier, position=4)
+        await log.record_checkpoint(T, operator)
+        report = await log.verify(public_key=operator.public_key)
+        assert report.ok
+        assert (report.checkpoints_met, report.signatures_verified, report.signatures_unchecked) == (2, 1, 1)
+        tamper(f"UPDATE signed_checkpoints SET signed_us = signed_us + 1 WHERE key_id = '{operator.key_id}'")
+        report = await log.verify(public_key=operator.public_key)
+        assert report.problem is not None
+        assert (report.problem.position, report.problem.kind) == (10, "forged")
+        assert (await log.verify()).ok  # without the key, the checkpoint's hash still matches
+
+    async def test_record_checkpoint_verifies_what_it_signs(self, log: EventLog, tamper: Callable[[str], None]) -> None:
+        signer = Signer(Ed25519PrivateKey.generate())
+        assert await log.record_checkpoint(T, signer) is None  # no events yet
+        await self._ten_events(log)
+        first = await log.record_checkpoint(T, signer, position=5)
+        assert first is not None
+        assert first.signature_valid(signer.public_key)
+        assert first.chain_hash == next(e for e in await read_all(log) if e.position == 5).hash
+        assert await log.record_checkpoint(T, signer, position=5) == first  # the same one, not signed again
+        with pytest.raises(InvalidBatchError):
+            await log.record_checkpoint(T, signer, position=11)  # district-2's event
+        tamper("UPDATE events SET payload = CAST('{}' AS BLOB_TYPE) WHERE position = 5")
+        with pytest.raises(LogTamperedError) as caught:
+            await log.record_checkpoint(T, signer)  # from the checkpoint at 5, whose row is re-hashed too
+        assert caught.value.problem.position == 5
+        assert [c.position for c in await log.checkpoints(T)] == [5]
+        assert await log.tenants() == [T, "district-2"]
+
+    async def test_periodic_checkpoints_walk_only_what_is_new(self, log: EventLog) -> None:
+        signer = Signer(Ed25519PrivateKey.generate())
+        await self._ten_events(log)
+        await log.record_checkpoint(T, signer)
+        await log.append(T, [ev("s", 100), ev("s", 101)])
+        second = await log.record_checkpoint(T, signer)
+        assert second is not None
+        assert second.position == 13
+        assert [c.position for c in await log.checkpoints(T)] == [10, 13]
+        assert [c.position for c in await log.checkpoints(after=10)] == [13]
+        assert (await log.verify(public_key=signer.public_key)).signatures_verified == 2
 
     def hex(self, data: bytes) -> str:
         raise NotImplementedError

@@ -5,6 +5,17 @@
 """
 
 from ._bulk import bulk_insert, bulk_insert_many, bulk_upsert, select_in
+from ._chain import Anchor, ChainWalk, row_hash
+from ._checkpointer import CheckpointOutcome, checkpoint_tenants, run_checkpointer
+from ._checkpoints import (
+    Checkpoint,
+    CheckpointSettings,
+    Signer,
+    generate_key_files,
+    load_public_key,
+    load_signer,
+    public_key_file_for,
+)
 from ._envelope import (
     GENESIS,
     AppendResult,
@@ -19,10 +30,13 @@ from ._errors import (
     DuplicateEventError,
     EventStoreError,
     InvalidBatchError,
+    LogTamperedError,
     PoisonEventError,
     ProjectionError,
+    SigningKeyError,
     StoreUnavailableError,
 )
+from ._export import ExportReport, ExportSummary, export_segment, verify_export
 from ._log import EventLog, InlineHandler
 from ._open import make_event_log, open_event_log, sqlite_url
 from ._settings import StoreSettings
@@ -30,17 +44,27 @@ from ._sql import run_alembic_env
 
 __all__ = [
     "GENESIS",
+    "Anchor",
     "AppendResult",
     "ChainProblem",
+    "ChainWalk",
+    "Checkpoint",
+    "CheckpointOutcome",
+    "CheckpointSettings",
     "ConcurrencyError",
     "DuplicateEventError",
     "EventLog",
     "EventStoreError",
+    "ExportReport",
+    "ExportSummary",
     "InlineHandler",
     "InvalidBatchError",
+    "LogTamperedError",
     "NewEvent",
     "PoisonEventError",
     "ProjectionError",
+    "Signer",
+    "SigningKeyError",
     "StoreSettings",
     "StoreUnavailableError",
     "StoredEvent",
@@ -49,9 +73,18 @@ __all__ = [
     "bulk_insert_many",
     "bulk_upsert",
     "chain_hash",
+    "checkpoint_tenants",
+    "export_segment",
+    "generate_key_files",
+    "load_public_key",
+    "load_signer",
     "make_event_log",
     "open_event_log",
+    "public_key_file_for",
+    "row_hash",
     "run_alembic_env",
+    "run_checkpointer",
     "select_in",
     "sqlite_url",
+    "verify_export",
 ]

@@ -172,14 +172,18 @@ class AppendResult:
         return max((e.position for e in self.events), default=0)
 
 
-ProblemKind = Literal["altered", "removed", "reordered"]
+ProblemKind = Literal["altered", "removed", "reordered", "forged"]
 
 
 @dataclass(frozen=True, slots=True)
 class ChainProblem:
-    """The first place where a tenant's chain does not hold."""
+    """The first place where a tenant's chain does not hold.
 
-    tenant: str
+    ``tenant`` is None when it cannot be told: a hole in the log's positions (whose event was deleted).
+    ``forged``: a stored checkpoint whose signature does not verify.
+    """
+
+    tenant: str | None
     position: int
     kind: ProblemKind
     detail: str
@@ -187,12 +191,20 @@ class ChainProblem:
 
 @dataclass(frozen=True, slots=True)
 class VerifyReport:
-    """The outcome of walking the hash chain."""
+    """The outcome of walking the hash chain.
+
+    ``checkpoints_met``: stored checkpoints whose hash the chain still shows at their position;
+    ``signatures_verified``: those whose signature was checked against the public key given (the others
+    were signed by another key, or no key was given).
+    """
 
     events_checked: int
     tenants: int
     problem: ChainProblem | None = None
     heads: dict[str, bytes] = field(default_factory=dict)
+    checkpoints_met: int = 0
+    signatures_verified: int = 0
+    signatures_unchecked: int = 0
 
     @property
     def ok(self) -> bool:

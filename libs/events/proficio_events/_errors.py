@@ -6,12 +6,19 @@ Services catch these, never driver exceptions (asyncpg, sqlite3, SQLAlchemy)::
     ├── InvalidBatchError        the batch itself is malformed (caller's fault, never retry)
     ├── ConcurrencyError         a stream's expected version did not hold
     ├── DuplicateEventError      a uniqueness key is already taken by different content
-    └── StoreUnavailableError    the store could not be reached or locked in time (retryable)
+    ├── StoreUnavailableError    the store could not be reached or locked in time (retryable)
+    ├── LogTamperedError         the hash chain does not hold, so it is not signed or exported as sound
+    └── SigningKeyError          the checkpoint signing key (or a public key) cannot be used
     ProjectionError
     └── PoisonEventError         an event a projection cannot fold, after retries
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._envelope import ChainProblem
 
 
 class EventStoreError(Exception):
@@ -45,6 +52,21 @@ class DuplicateEventError(EventStoreError):
 
 class StoreUnavailableError(EventStoreError):
     """The store did not answer, or its write lock was not granted in time. Safe to retry."""
+
+
+class LogTamperedError(EventStoreError):
+    """A chain walk found ``problem``; refused to sign (or vouch for) what the log holds."""
+
+    def __init__(self, problem: ChainProblem) -> None:
+        whose = f"tenant {problem.tenant!r}" if problem.tenant is not None else "the log"
+        super().__init__(
+            f"the log does not verify: event {problem.position} of {whose} was {problem.kind}: {problem.detail}"
+        )
+        self.problem = problem
+
+
+class SigningKeyError(EventStoreError):
+    """A key file is missing, unreadable, or not an ed25519 key."""
 
 
 class ProjectionError(Exception):

@@ -6,10 +6,16 @@ import abc
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ._envelope import AppendResult, NewEvent, StoredEvent, VerifyReport
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    from ._checkpoints import Checkpoint, Signer
 
 #: Work done inside the append transaction with the newly stored events (inline projections,
 #: such as the statement query tables). If it raises, nothing of the batch is written.
@@ -90,8 +96,32 @@ class EventLog(abc.ABC):
         """Record progress; with ``conn``, inside that transaction (with the consumer's view change)."""
 
     @abc.abstractmethod
-    async def verify(self, tenant: str | None = None) -> VerifyReport:
-        """Walk the hash chain(s) and report the first event altered, removed or reordered."""
+    async def verify(self, tenant: str | None = None, *, public_key: Ed25519PublicKey | None = None) -> VerifyReport:
+        """Walk the hash chain(s) and report the first event altered, removed or reordered.
+
+        Every stored checkpoint (of ``tenant``, or all) is held against the chain: the event at its
+        position must still carry its hash. With ``public_key``, the signatures of the checkpoints that
+        key made are checked too (a failing one is reported as ``forged``).
+        """
+
+    @abc.abstractmethod
+    async def tenants(self) -> list[str]:
+        """Every tenant with at least one event, in order."""
+
+    @abc.abstractmethod
+    async def checkpoints(
+        self, tenant: str | None = None, *, after: int = 0, through: int | None = None
+    ) -> list[Checkpoint]:
+        """Stored checkpoints (of ``tenant``, or all) with a position in (after, through], by position."""
+
+    @abc.abstractmethod
+    async def record_checkpoint(self, tenant: str, signer: Signer, *, position: int | None = None) -> Checkpoint | None:
+        """Sign and store a checkpoint of ``tenant``'s chain at ``position`` (default: its newest event).
+
+        The chain up to there is verified first, from the signer's newest checkpoint on, so a tampered
+        chain is never signed (``LogTamperedError``). Returns the checkpoint already stored at that
+        position by the same key if there is one, None if the tenant has no events.
+        """
 
     @abc.abstractmethod
     async def migrate_package(self, location: Path, version_table: str) -> None:

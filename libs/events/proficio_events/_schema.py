@@ -41,6 +41,20 @@ checkpoints = sa.Table(
     sa.Column("updated_us", sa.BigInteger, nullable=False),
 )
 
+# Checkpoints signed with the operator's key (see _checkpoints.py). A table of their own, not events: a
+# checkpoint is a statement *about* the chain at a position (its hash there), signing needs no write lock,
+# and periodic checkpoints neither grow the tenant's chain nor reach every projector.
+signed_checkpoints = sa.Table(
+    "signed_checkpoints",
+    metadata,
+    sa.Column("tenant", sa.Text, primary_key=True),
+    sa.Column("position", Position, primary_key=True, autoincrement=False),
+    sa.Column("key_id", sa.Text, primary_key=True),
+    sa.Column("chain_hash", sa.LargeBinary, nullable=False),
+    sa.Column("signed_us", sa.BigInteger, nullable=False),
+    sa.Column("signature", sa.LargeBinary, nullable=False),
+)
+
 EVENT_COLUMNS = (
     "position",
     "tenant",

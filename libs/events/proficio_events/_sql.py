@@ -10,11 +10,11 @@ import abc
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from alembic import command
@@ -22,7 +22,9 @@ from alembic.config import Config
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from ._bulk import defer_insert, drop_deferred, flush_deferred
+from ._bulk import bulk_insert, defer_insert, drop_deferred, flush_deferred
+from ._chain import BrokenLink, ChainWalk, Row, row_hash
+from ._checkpoints import Checkpoint, Signer, key_id_of
 from ._envelope import (
     GENESIS,
     AppendResult,
@@ -37,14 +39,17 @@ from ._errors import (
     DuplicateEventError,
     EventStoreError,
     InvalidBatchError,
+    LogTamperedError,
     StoreUnavailableError,
 )
 from ._log import EventLog, InlineHandler
-from ._schema import EVENT_COLUMNS, checkpoints, events
+from ._schema import EVENT_COLUMNS, checkpoints, events, signed_checkpoints
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 _COLUMNS = [events.c[name] for name in EVENT_COLUMNS]
-_READ_BATCH = 5000
 #: The most events one group commit takes; a single larger batch is still taken whole.
 MAX_GROUP_EVENTS = 20_000
 
@@ -548,51 +553,84 @@ class SqlEventLog(EventLog):
         async with self.transaction() as own:
             await self._upsert_checkpoint(own, values)
 
-    # -- verification ----------------------------------------------------------------------------
+    # -- verification and checkpoints --------------------------------------------------------------
 
-    async def verify(self, tenant: str | None = None) -> VerifyReport:
-        heads: dict[str, bytes] = {}
-        checked = 0
-        position = 0
-        while True:
-            batch = await self.read_after(position, _READ_BATCH, tenant=tenant)
-            if not batch:
-                return VerifyReport(checked, len(heads), None, heads)
-            for event in batch:
-                expected_prev = heads.get(event.tenant, GENESIS)
-                if event.prev_hash != expected_prev:
-                    problem = await self._broken_link(event, expected_prev)
-                    return VerifyReport(checked, len(heads), problem, heads)
-                if event.expected_hash() != event.hash:
-                    problem = ChainProblem(
-                        event.tenant,
-                        event.position,
-                        "altered",
-                        "the event's content no longer matches its hash",
-                    )
-                    return VerifyReport(checked, len(heads), problem, heads)
-                heads[event.tenant] = event.hash
-                checked += 1
-            position = batch[-1].position
+    @abc.abstractmethod
+    def snapshot(self) -> AbstractAsyncContextManager[RawReader]:
+        """A read-only, consistent view of the database on the driver connection (rows as plain tuples)."""
 
-    async def _broken_link(self, event: StoredEvent, expected_prev: bytes) -> ChainProblem:
-        """Say why ``event`` does not follow the tenant's previous event."""
-        async with self.engine.connect() as conn:
-            predecessor = await conn.scalar(
-                sa.select(events.c.position).where(events.c.tenant == event.tenant, events.c.hash == event.prev_hash)
-            )
-        if predecessor is not None and predecessor != event.position:
-            return ChainProblem(
-                event.tenant,
-                event.position,
-                "reordered",
-                f"the event that should precede it stands at position {predecessor}",
-            )
-        if expected_prev == GENESIS and event.prev_hash != GENESIS:
-            detail = "the tenant's earlier events are missing or were rewritten"
-        else:
-            detail = "the event before it in the tenant's chain is missing or was rewritten"
-        return ChainProblem(event.tenant, event.position, "removed", detail)
+    async def verify(self, tenant: str | None = None, *, public_key: Ed25519PublicKey | None = None) -> VerifyReport:
+        unavailable: tuple[type[BaseException], ...] = (DBAPIError, InterfaceError, OSError, *self._driver_errors)
+        try:
+            async with self.snapshot() as reader:
+                return await self._verify(reader, tenant, public_key)
+        except unavailable as exc:
+            raise StoreUnavailableError(f"the log could not be read: {exc}") from exc
+
+    async def _verify(self, reader: RawReader, tenant: str | None, public_key: Ed25519PublicKey | None) -> VerifyReport:
+        stored = await _read_checkpoints(reader, tenant)
+        judged = judge_signatures(stored, public_key)
+        # A whole-log walk also sees every position, so a deleted row shows as a hole.
+        walk = ChainWalk(contiguous=tenant is None, anchors=[c.anchor() for c in judged.usable])
+        query = _SELECT_EVENTS + (" WHERE tenant = $1" if tenant is not None else "") + " ORDER BY position"
+        scan = reader.scan(query, (tenant,) if tenant is not None else (), _VERIFY_BATCH)
+        async with contextlib.aclosing(scan) as batches:
+            async for batch in batches:
+                if not walk.feed(batch):
+                    break
+        walk.finish()
+        problems = [judged.forged] if judged.forged is not None else []
+        if walk.problem is not None:
+            problems.append(walk.problem)
+        if walk.broken is not None:
+            problems.append(await _diagnose(reader, walk.broken))
+        if tenant is not None:
+            # A tenant walk skips the other tenants' positions: look for holes in the whole log apart.
+            hole = await _first_hole(reader, 0, None)
+            if hole is not None:
+                problems.append(hole)
+        problem = min(problems, key=lambda p: p.position) if problems else None
+        return VerifyReport(
+            walk.checked, len(walk.heads), problem, walk.heads, walk.anchors_met, judged.verified, judged.unchecked
+        )
+
+    async def tenants(self) -> list[str]:
+        async with self.snapshot() as reader:
+            return [str(row[0]) for row in await reader.fetch(_TENANTS)]
+
+    async def checkpoints(
+        self, tenant: str | None = None, *, after: int = 0, through: int | None = None
+    ) -> list[Checkpoint]:
+        async with self.snapshot() as reader:
+            found = await _read_checkpoints(reader, tenant)
+        return [c for c in found if c.position > after and (through is None or c.position <= through)]
+
+    async def record_checkpoint(self, tenant: str, signer: Signer, *, position: int | None = None) -> Checkpoint | None:
+        async with self.snapshot() as reader:
+            target = await _checkpoint_target(reader, tenant, position)
+            if target is None:
+                return None
+            own = [c for c in await _read_checkpoints(reader, tenant) if c.key_id == signer.key_id]
+            newest = next((c for c in reversed(own) if c.signature_valid(signer.public_key)), None)
+            if newest is not None and newest.position > target:
+                # The key signed further than this before: the events it attested must still be there
+                # (deleting the newest events leaves no broken link behind, only this).
+                await _check_checkpointed_row(reader, newest)
+            at_target = [c for c in own if c.position == target]
+            if at_target and at_target[0].signature_valid(signer.public_key):
+                await _check_checkpointed_row(reader, at_target[0])
+                return at_target[0]
+            chain_hash = await _verified_hash_at(reader, tenant, target, own, signer)
+        checkpoint = signer.sign(tenant, target, chain_hash)
+        async with self.transaction() as conn:
+            await bulk_insert(
+                conn,
+                signed_checkpoints,
+                [(checkpoint.tenant, checkpoint.position, checkpoint.key_id, checkpoint.chain_hash,
+                  checkpoint.signed_us, checkpoint.signature)],
+                ignore_conflicts=True,
+            )  # fmt: skip
+        return checkpoint
 
     async def close(self) -> None:
         await self.engine.dispose()
@@ -603,9 +641,206 @@ async def wait_for_flag(changed: asyncio.Event, timeout: float) -> None:
         await asyncio.wait_for(changed.wait(), timeout)
 
 
+class RawReader(abc.ABC):
+    """Reads on a driver connection inside one read-only snapshot. SQL uses ``$1``-style parameters."""
+
+    @abc.abstractmethod
+    async def fetch(self, sql: str, *args: Any) -> list[Row]:
+        """Every row of a query."""
+
+    @abc.abstractmethod
+    def scan(self, sql: str, args: Sequence[Any], batch: int) -> AsyncGenerator[list[Row], None]:
+        """A query's rows in batches; the next batch is fetched while the caller works on this one."""
+
+
+async def prefetched(fetch: Callable[[], Awaitable[list[Row]]]) -> AsyncGenerator[list[Row], None]:
+    """Batches from ``fetch`` until an empty one, always one request ahead of the consumer."""
+    pending: asyncio.Future[list[Row]] = asyncio.ensure_future(fetch())
+    try:
+        while True:
+            rows = await pending
+            if not rows:
+                return
+            pending = asyncio.ensure_future(fetch())
+            yield rows
+    finally:
+        if not pending.done():
+            # Let the driver finish the request rather than cancel it half-way on a connection still in use.
+            with contextlib.suppress(Exception):
+                await pending
+
+
+_SELECT_EVENTS = f"SELECT {', '.join(EVENT_COLUMNS)} FROM events"
+#: Rows per batch of a chain walk (two batches are in memory at once).
+_VERIFY_BATCH = 8192
+# The tenants, one index probe each (a skip scan), not a scan of the whole log.
+_TENANTS = """
+WITH RECURSIVE t(tenant) AS (
+    SELECT min(tenant) FROM events
+    UNION ALL
+    SELECT (SELECT min(e.tenant) FROM events e WHERE e.tenant > t.tenant) FROM t WHERE t.tenant IS NOT NULL
+)
+SELECT tenant FROM t WHERE tenant IS NOT NULL
+"""
+
+
+async def _read_checkpoints(reader: RawReader, tenant: str | None) -> list[Checkpoint]:
+    query = "SELECT tenant, position, chain_hash, signed_us, key_id, signature FROM signed_checkpoints"
+    rows = await reader.fetch(
+        query + (" WHERE tenant = $1" if tenant is not None else "") + " ORDER BY position, key_id",
+        *((tenant,) if tenant is not None else ()),
+    )
+    return [Checkpoint(str(t), int(p), bytes(h), int(s), str(k), bytes(sig)) for t, p, h, s, k, sig in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class JudgedCheckpoints:
+    usable: list[Checkpoint]  # every checkpoint but forged ones: the chain must show their hashes
+    verified: int
+    unchecked: int
+    forged: ChainProblem | None  # the first checkpoint whose signature fails under the key given
+
+
+def judge_signatures(found: Sequence[Checkpoint], public_key: Ed25519PublicKey | None) -> JudgedCheckpoints:
+    """Sort checkpoints by what their signatures say under ``public_key`` (None: none checked).
+
+    One signed by another key (an earlier key, say) is still held against the chain, but counted
+    unchecked; a false one can only make verification fail, never hide a change.
+    """
+    key_id = key_id_of(public_key) if public_key is not None else None
+    usable: list[Checkpoint] = []
+    verified = unchecked = 0
+    forged: ChainProblem | None = None
+    for checkpoint in found:
+        if public_key is None or checkpoint.key_id != key_id:
+            unchecked += 1
+        elif checkpoint.signature_valid(public_key):
+            verified += 1
+        else:
+            if forged is None:
+                forged = ChainProblem(
+                    checkpoint.tenant,
+                    checkpoint.position,
+                    "forged",
+                    f"{checkpoint.label} does not carry that key's signature",
+                )
+            continue
+        usable.append(checkpoint)
+    return JudgedCheckpoints(usable, verified, unchecked, forged)
+
+
+async def _diagnose(reader: RawReader, broken: BrokenLink) -> ChainProblem:
+    """Say why an event does not follow its tenant's previous one: moved, or removed/rewritten before it."""
+    found = await reader.fetch(
+        "SELECT position FROM events WHERE tenant = $1 AND hash = $2", broken.tenant, broken.prev_hash
+    )
+    predecessor = int(found[0][0]) if found else None
+    if predecessor is not None and predecessor != broken.position:
+        return ChainProblem(
+            broken.tenant,
+            broken.position,
+            "reordered",
+            f"the event that should precede it stands at position {predecessor}",
+        )
+    if broken.expected_prev == GENESIS and broken.prev_hash != GENESIS:
+        detail = "the tenant's earlier events are missing or were rewritten"
+    else:
+        detail = "the event before it in the tenant's chain is missing or was rewritten"
+    return ChainProblem(broken.tenant, broken.position, "removed", detail)
+
+
+async def _first_hole(reader: RawReader, after: int, through: int | None) -> ChainProblem | None:
+    """The first position in (after, through] (through: the head) that holds no event, if any.
+
+    Positions never skip a number (they are allocated as max + 1 under the write lock, and a rolled-back
+    append takes none), so a hole is a deleted event. One count over the primary key; the search for
+    where the hole is only runs when there is one.
+    """
+    bound = through if through is not None else 2**62
+    (count, last), *_ = await reader.fetch(
+        "SELECT count(*), max(position) FROM events WHERE position > $1 AND position <= $2", after, bound
+    )
+    end = through if through is not None else int(last or after)
+    if int(count) == end - after:
+        return None
+    first = await reader.fetch("SELECT min(position) FROM events WHERE position > $1", after)
+    if first[0][0] is None or int(first[0][0]) > after + 1:
+        missing = after + 1
+    else:
+        found = await reader.fetch(
+            "SELECT e.position + 1 FROM events e WHERE e.position > $1 AND e.position < $2"
+            " AND NOT EXISTS (SELECT 1 FROM events n WHERE n.position = e.position + 1)"
+            " ORDER BY e.position LIMIT 1",
+            after,
+            end,
+        )
+        missing = int(found[0][0]) if found else end
+    return ChainProblem(
+        None,
+        missing,
+        "removed",
+        f"there is no event at position {missing}: it was deleted (positions never skip a number);"
+        " the tenant it belonged to cannot be told",
+    )
+
+
+async def _checkpoint_target(reader: RawReader, tenant: str, position: int | None) -> int | None:
+    """The position to checkpoint: the tenant's newest event, or ``position`` if it is the tenant's."""
+    if position is None:
+        rows = await reader.fetch(
+            "SELECT position FROM events WHERE tenant = $1 ORDER BY position DESC LIMIT 1", tenant
+        )
+        return int(rows[0][0]) if rows else None
+    rows = await reader.fetch("SELECT tenant FROM events WHERE position = $1", position)
+    if not rows or rows[0][0] != tenant:
+        raise InvalidBatchError(f"position {position} holds no event of tenant {tenant!r}")
+    return position
+
+
+async def _check_checkpointed_row(reader: RawReader, checkpoint: Checkpoint) -> None:
+    """The event a checkpoint names must still hash to the checkpoint's hash (LogTamperedError if not)."""
+    rows = await reader.fetch(_SELECT_EVENTS + " WHERE position = $1", checkpoint.position)
+    if not rows or rows[0][1] != checkpoint.tenant or row_hash(rows[0], rows[0][12]) != checkpoint.chain_hash:
+        raise LogTamperedError(
+            ChainProblem(
+                checkpoint.tenant, checkpoint.position, "altered", f"the event no longer matches {checkpoint.label}"
+            )
+        )
+
+
+async def _verified_hash_at(
+    reader: RawReader, tenant: str, target: int, own: list[Checkpoint], signer: Signer
+) -> bytes:
+    """The tenant's chain hash at ``target``, after checking the chain up to it (LogTamperedError if it does
+    not hold): from this key's newest good checkpoint before it, so a periodic checkpoint only walks what
+    is new. The checkpointed row itself is re-hashed too, so a row edited since it was signed is caught."""
+    base = next((c for c in reversed(own) if c.position < target and c.signature_valid(signer.public_key)), None)
+    heads: dict[str, bytes] = {}
+    after = 0
+    if base is not None:
+        await _check_checkpointed_row(reader, base)
+        heads, after = {tenant: base.chain_hash}, base.position
+    later = [c.anchor() for c in own if after < c.position <= target]
+    walk = ChainWalk(heads, after=after, anchors=later)
+    query = _SELECT_EVENTS + " WHERE tenant = $1 AND position > $2 AND position <= $3 ORDER BY position"
+    async with contextlib.aclosing(reader.scan(query, (tenant, after, target), _VERIFY_BATCH)) as rows_:
+        async for batch in rows_:
+            if not walk.feed(batch):
+                break
+    walk.finish()
+    if walk.broken is not None:
+        raise LogTamperedError(await _diagnose(reader, walk.broken))
+    if walk.problem is not None:
+        raise LogTamperedError(walk.problem)
+    hole = await _first_hole(reader, after, target)
+    if hole is not None:
+        raise LogTamperedError(hole)
+    return walk.heads[tenant]
+
+
 def _chunks(values: list[str], size: int) -> Iterable[list[str]]:
     for start in range(0, len(values), size):
         yield values[start : start + size]
 
 
-__all__ = ["SqlEventLog", "run_alembic_env", "run_migrations"]
+__all__ = ["RawReader", "SqlEventLog", "judge_signatures", "prefetched", "run_alembic_env", "run_migrations"]

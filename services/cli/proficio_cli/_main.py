@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import click
 import orjson
 
-from proficio_events import EventStoreError, StoreSettings, open_event_log
+from proficio_events import CheckpointSettings, EventStoreError, SigningKeyError, StoreSettings, open_event_log
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -86,7 +86,14 @@ def serve(data_dir: Path | None, host: str | None, port: int | None, workers: in
     if port is not None:
         updates["port"] = port
     settings = IngestSettings().model_copy(update=updates)
+    checkpoints = CheckpointSettings()
+    try:  # a bad signing key stops the start here, with its reason, not in every worker
+        signer = checkpoints.signer()
+    except SigningKeyError as exc:
+        raise click.ClickException(str(exc)) from exc
     click.echo(f"Proficio: log at {_describe(settings)}; xAPI at http://{settings.host}:{settings.port}/xapi/")
+    if signer is not None and checkpoints.checkpoint_interval_s > 0:
+        click.echo(f"checkpoints: every {checkpoints.checkpoint_interval_s:g} s, signed with key {signer.key_id}")
     if workers > 1:
         # Worker processes build their own app from the environment.
         os.environ["PROFICIO_DATA_DIR"] = str(settings.data_dir)
@@ -123,45 +130,6 @@ async def log_status(data_dir: Path | None, as_json: bool) -> int:
     info = {"log": _describe(settings), "position": head}
     click.echo(orjson.dumps(info).decode() if as_json else f"log: {info['log']}\nposition: {head}")
     return 0
-
-
-@main.command()
-@store_options
-@click.option("--tenant", default=None, help="Check one tenant's chain only.")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
-@_async
-async def verify(data_dir: Path | None, tenant: str | None, as_json: bool) -> int:
-    """Walk the hash chain; exit 1 and name the first altered, removed or reordered event."""
-    async with await open_event_log(_store(data_dir).log_url()) as event_log:
-        report = await event_log.verify(tenant)
-    problem = report.problem
-    if as_json:
-        click.echo(
-            orjson.dumps(
-                {
-                    "ok": report.ok,
-                    "events_checked": report.events_checked,
-                    "tenants": report.tenants,
-                    "problem": None
-                    if problem is None
-                    else {
-                        "tenant": problem.tenant,
-                        "position": problem.position,
-                        "kind": problem.kind,
-                        "detail": problem.detail,
-                    },
-                    "heads": {t: h.hex() for t, h in report.heads.items()},
-                }
-            ).decode()
-        )
-    elif problem is None:
-        click.echo(f"ok: {report.events_checked} events in {report.tenants} tenant chain(s) verified")
-    else:
-        click.echo(
-            f"TAMPERED: event {problem.position} of tenant {problem.tenant!r} was {problem.kind}: {problem.detail}"
-            f" ({report.events_checked} events verified before it)"
-        )
-    return 0 if report.ok else 1
 
 
 @main.group()

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
+from collections.abc import AsyncIterator
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -12,7 +14,7 @@ import click
 import orjson
 from fastapi import FastAPI
 
-from proficio_events import EventLog
+from proficio_events import CheckpointSettings, EventLog, run_checkpointer
 
 
 def stream_settings(data_dir: Path | None) -> Any:
@@ -38,7 +40,29 @@ def create_full_app(settings: Any = None) -> FastAPI:
         app, default_projections(), stream, runner,
         run_projectors=stream.run_projectors and not stream.kafka_bootstrap, learner_id=learner_stream,
     )  # fmt: skip
+    install_checkpointer(app, CheckpointSettings())
     return app
+
+
+def install_checkpointer(app: FastAPI, settings: CheckpointSettings) -> None:
+    """With a signing key and an interval, checkpoint every tenant whose chain grew, in the app's lifespan."""
+    signer = settings.signer()
+    if signer is None or settings.checkpoint_interval_s <= 0:
+        return
+    inner = app.router.lifespan_context
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app_: Any) -> AsyncIterator[Any]:
+        async with inner(app_) as state:
+            stop = asyncio.Event()
+            task = asyncio.create_task(run_checkpointer(app_.state.log, signer, settings.checkpoint_interval_s, stop))
+            try:
+                yield state
+            finally:
+                stop.set()
+                await asyncio.gather(task, return_exceptions=True)
+
+    app.router.lifespan_context = lifespan
 
 
 async def open_store(data_dir: Path | None) -> EventLog:

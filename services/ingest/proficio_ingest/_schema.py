@@ -109,3 +109,18 @@ documents = sa.Table(
     sa.Column("updated_us", sa.BigInteger, nullable=False),
     sa.Index("ix_xapi_documents_context", "tenant", "resource", "activity_id", "agent", "registration"),
 )
+
+# Where each import from another LRS (proficio import-lrs) has got to; written with each page's statements.
+lrs_imports = sa.Table(
+    "proficio_lrs_imports",
+    metadata,
+    sa.Column("tenant", sa.Text, primary_key=True),
+    sa.Column("source", sa.Text, primary_key=True),  # the source's Statements resource
+    sa.Column("next_url", sa.Text, nullable=True),  # the next page's `more` link; NULL once caught up
+    sa.Column("run_consistent_through", sa.Text, nullable=True),
+    sa.Column("since", sa.Text, nullable=True),  # Consistent-Through of the last finished run: the next run's since
+    sa.Column("last_stored", sa.Text, nullable=True),
+    sa.Column("statements", sa.BigInteger, nullable=False),
+    sa.Column("pages", sa.BigInteger, nullable=False),
+    sa.Column("updated_us", sa.BigInteger, nullable=False),
+)

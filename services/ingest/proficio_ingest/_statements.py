@@ -18,8 +18,9 @@ from typing import Any
 
 import orjson
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from proficio_events import DuplicateEventError, EventLog, NewEvent
+from proficio_events import DuplicateEventError, EventLog, InlineHandler, NewEvent, StoredEvent
 
 from . import _projection as projection
 from ._agents import stream_identity
@@ -135,6 +136,14 @@ class Page:
     bound: int
 
 
+def _then(also: InlineHandler) -> InlineHandler:
+    async def both(conn: AsyncConnection, new_events: Sequence[StoredEvent]) -> None:
+        await projection.apply(conn, new_events)
+        await also(conn, new_events)
+
+    return both
+
+
 def _matches(index: Any, tenant: str, kind: int, value: str) -> sa.ColumnElement[bool]:
     stored, narrow = projection.index_condition(kind)
     condition = sa.and_(index.c.tenant == tenant, index.c.kind == stored, index.c.value == value)
@@ -152,8 +161,14 @@ class StatementService:
         credential: Credential,
         prepared: Sequence[dict[str, Any]],
         parts: dict[str, AttachmentPart],
+        *,
+        also: InlineHandler | None = None,
     ) -> list[str]:
-        """Append the statements (already validated and prepared) and their attachments: all or nothing."""
+        """Append the statements (already validated and prepared) and their attachments: all or nothing.
+
+        ``also`` runs in the append transaction after the query tables are updated, with the new events (it
+        does not run when every statement was stored before).
+        """
         events: list[NewEvent] = []
         wanted = {
             a.get("sha2")
@@ -183,7 +198,7 @@ class StatementService:
                 )
             )
         try:
-            await self.log.append(tenant, events, inline=projection.apply)
+            await self.log.append(tenant, events, inline=projection.apply if also is None else _then(also))
         except DuplicateEventError as exc:
             ids = [k.removeprefix(STATEMENT_KEY) for k in exc.keys if k.startswith(STATEMENT_KEY)]
             raise Conflict(

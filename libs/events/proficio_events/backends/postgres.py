@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -23,9 +23,10 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
+from .._chain import Row
 from .._envelope import GENESIS, StoredEvent
 from .._schema import EVENT_COLUMNS, checkpoints
-from .._sql import GroupState, SqlEventLog, wait_for_flag
+from .._sql import GroupState, RawReader, SqlEventLog, prefetched, wait_for_flag
 
 CHANNEL = "proficio_log"
 #: From this many rows on, a batch goes in by binary COPY rather than one unnest() insert.
@@ -102,6 +103,22 @@ def asyncpg_dsn(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
+class _PostgresReader(RawReader):
+    """Reads on the asyncpg connection; a scan is a server-side cursor, one batch ahead of the caller."""
+
+    def __init__(self, driver: asyncpg.Connection) -> None:
+        self._driver = driver
+
+    async def fetch(self, sql: str, *args: Any) -> list[Row]:
+        rows: list[Row] = await self._driver.fetch(sql, *args)
+        return rows
+
+    async def scan(self, sql: str, args: Sequence[Any], batch: int) -> AsyncGenerator[list[Row], None]:
+        cursor = await self._driver.cursor(sql, *args)
+        async for rows in prefetched(lambda: cursor.fetch(batch)):
+            yield rows
+
+
 class PostgresEventLog(SqlEventLog):
     """The log in a PostgreSQL database."""
 
@@ -130,6 +147,15 @@ class PostgresEventLog(SqlEventLog):
             yield conn
 
     _driver_errors = (asyncpg.PostgresError, asyncpg.InterfaceError)
+
+    @asynccontextmanager
+    async def snapshot(self) -> AsyncIterator[RawReader]:
+        async with self.engine.connect() as conn:
+            raw = await conn.get_raw_connection()
+            driver: asyncpg.Connection = raw.driver_connection
+            # One snapshot for the walk and its side queries; read-only, so it takes no lock appends wait on.
+            async with driver.transaction(isolation="repeatable_read", readonly=True):
+                yield _PostgresReader(driver)
 
     def _may_defer(self, rows: list[tuple[Any, ...]]) -> bool:
         return len(rows) < COPY_THRESHOLD  # larger batches go in by COPY, on their own
