@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import functools
+import operator
 import statistics
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -227,20 +228,30 @@ def evidence_of(
     """Evidence per competency, in evidence order, without voided statements and withdrawn ratings."""
     gone = set(voided)
     found: dict[str, list[Evidence]] = {}
+    one = Decimal(1)
     for o in observations:
         if o.statement_id in gone:
             continue
-        named = dict.fromkeys(o.competencies, (Decimal(1), o.source))
-        for competency, weight in (alignments or {}).get(o.activity or "", {}).items():
-            named.setdefault(competency, (weight, "alignment"))
-        for competency, (weight, source) in named.items():
+        named = o.competencies
+        for competency in named if len(named) < 2 else dict.fromkeys(named):
             found.setdefault(competency, []).append(
-                Evidence(o.statement_id, competency, o.norm, o.success, source, weight, o.timestamp_us, o.stored_us,
+                Evidence(o.statement_id, competency, o.norm, o.success, o.source, one, o.timestamp_us, o.stored_us,
                          o.authority)
             )  # fmt: skip
+        aligned = alignments.get(o.activity) if alignments and o.activity else None
+        for competency, weight in (aligned or {}).items():
+            if competency not in named:  # a competency the statement names counts once, at full weight
+                found.setdefault(competency, []).append(
+                    Evidence(o.statement_id, competency, o.norm, o.success, "alignment", weight, o.timestamp_us,
+                             o.stored_us, o.authority)
+                )  # fmt: skip
     for items in found.values():
-        items.sort(key=lambda e: e.order)
+        items.sort(key=EVIDENCE_ORDER)
     return found
+
+
+#: (timestamp, stored, statement id): the order of evidence, as a C-level key.
+EVIDENCE_ORDER = operator.itemgetter(6, 7, 0)
 
 
 def on_scale(policy: MasteryPolicy, scale: Sequence[Level]) -> MasteryPolicy:
