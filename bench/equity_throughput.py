@@ -529,7 +529,13 @@ async def load(
         sampling.set()
         await sampled
         report_samples(samples, appended, started_wall)
-        report_rounds(read_rounds(rounds)[1], appended, initial_mark, started_wall, ended)
+        # The worker writes a round's line just after committing it: give the last one a moment to arrive.
+        for _ in range(50):
+            found = read_rounds(rounds)[1]
+            if mark < last or (found and found[-1]["mark"] >= last):
+                break
+            await asyncio.sleep(0.1)
+        report_rounds(found, appended, initial_mark, started_wall, ended)
     finally:
         await log.close()
 
