@@ -140,7 +140,7 @@ async def run_projectors(data_dir: Path | None, source: str, names: tuple[str, .
         else:
             runners = [SqlProjector(log, p, settings.runner()) for p in projections]
         if not names:  # the equity views are refreshed from the views the projectors keep
-            runners.append(EquityRefresher(log))
+            runners.append(EquityRefresher(log, topic=settings.kafka_topic if chosen == "kafka" else None))
         click.echo(f"projectors ({chosen}): {', '.join(p.name for p in projections)}", err=True)
         await asyncio.gather(*(r.run(stop) for r in runners))
     return 0

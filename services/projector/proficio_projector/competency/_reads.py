@@ -316,6 +316,7 @@ async def scored(
     until_us: int | None = None,
     stall: StallRule = DEFAULT_STALL,
     trend: bool = True,
+    compute: bool = True,
 ) -> Scored:
     """Load and score these learners: their evidence (only up to ``until_us`` when given), the reference data
     for the competencies and activities it names plus ``competencies`` and ``frameworks``."""
@@ -327,7 +328,8 @@ async def scored(
         conn, tenant, competencies={c for o in observations for c in o.competencies} | set(competencies),
         activities={o.activity for o in observations if o.activity}, frameworks=frameworks, override=override,
     )  # fmt: skip
-    return Scored(evidence, ref, score(evidence, ref, now_us=now_us, stall=stall, trend=trend))
+    # compute=False: the caller scores them itself (off the event loop, say); progress is left empty.
+    return Scored(evidence, ref, score(evidence, ref, now_us=now_us, stall=stall, trend=trend) if compute else {})
 
 
 def reference_from_rows(

@@ -28,9 +28,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from proficio_events import EventLog
 
 from .._model import Projection
+from .._runtime import active_watermark
 from .._store import ViewStore, active_generation
 from ..competency import CompetencyEvidence, CompetencyReference, Frameworks
-from ..competency._reads import scored
+from ..competency._reads import Scored, score, scored
 from ..pacing import PacingReferenceView, learners_of
 from ..pacing._api import _end_of, last_activity, pacing_reference, section_rosters
 from ..roster import Roster, StudentGroups, groups_as_of
@@ -77,17 +78,13 @@ async def _views_mark(conn: AsyncConnection, projections: Sequence[Projection], 
     return orjson.dumps(found).decode()
 
 
-async def _marks(conn: AsyncConnection, tenant: str) -> tuple[int, str, str]:
-    """(evidence mark, facts mark, cells mark): what the facts and cells were built from."""
+async def _marks(conn: AsyncConnection, tenant: str) -> tuple[str, str]:
+    """(facts mark, cells mark): the reference data the facts and the cells were built from."""
     evidence_generation = await active_generation(conn, CompetencyEvidence.name)
-    evidence = 0
-    if evidence_generation is not None:
-        store = ViewStore(CompetencyEvidence(), evidence_generation)
-        evidence = max([await _max_position(conn, store.table(t), tenant) for t in ("observations", "voids")])
     # A rebuilt evidence view (a new generation) changes the facts mark too: everyone is judged again.
     facts = await _views_mark(conn, [Frameworks(), CompetencyReference(), PacingReferenceView()], tenant)
     facts = orjson.dumps([evidence_generation.generation if evidence_generation else None, facts]).decode()
-    return evidence, facts, await _views_mark(conn, [Roster(), StudentGroups()], tenant)
+    return facts, await _views_mark(conn, [Roster(), StudentGroups()], tenant)
 
 
 async def _tenants(conn: AsyncConnection) -> list[str]:
@@ -179,9 +176,17 @@ class EquityRefresher:
     """Refreshes every tenant's equity facts and cells every ``interval_s`` (and on ``refresh()``)."""
 
     def __init__(
-        self, log: EventLog, *, interval_s: float = 2.0, today: Callable[[], date] = _today, chunk: int = CHUNK
+        self,
+        log: EventLog,
+        *,
+        interval_s: float = 2.0,
+        today: Callable[[], date] = _today,
+        chunk: int = CHUNK,
+        topic: str | None = None,
     ) -> None:
+        """``topic``: the Kafka topic the evidence view is fed from, if it is (its watermark comes from there)."""
         self.log = log
+        self.topic = topic
         self.interval_s = interval_s
         self.today = today
         self.chunk = chunk
@@ -205,8 +210,12 @@ class EquityRefresher:
         """Bring one tenant's facts and cells up to date for ``as_of``; None when nothing changed."""
         started = time.perf_counter()
         engine = self.log.engine
+        # The evidence view's watermark, not its newest row: with several workers (segments, Kafka partitions)
+        # a lagging one still writes rows below the newest, never below the watermark.
+        watermark = await active_watermark(self.log, CompetencyEvidence.name, topic=self.topic)
+        evidence_mark = watermark[0] if watermark else 0
         async with engine.connect() as conn:
-            evidence_mark, facts_mark, cells_mark = await _marks(conn, tenant)
+            facts_mark, cells_mark = await _marks(conn, tenant)
             state = (
                 (await conn.execute(sa.select(equity_state).where(equity_state.c.tenant == tenant))).mappings().first()
             )
@@ -229,15 +238,23 @@ class EquityRefresher:
             async with engine.connect() as conn:
                 planned = {c.uri for p in pacing.plans.values() for c in p.competencies}
                 loaded = await scored(conn, tenant, chunk, now_us=until, competencies=planned, until_us=until,
-                                      stall=stall)  # fmt: skip
+                                      stall=stall, compute=False)  # fmt: skip
                 seen = await last_activity(conn, tenant, chunk)
-            progress = loaded.progress
-            facts: list[Fact] = []
-            for learner in chunk:
-                plans = [p for p in pacing.plans.values() if learner in members[p.plan]]
-                last = datetime.fromtimestamp(seen[learner] / 1e6, UTC).date() if learner in seen else None
-                facts += learner_facts(learner, progress[learner], plans, pacing, as_of,
-                                       last_activity=last if last and last <= as_of else None)  # fmt: skip
+
+            def chunk_facts(
+                chunk: list[str] = chunk, loaded: Scored = loaded, seen: dict[str, int] = seen
+            ) -> list[Fact]:
+                progress = score(loaded.evidence, loaded.reference, now_us=until, stall=stall)
+                facts: list[Fact] = []
+                for learner in chunk:
+                    plans = [p for p in pacing.plans.values() if learner in members[p.plan]]
+                    last = datetime.fromtimestamp(seen[learner] / 1e6, UTC).date() if learner in seen else None
+                    facts += learner_facts(learner, progress[learner], plans, pacing, as_of,
+                                           last_activity=last if last and last <= as_of else None)  # fmt: skip
+                return facts
+
+            # In a thread: the event loop (serve's API, the folds beside it) keeps its turns meanwhile.
+            facts = await asyncio.to_thread(chunk_facts)
             async with engine.begin() as conn:
                 await conn.execute(equity_facts.delete().where(equity_facts.c.tenant == tenant,
                                                                equity_facts.c.learner.in_(chunk)))  # fmt: skip
@@ -251,7 +268,9 @@ class EquityRefresher:
             all_facts = [_fact_of(r) for r in rows]
             groups, schools = await _groups_and_schools(conn, tenant, as_of)
             rules = await suppression_rules(conn, tenant)
-            stored = cell_rows(tenant, scope_tables(all_facts, groups, schools), rules, as_of)
+            stored = await asyncio.to_thread(
+                lambda: cell_rows(tenant, scope_tables(all_facts, groups, schools), rules, as_of)
+            )
             await conn.execute(equity_cells.delete().where(equity_cells.c.tenant == tenant))
             if stored:
                 await conn.execute(equity_cells.insert(), stored)
