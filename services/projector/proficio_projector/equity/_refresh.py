@@ -255,12 +255,12 @@ class EquityRefresher:
 
             # In a thread: the event loop (serve's API, the folds beside it) keeps its turns meanwhile.
             facts = await asyncio.to_thread(chunk_facts)
-            async with engine.begin() as conn:
+            async with self.log.transaction() as conn:  # the write lock up front (SQLite: BEGIN IMMEDIATE)
                 await conn.execute(equity_facts.delete().where(equity_facts.c.tenant == tenant,
                                                                equity_facts.c.learner.in_(chunk)))  # fmt: skip
                 if facts:
                     await conn.execute(equity_facts.insert(), [_fact_row(tenant, f, as_of) for f in facts])
-        async with engine.begin() as conn:
+        async with self.log.transaction() as conn:
             if everyone:  # learners no longer anywhere (a plan's section emptied): their facts go
                 await conn.execute(equity_facts.delete().where(equity_facts.c.tenant == tenant,
                                                                equity_facts.c.as_of != as_of.isoformat()))  # fmt: skip
