@@ -86,8 +86,24 @@ async def test_a_learners_history_views_as_of_and_diff(tmp_path: Path) -> None:
                 assert (bad.status_code, words in bad.text) == (400, True)
             backwards = await http.get("/audit/learner/diff", params={"agent": agent, "from": now(), "to": before})
             assert backwards.status_code == 400
-        async with httpx.AsyncClient(
-            base_url=server.base_url, auth=(reader["key"], reader["secret"]), timeout=10
-        ) as http:
+        reader_auth = (reader["key"], reader["secret"])
+        read_headers = {"X-Experience-API-Version": "1.0.3"}
+        async with httpx.AsyncClient(base_url=server.base_url, auth=reader_auth, headers=read_headers) as http:
             refused = await http.get("/audit/learner/history", params={"agent": agent})
             assert (refused.status_code, "all" in refused.text) == (403, True)
+            # Reads of her data by this credential: her progress, her statements.
+            assert (await http.get("/competency/progress", params={"agent": agent})).status_code == 200
+            assert (await http.get("/xapi/statements", params={"agent": agent})).status_code == 200
+        async with httpx.AsyncClient(base_url=server.base_url, headers=server.headers, timeout=10) as http:
+            deadline = time.monotonic() + 30
+            while True:  # the record of access is appended a few times a second
+                record = (await http.get("/audit/learner/access", params={"agent": agent})).json()
+                mine = [a for a in record["accesses"] if a["credential"] == reader["key"]]
+                if len(mine) == 2:
+                    break
+                assert time.monotonic() < deadline, record
+                await asyncio.sleep(0.1)
+            assert [a["what"] for a in mine] == ["/competency/progress", "/xapi/statements"]
+            assert all(a["at_us"] > 0 and "agent=" in a["query"] for a in mine)
+            # The auditor's own reads are on the record too.
+            assert any(a["what"] == "/audit/learner/views" for a in record["accesses"])

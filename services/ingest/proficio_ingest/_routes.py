@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -26,7 +27,7 @@ from ._multipart import AttachmentPart, build_multipart_mixed, check_attachments
 from ._projection import ACTIVITY, ACTIVITY_RELATED, AGENT, AGENT_RELATED, REGISTRATION, VERB
 from ._settings import IngestSettings
 from ._signature import check_signed_statement
-from ._statements import StatementQuery, new_statement_ids, prepare
+from ._statements import StatementQuery, learner_stream, new_statement_ids, prepare
 from ._tenants import SUPPORTED_VERSIONS, V1
 from ._validation import is_uuid, parse_timestamp, validate_agent_json, validate_statement
 
@@ -252,6 +253,7 @@ async def get_statements(request: Request) -> Response:
         if found is None:
             raise NotFound(f"no {'voided ' if voided else ''}statement with id {statement_id}")
         body, stored_us = found
+        await _record_access(request, credential, [body])
         headers["Last-Modified"] = http_date_from_us(stored_us)
         content = _formatted(body, form, request)
         if with_attachments:
@@ -274,11 +276,20 @@ async def get_statements(request: Request) -> Response:
     more = ""
     if page.next_after is not None:
         more = f"{request.url.path}?more={query.to_token(page.next_after, page.bound)}"
+    await _record_access(request, credential, page.bodies)
     statements = [_formatted(body, form, request) for body in page.bodies]
     content = b'{"statements":[' + b",".join(statements) + b'],"more":' + orjson.dumps(more) + b"}"
     if with_attachments:
         return await _multipart(request, credential.tenant, content, [orjson.loads(b) for b in page.bodies], headers)
     return JSONResponse(b"" if request.method == "HEAD" else content, headers=headers)
+
+
+async def _record_access(request: Request, credential: Credential, bodies: Sequence[bytes]) -> None:
+    """The record of access (when the service runs one): whose statements this credential read."""
+    recorder = getattr(request.app.state, "access_recorder", None)
+    if recorder is not None and bodies:
+        learners = [learner_stream(credential.tenant, orjson.loads(body).get("actor")) for body in bodies]
+        await recorder.record(credential.tenant, credential, learners, request.url.path, request.url.query)
 
 
 async def _multipart(

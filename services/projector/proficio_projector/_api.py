@@ -170,6 +170,7 @@ def install(
 
     ``learner_id`` turns an xAPI agent into the learner id of the views (the competency API's ``agent=``).
     """
+    from .audit._access import AccessRecorder
     from .audit._api import audit_router
     from .competency._api import competency_router
     from .equity import EquityRefresher
@@ -195,12 +196,15 @@ def install(
             log: EventLog = app_.state.log
             await migrate_runtime(log)
             stop = asyncio.Event()
+            recorder = AccessRecorder(log)
+            app_.state.access_recorder = recorder
             tasks = (
                 [asyncio.create_task(SqlProjector(log, p, runner).run(stop)) for p in projections]
                 + [asyncio.create_task(EquityRefresher(log).run(stop))]
                 if run_projectors
                 else []
             )
+            tasks.append(asyncio.create_task(recorder.run(stop)))  # reads are recorded whoever folds the views
             try:
                 yield state
             finally:

@@ -110,3 +110,10 @@ def parse_day(value: str | None, what: str = "as_of") -> date | None:
         return date.fromisoformat(value)
     except ValueError:
         raise HTTPException(400, f"{what} must be a date (YYYY-MM-DD), not {value!r}") from None
+
+
+async def record_access(request: Request, who: Caller, learners: Iterable[str]) -> None:
+    """The record of access: ``who`` read this path about these learners (see ``audit._access``)."""
+    recorder = getattr(request.app.state, "access_recorder", None)
+    if recorder is not None:
+        await recorder.record(who.tenant, who, learners, request.url.path, request.url.query)

@@ -9,8 +9,9 @@ from fastapi.responses import Response
 
 from proficio_events import EventLog
 
-from .._http import LearnerId, authorize, json_response, now_us, resolve_learner
+from .._http import LearnerId, authorize, json_response, now_us, record_access, resolve_learner
 from ..competency._reads import NotBuilt
+from ._access import access_records
 from ._replay import diff, learner_events, summary, views_as_of
 
 AUDIT_SCOPES = frozenset({"all"})
@@ -41,11 +42,22 @@ def audit_router(learner_id: LearnerId | None) -> APIRouter:
         their withdrawal, group memberships."""
         who = await authorize(request, AUDIT_SCOPES, "auditing a learner")
         chosen = resolve_learner(learner_id, who.tenant, learner, agent)
+        await record_access(request, who, [chosen])
         try:
             events = await learner_events(log_of(request), who.tenant, chosen)
         except NotBuilt as exc:
             raise HTTPException(503, f"the {exc.args[0]} view has not been built yet") from None
         return json_response({"learner": chosen, "events": [summary(e) for e in events]})
+
+    @api.get("/learner/access")
+    async def access(request: Request, learner: str | None = None, agent: str | None = None) -> Response:
+        """The record of access to the learner's data: which credential read what about her, and when (FERPA's
+        record of disclosures). Reads are recorded within a fraction of a second."""
+        who = await authorize(request, AUDIT_SCOPES, "auditing a learner")
+        chosen = resolve_learner(learner_id, who.tenant, learner, agent)
+        records = await access_records(log_of(request), who.tenant, chosen)
+        listed = [{"position": e.position, **{k: v for k, v in e.data().items() if k != "learner"}} for e in records]
+        return json_response({"learner": chosen, "accesses": listed})
 
     @api.get("/learner/views")
     async def as_of(
@@ -58,6 +70,7 @@ def audit_router(learner_id: LearnerId | None) -> APIRouter:
         replayed from the log (equal to the live views when ``at`` is now)."""
         who = await authorize(request, AUDIT_SCOPES, "auditing a learner")
         chosen = resolve_learner(learner_id, who.tenant, learner, agent)
+        await record_access(request, who, [chosen])
         moment = _moment(at, "at")
         try:
             found = await views_as_of(log_of(request), who.tenant, chosen, moment)
@@ -76,6 +89,7 @@ def audit_router(learner_id: LearnerId | None) -> APIRouter:
         """Which evidence changed which conclusion between two moments."""
         who = await authorize(request, AUDIT_SCOPES, "auditing a learner")
         chosen = resolve_learner(learner_id, who.tenant, learner, agent)
+        await record_access(request, who, [chosen])
         first, second = _moment(since, "from"), _moment(until, "to")
         if second < first:
             raise HTTPException(400, "to must not come before from")

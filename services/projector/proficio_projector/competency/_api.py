@@ -35,6 +35,7 @@ from .._http import (
     csv_response,
     json_response,
     now_us,
+    record_access,
     resolve_learner,
     wants_csv,
 )
@@ -341,6 +342,7 @@ def competency_router(consistency: Consistency, learner_id: LearnerId | None) ->
         """
         who = await caller(request, READ_SCOPES, "reading progress")
         chosen = resolve(who.tenant, learner, agent)
+        await record_access(request, who, [chosen])
         override = override_of(method, parameter)
         page = check_limit(limit)
         as_csv = wants_csv(request, format)
@@ -390,6 +392,7 @@ def competency_router(consistency: Consistency, learner_id: LearnerId | None) ->
         withdrawn ones too, marked), its points, who gave it, and the score and level after it."""
         who = await caller(request, READ_SCOPES, "reading progress")
         chosen = resolve(who.tenant, learner, agent)
+        await record_access(request, who, [chosen])
         override = override_of(method, parameter)
         as_csv = wants_csv(request, format)
         try:
@@ -625,6 +628,7 @@ def competency_router(consistency: Consistency, learner_id: LearnerId | None) ->
         if len(listed) > page:
             listed = listed[:page]
             more = str(request.url.include_query_params(after=listed[-1]))
+        await record_access(request, who, listed)
         learner_rows: list[dict[str, Any]] = []
         for learner in listed:
             mine = by_learner[learner]

@@ -28,6 +28,7 @@ from .._http import (
     csv_response,
     json_response,
     parse_day,
+    record_access,
     resolve_learner,
     text,
     wants_csv,
@@ -270,6 +271,7 @@ def pacing_router(consistency: Consistency, learner_id: LearnerId | None) -> API
         stalled, disengagement, and time and attempts to mastery. Measured on evidence, never seat time."""
         who = await authorize(request, READ_SCOPES, "reading pacing")
         chosen = resolve_learner(learner_id, who.tenant, learner, agent)
+        await record_access(request, who, [chosen])
         day = parse_day(as_of) or today()
         as_csv = wants_csv(request, format)
         try:
@@ -330,6 +332,7 @@ def pacing_router(consistency: Consistency, learner_id: LearnerId | None) -> API
         if len(paces) > page:
             paces = paces[:page]
             more = str(request.url.include_query_params(after=paces[-1][0]))
+        await record_access(request, who, [x for x, _ in paces])
         headers = await consistency(request, CompetencyEvidence.name)
         if as_csv:
             if more:
@@ -353,6 +356,7 @@ def pacing_router(consistency: Consistency, learner_id: LearnerId | None) -> API
         evidence, and when; and the projected readiness date at her mastery velocity."""
         who = await authorize(request, READ_SCOPES, "reading readiness")
         chosen = resolve_learner(learner_id, who.tenant, learner, agent)
+        await record_access(request, who, [chosen])
         day = parse_day(as_of) or today()
         as_csv = wants_csv(request, format)
         try:
@@ -411,6 +415,7 @@ def pacing_router(consistency: Consistency, learner_id: LearnerId | None) -> API
         label = _labeller(found.competency_reference)
         days_left = calendar.school_days(day, chosen_plan.target)
         queue = intervention_queue(paces, graph, days_left, label=lambda c: label(c) or c)
+        await record_access(request, who, [q.learner for q in queue])
         headers = await consistency(request, CompetencyEvidence.name)
         if as_csv:
             return csv_response(
