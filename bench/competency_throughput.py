@@ -1,6 +1,6 @@
 """Competency progress (issue 6): the evidence fold, a rebuild, and the progress and section-grid reads.
 
-    .venv/bin/python -m bench.competency_throughput                          # PostgreSQL, 1,000,000 statements
+    .venv/bin/python -m bench.competency_throughput                          # PostgreSQL 1,000,000; SQLite 100,000
     .venv/bin/python -m bench.competency_throughput --statements 100000      # a smaller log
     .venv/bin/python -m bench.competency_throughput --sqlite-statements 0    # PostgreSQL only
     .venv/bin/python -m bench.competency_throughput --skip-reads             # the fold and the rebuild only
@@ -13,12 +13,14 @@ assessment items, aligned-only items, completions, launches, a few voids by inst
 
 1. one ``competency_evidence`` SqlProjector folds the log from position 0: statements/s;
 2. ``build()`` of a new generation (what ``proficio rebuild competency_evidence`` does): seconds;
-3. ``proficio serve`` (one worker, projectors off: the views are already built) answers
+3. ``proficio serve`` (one worker, projectors off: the views are built here first) answers
    ``GET /competency/progress?learner=`` for random learners, 1 and 8 clients (wrk): p50/p99;
-4. the section grid (``PUT /competency/sections/{id}``, ``GET .../grid``), 30 learners x 50 competencies,
-   when the server has it.
+4. sections of 30 learners set with ``PUT /competency/sections/{id}`` (folded into the reference view
+   here), then ``GET /competency/sections/{id}/grid`` (30 learners x 50 competencies) the same way.
 
-Results and how to read them: bench/README.md.
+Besides rates and latencies it prints CPU time per statement (fold) or per request (reads), of the
+process doing the work and of its PostgreSQL backends: on a busy shared machine the steadier measure
+for comparing two versions of the code. Results and how to read them: bench/README.md.
 """
 
 from __future__ import annotations
@@ -46,11 +48,18 @@ from tests.support.server import RunningServer, create_credential, running_serve
 from bench import _wrk as wrk
 from bench.stream_throughput import timed
 from proficio_events import EventLog, NewEvent, open_event_log, sqlite_url
-from proficio_ingest._statements import STATEMENT_KEY, learner_stream
+from proficio_ingest import learner_stream
+from proficio_ingest._statements import STATEMENT_KEY
 from proficio_projector import Projection, RunnerSettings, SqlProjector, active_generation, build, migrate_runtime
 from proficio_projector._runtime import sql_checkpoints
-from proficio_projector.competency import CompetencyEvidence, CompetencyReference, Frameworks, import_framework
-from proficio_projector.competency._reference import define_alignment
+from proficio_projector.competency import (
+    CompetencyEvidence,
+    CompetencyReference,
+    Frameworks,
+    define_alignment,
+    import_framework,
+    parse_package,
+)
 
 TENANT = "district-bench"
 OBJECTIVE = "http://adlnet.gov/expapi/activities/objective"
@@ -248,7 +257,7 @@ async def fill(log: EventLog, workload: Workload, statements: int, package: byte
     for start in range(0, statements, APPEND_BATCH):
         size = min(APPEND_BATCH, statements - start)
         await log.append(TENANT, [statement_event(source.next(statements)) for _ in range(size)])
-        if start in ANALYZE_AT or start % 250_000 == 0:
+        if start in ANALYZE_AT or (start and start % 250_000 == 0):
             await analyze_log(log)
 
 
@@ -408,13 +417,17 @@ def measure_gets(target: ReadTarget, label: str, paths: list[str], seconds: floa
         server_before, backends_before = read_cpu(target)
         result = wrk.get(server.base_url, server.headers, paths, clients=clients, seconds=seconds)
         server_after, backends_after = read_cpu(target)
+        plural = "s" * (clients > 1)
+        if not result.requests:
+            print(f"  {label} ({clients} client{plural}): no request finished in {seconds:.0f} s (raise --seconds)")
+            continue
         cpu = ""
         if server_before is not None and server_after is not None:
             cpu = f"; CPU/request: server {(server_after - server_before) / result.requests * 1000:.1f} ms"
             if backends_before is not None and backends_after is not None:
                 spent = sum(v - backends_before.get(pid, 0.0) for pid, v in backends_after.items())
                 cpu += f", PostgreSQL {spent / result.requests * 1000:.1f} ms"
-        print(f"  {label} ({clients} client{'s' * (clients > 1)}): {result.per_second:,.0f} requests/s, "
+        print(f"  {label} ({clients} client{plural}): {result.per_second:,.0f} requests/s, "
               f"p50 {result.p50_ms:.1f} ms, p99 {result.p99_ms:.1f} ms{cpu}")  # fmt: skip
 
 
@@ -486,8 +499,6 @@ def serving(data_dir: Path, url: str | None) -> Iterator[RunningServer]:
 
 async def prepare_log(url: str, statements: int, learners: int, label: str) -> Workload:
     package = framework_package(50)
-    from proficio_projector.competency import parse_package
-
     uris = [c["uri"] for c in parse_package(package).competencies if c["type"] == "Competency"]
     workload = Workload.make(uris, learners)
     log = await open_event_log(url)
