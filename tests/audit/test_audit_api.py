@@ -16,6 +16,7 @@ import httpx
 import orjson
 
 from tests.competency.test_competency_api import ADA, EXAMPLE, FRAMEWORK, URI, cli, send, tagged
+from tests.support.polling import json_when
 from tests.support.server import create_credential, running_server
 
 
@@ -24,13 +25,7 @@ def now() -> str:
 
 
 async def wait_for(http: httpx.AsyncClient, params: dict[str, Any], ready: Any) -> Any:
-    deadline = time.monotonic() + 60
-    while True:
-        response = await http.get("/competency/progress", params=params)
-        if response.status_code == 200 and ready(response.json()):
-            return response.json()
-        assert time.monotonic() < deadline, response.text
-        await asyncio.sleep(0.1)
+    return await json_when(lambda: http.get("/competency/progress", params=params), ready, "her progress")
 
 
 async def test_a_learners_history_views_as_of_and_diff(tmp_path: Path) -> None:

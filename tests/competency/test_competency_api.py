@@ -11,15 +11,14 @@ import io
 import os
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
 
+from tests.support.polling import eventually
 from tests.support.server import RunningServer, create_credential, running_server
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "graduate-profile.case.json"
@@ -42,16 +41,6 @@ def tagged(actor: dict[str, str], code: str, scaled: float, day: int) -> dict[st
         "context": {"contextActivities": {"other": [{"id": URI[code], "definition": {"type": OBJECTIVE}}]}},
         "timestamp": f"2026-11-{day:02d}T09:00:00Z",
     }
-
-
-async def eventually(read: Callable[[], Awaitable[Any]], ready: Callable[[Any], bool], what: str) -> Any:
-    deadline = time.monotonic() + 60
-    while True:
-        value = await read()
-        if ready(value):
-            return value
-        assert time.monotonic() < deadline, f"{what}: {value}"
-        await asyncio.sleep(0.1)
 
 
 def cli(env: dict[str, str], *args: str) -> None:

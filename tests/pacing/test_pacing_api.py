@@ -8,7 +8,6 @@ import asyncio
 import csv
 import io
 import os
-import time
 from collections.abc import Awaitable, Callable
 from datetime import date
 from pathlib import Path
@@ -19,6 +18,7 @@ import orjson
 
 from proficio_projector.pacing import calendar_from_data
 from tests.competency.test_competency_api import ADA, BEN, cli, send, tagged
+from tests.support.polling import json_when
 from tests.support.server import create_credential, running_server
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -39,13 +39,7 @@ def on(day: str, actor: dict[str, str], code: str, scaled: float) -> dict[str, A
 
 
 async def until(read: Callable[[], Awaitable[httpx.Response]], ready: Callable[[Any], bool]) -> Any:
-    deadline = time.monotonic() + 60
-    while True:
-        response = await read()
-        if response.status_code == 200 and ready(response.json()):
-            return response.json()
-        assert time.monotonic() < deadline, response.text
-        await asyncio.sleep(0.1)
+    return await json_when(read, ready, "the pacing views")
 
 
 async def test_pacing_readiness_and_interventions_end_to_end(tmp_path: Path) -> None:

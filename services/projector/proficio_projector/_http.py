@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any, Protocol
@@ -117,3 +117,35 @@ async def record_access(request: Request, who: Caller, learners: Iterable[str]) 
     recorder = getattr(request.app.state, "access_recorder", None)
     if recorder is not None:
         await recorder.record(who.tenant, who, learners, request.url.path, request.url.query)
+
+
+async def read_learner(
+    request: Request,
+    allowed: frozenset[str],
+    what: str,
+    learner_id: LearnerId | None,
+    learner: str | None,
+    agent: Any,
+) -> tuple[Caller, str]:
+    """A read of one learner's data: the credential (with one of ``allowed``), her learner id (from ``learner``
+    or ``agent``), and the read put on her record of access."""
+    who = await authorize(request, allowed, what)
+    chosen = resolve_learner(learner_id, who.tenant, learner, agent)
+    await record_access(request, who, [chosen])
+    return who, chosen
+
+
+async def record_change(
+    request: Request,
+    what: str,
+    write: Callable[[Caller], Awaitable[Any]],
+    refused: tuple[type[Exception], ...],
+) -> Response:
+    """A change of reference data (scope ``all`` or ``define``): ``write`` appends its event; an error of the
+    ``refused`` kinds (the data's own check) is a 400 naming the problem; otherwise 204."""
+    who = await authorize(request, DEFINE_SCOPES, what)
+    try:
+        await write(who)
+    except refused as exc:
+        raise HTTPException(400, str(exc)) from None
+    return Response(status_code=204)

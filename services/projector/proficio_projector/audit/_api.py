@@ -9,7 +9,7 @@ from fastapi.responses import Response
 
 from proficio_events import EventLog
 
-from .._http import LearnerId, authorize, json_response, now_us, record_access, resolve_learner
+from .._http import LearnerId, authorize, json_response, now_us, read_learner, resolve_learner
 from ..competency._reads import NotBuilt
 from ._access import access_records
 from ._replay import diff, learner_events, summary, views_as_of
@@ -40,9 +40,7 @@ def audit_router(learner_id: LearnerId | None) -> APIRouter:
     async def history(request: Request, learner: str | None = None, agent: str | None = None) -> Response:
         """Every event about the learner in log order: statements, voiding statements, teacher ratings and
         their withdrawal, group memberships."""
-        who = await authorize(request, AUDIT_SCOPES, "auditing a learner")
-        chosen = resolve_learner(learner_id, who.tenant, learner, agent)
-        await record_access(request, who, [chosen])
+        who, chosen = await read_learner(request, AUDIT_SCOPES, "auditing a learner", learner_id, learner, agent)
         try:
             events = await learner_events(log_of(request), who.tenant, chosen)
         except NotBuilt as exc:
@@ -68,9 +66,7 @@ def audit_router(learner_id: LearnerId | None) -> APIRouter:
     ) -> Response:
         """The learner's competency progress, rollups, pace and groups as the log held them at ``at``,
         replayed from the log (equal to the live views when ``at`` is now)."""
-        who = await authorize(request, AUDIT_SCOPES, "auditing a learner")
-        chosen = resolve_learner(learner_id, who.tenant, learner, agent)
-        await record_access(request, who, [chosen])
+        who, chosen = await read_learner(request, AUDIT_SCOPES, "auditing a learner", learner_id, learner, agent)
         moment = _moment(at, "at")
         try:
             found = await views_as_of(log_of(request), who.tenant, chosen, moment)
@@ -87,9 +83,7 @@ def audit_router(learner_id: LearnerId | None) -> APIRouter:
         agent: str | None = None,
     ) -> Response:
         """Which evidence changed which conclusion between two moments."""
-        who = await authorize(request, AUDIT_SCOPES, "auditing a learner")
-        chosen = resolve_learner(learner_id, who.tenant, learner, agent)
-        await record_access(request, who, [chosen])
+        who, chosen = await read_learner(request, AUDIT_SCOPES, "auditing a learner", learner_id, learner, agent)
         first, second = _moment(since, "from"), _moment(until, "to")
         if second < first:
             raise HTTPException(400, "to must not come before from")

@@ -29,13 +29,16 @@ from .._http import (
     CSV_OK,
     DEFINE_SCOPES,
     READ_SCOPES,
+    Caller,
     LearnerId,
     authorize,
     check_limit,
     csv_response,
     json_response,
     now_us,
+    read_learner,
     record_access,
+    record_change,
     resolve_learner,
     wants_csv,
 )
@@ -340,9 +343,7 @@ def competency_router(consistency: Consistency, learner_id: LearnerId | None) ->
         graduate profile. Each competency is scored under the tenant's most specific mastery policy
         (competency, framework, tenant; else ``highest``) on its framework's scale; ``method`` overrides it.
         """
-        who = await caller(request, READ_SCOPES, "reading progress")
-        chosen = resolve(who.tenant, learner, agent)
-        await record_access(request, who, [chosen])
+        who, chosen = await read_learner(request, READ_SCOPES, "reading progress", learner_id, learner, agent)
         override = override_of(method, parameter)
         page = check_limit(limit)
         as_csv = wants_csv(request, format)
@@ -390,9 +391,7 @@ def competency_router(consistency: Consistency, learner_id: LearnerId | None) ->
     ) -> Response:
         """One competency's evidence trail for a learner, oldest first: every piece of evidence (voided and
         withdrawn ones too, marked), its points, who gave it, and the score and level after it."""
-        who = await caller(request, READ_SCOPES, "reading progress")
-        chosen = resolve(who.tenant, learner, agent)
-        await record_access(request, who, [chosen])
+        who, chosen = await read_learner(request, READ_SCOPES, "reading progress", learner_id, learner, agent)
         override = override_of(method, parameter)
         as_csv = wants_csv(request, format)
         try:
@@ -505,22 +504,19 @@ def competency_router(consistency: Consistency, learner_id: LearnerId | None) ->
     @api.put("/alignments", status_code=204)
     async def put_alignment(request: Request, alignment: AlignmentIn) -> Response:
         """Align an activity to a competency with a weight in (0, 1] (weights weigh the averaging methods)."""
-        who = await caller(request, DEFINE_SCOPES, "changing alignments")
-        try:
-            await define_alignment(log_of(request), who.tenant, alignment.activity, alignment.competency,
-                                   weight=str(alignment.weight), source=f"api:{who.name}")  # fmt: skip
-        except ReferenceDataError as exc:
-            raise HTTPException(400, str(exc)) from None
-        return Response(status_code=204)
+        return await record_change(
+            request, "changing alignments",
+            lambda who: define_alignment(log_of(request), who.tenant, alignment.activity, alignment.competency,
+                                         weight=str(alignment.weight), source=f"api:{who.name}"),
+            (ReferenceDataError,),
+        )  # fmt: skip
 
     @api.delete("/alignments", status_code=204)
     async def delete_alignment(request: Request, activity: str, competency: str) -> Response:
-        who = await caller(request, DEFINE_SCOPES, "changing alignments")
-        try:
-            await remove_alignment(log_of(request), who.tenant, activity, competency)
-        except ReferenceDataError as exc:
-            raise HTTPException(400, str(exc)) from None
-        return Response(status_code=204)
+        return await record_change(
+            request, "changing alignments",
+            lambda who: remove_alignment(log_of(request), who.tenant, activity, competency), (ReferenceDataError,),
+        )  # fmt: skip
 
     @api.get("/policies")
     async def list_policies(request: Request) -> Response:
@@ -533,23 +529,20 @@ def competency_router(consistency: Consistency, learner_id: LearnerId | None) ->
     @api.put("/policies/{scope:path}", status_code=204)
     async def put_policy(request: Request, scope: str, policy: PolicyIn) -> Response:
         """Set the mastery method for a scope: ``tenant``, ``framework:<identifier>`` or ``competency:<IRI>``."""
-        who = await caller(request, DEFINE_SCOPES, "changing mastery policies")
-        try:
-            await set_policy(log_of(request), who.tenant, scope, policy.method, policy.parameter)
-        except ReferenceDataError as exc:
-            raise HTTPException(400, str(exc)) from None
-        return Response(status_code=204)
+        return await record_change(
+            request, "changing mastery policies",
+            lambda who: set_policy(log_of(request), who.tenant, scope, policy.method, policy.parameter),
+            (ReferenceDataError,),
+        )  # fmt: skip
 
     @api.put("/rollup-rules/{scope:path}", status_code=204)
     async def put_rollup_rule(request: Request, scope: str, rule: RollupRuleIn) -> Response:
         """Set how parents are judged from their children in a scope: all_children_mastered, k_of_n (with k)
         or mean_of_children."""
-        who = await caller(request, DEFINE_SCOPES, "changing rollup rules")
-        try:
-            await set_rollup_rule(log_of(request), who.tenant, scope, rule.rule, rule.k)
-        except ReferenceDataError as exc:
-            raise HTTPException(400, str(exc)) from None
-        return Response(status_code=204)
+        return await record_change(
+            request, "changing rollup rules",
+            lambda who: set_rollup_rule(log_of(request), who.tenant, scope, rule.rule, rule.k), (ReferenceDataError,),
+        )  # fmt: skip
 
     @api.get("/sections")
     async def list_sections(request: Request) -> Response:
@@ -560,13 +553,12 @@ def competency_router(consistency: Consistency, learner_id: LearnerId | None) ->
     @api.put("/sections/{section_id}", status_code=204)
     async def put_section(request: Request, section_id: str, body: SectionIn) -> Response:
         """Set a section's title and roster (learner ids and/or xAPI agents); it replaces the roster."""
-        who = await caller(request, DEFINE_SCOPES, "changing sections")
-        learners = list(body.learners) + [resolve(who.tenant, None, agent) for agent in body.agents]
-        try:
-            await set_section(log_of(request), who.tenant, check_section(section_id), body.title, learners)
-        except ReferenceDataError as exc:
-            raise HTTPException(400, str(exc)) from None
-        return Response(status_code=204)
+
+        def write(who: Caller) -> Awaitable[Any]:
+            learners = list(body.learners) + [resolve(who.tenant, None, agent) for agent in body.agents]
+            return set_section(log_of(request), who.tenant, check_section(section_id), body.title, learners)
+
+        return await record_change(request, "changing sections", write, (ReferenceDataError,))
 
     @api.get("/sections/{section_id}")
     async def get_section(request: Request, section_id: str) -> Response:

@@ -13,7 +13,17 @@ from fastapi.responses import Response
 
 from proficio_events import EventLog, NewEvent
 
-from .._http import CSV_OK, DEFINE_SCOPES, READ_SCOPES, authorize, csv_response, json_response, wants_csv
+from .._http import (
+    CSV_OK,
+    DEFINE_SCOPES,
+    READ_SCOPES,
+    Caller,
+    authorize,
+    csv_response,
+    json_response,
+    record_change,
+    wants_csv,
+)
 from ..pacing._plans import SUPPRESSION_SET
 from ._aggregate import ALL, DISTRICT, FACTORS
 from ._refresh import suppression_rules
@@ -38,14 +48,16 @@ def equity_router() -> APIRouter:
     async def put_rules(request: Request, body: JsonBody) -> Response:
         """The tenant's suppression rules: ``preset`` (CO, DE, CA, WI, UT) and/or overrides such as ``min_n``,
         ``min_count``, ``coding`` (see the README); applied at the next refresh."""
-        who = await authorize(request, DEFINE_SCOPES, "changing the suppression rules")
-        try:
-            SuppressionRules.from_mapping(body)
-        except SuppressionRulesError as exc:
-            raise HTTPException(400, f"suppression rules: {exc}") from None
-        event = NewEvent.of("equity:rules", SUPPRESSION_SET, {"scope": "tenant", "settings": body})
-        await log_of(request).append(who.tenant, [event])
-        return Response(status_code=204)
+
+        async def write(who: Caller) -> None:
+            try:
+                SuppressionRules.from_mapping(body)
+            except SuppressionRulesError as exc:
+                raise SuppressionRulesError(f"suppression rules: {exc}") from None
+            event = NewEvent.of("equity:rules", SUPPRESSION_SET, {"scope": "tenant", "settings": body})
+            await log_of(request).append(who.tenant, [event])
+
+        return await record_change(request, "changing the suppression rules", write, (SuppressionRulesError,))
 
     @api.get("/rules")
     async def get_rules(request: Request) -> Response:

@@ -28,8 +28,9 @@ from .._http import (
     csv_response,
     json_response,
     parse_day,
+    read_learner,
     record_access,
-    resolve_learner,
+    record_change,
     text,
     wants_csv,
 )
@@ -197,12 +198,10 @@ def pacing_router(consistency: Consistency, learner_id: LearnerId | None) -> API
         return datetime.now(UTC).date()
 
     async def record(request: Request, write: Callable[[EventLog, str], Awaitable[Any]]) -> Response:
-        who = await authorize(request, DEFINE_SCOPES, "changing pacing reference data")
-        try:
-            await write(log_of(request), who.tenant)
-        except PacingDataError as exc:
-            raise HTTPException(400, str(exc)) from None
-        return Response(status_code=204)
+        return await record_change(
+            request, "changing pacing reference data", lambda who: write(log_of(request), who.tenant),
+            (PacingDataError,),
+        )  # fmt: skip
 
     def same_id(path_id: str, body: dict[str, Any], field: str) -> dict[str, Any]:
         if body.get(field, path_id) != path_id:
@@ -269,9 +268,7 @@ def pacing_router(consistency: Consistency, learner_id: LearnerId | None) -> API
         """A learner's pace on her plans: percent mastered against expected, velocity (window, lifetime,
         smoothed), required velocity, projected completion with a range, pace status, what is behind or
         stalled, disengagement, and time and attempts to mastery. Measured on evidence, never seat time."""
-        who = await authorize(request, READ_SCOPES, "reading pacing")
-        chosen = resolve_learner(learner_id, who.tenant, learner, agent)
-        await record_access(request, who, [chosen])
+        who, chosen = await read_learner(request, READ_SCOPES, "reading pacing", learner_id, learner, agent)
         day = parse_day(as_of) or today()
         as_csv = wants_csv(request, format)
         try:
@@ -354,9 +351,7 @@ def pacing_router(consistency: Consistency, learner_id: LearnerId | None) -> API
     ) -> Response:
         """A learner's graduation readiness on a menu: each requirement met or not, by which option and
         evidence, and when; and the projected readiness date at her mastery velocity."""
-        who = await authorize(request, READ_SCOPES, "reading readiness")
-        chosen = resolve_learner(learner_id, who.tenant, learner, agent)
-        await record_access(request, who, [chosen])
+        who, chosen = await read_learner(request, READ_SCOPES, "reading readiness", learner_id, learner, agent)
         day = parse_day(as_of) or today()
         as_csv = wants_csv(request, format)
         try:
