@@ -99,6 +99,26 @@ class LogContract:
         assert [e.position for e in await read_all(log, T)] == [1, 2, 3, 4, 5, 9]
         assert [e.tenant for e in await read_all(log, "district-2")] == ["district-2"] * 3
 
+    async def test_scan_after_returns_the_types_asked_for_and_the_position_covered(self, log: EventLog) -> None:
+        def typed(event_type: str, n: int) -> NewEvent:
+            return NewEvent.of("s", event_type, {"n": n})
+
+        await log.append(T, [typed("A", 1), typed("B", 2), typed("B", 3), typed("A", 4), typed("C", 5), typed("B", 6)])
+        await log.append("district-2", [typed("A", 7)])
+        batch, covered = await log.scan_after(0, 100, {"A"})
+        assert [e.position for e in batch] == [1, 4, 7]
+        assert covered == 7  # the head: nothing of type A was passed over
+        batch, covered = await log.scan_after(0, 2, {"A", "C"})
+        assert [e.position for e in batch] == [1, 4]
+        assert covered == 4  # a full page covers up to its last event only
+        batch, covered = await log.scan_after(4, 2, {"A", "C"})
+        assert ([e.position for e in batch], covered) == ([5, 7], 7)
+        assert await log.scan_after(7, 10, {"A"}) == ([], 7)
+        assert await log.scan_after(1, 10, {"nothing"}) == ([], 7)
+        every, covered = await log.scan_after(2, 3)
+        assert ([e.position for e in every], covered) == ([3, 4, 5], 5)
+        assert every == (await log.read_after(2, 3))
+
     async def test_read_stream_is_per_tenant(self, log: EventLog) -> None:
         await log.append(T, [ev("learner:a", 1), ev("learner:b", 2), ev("learner:a", 3)])
         await log.append("district-2", [ev("learner:a", 4)])
@@ -293,6 +313,48 @@ class LogContract:
         assert everything == list(range(1, total + 1))
         # The reader saw every event exactly once, in order, although writers committed meanwhile.
         assert seen == list(range(1, total + 1))
+
+    async def test_a_scanning_reader_passes_over_nothing_of_its_types_while_writers_append(self, log_url: str) -> None:
+        """``scan_after``'s covered position never runs past an event of its types that commits later."""
+        writers, batches_each = 4, 15
+        logs = [await open_event_log(log_url) for _ in range(writers + 1)]
+        reader_log = logs[-1]
+        done = asyncio.Event()
+        seen: list[int] = []
+
+        async def write(w: int) -> None:
+            rng = random.Random(w)
+            for b in range(batches_each):
+                batch = [
+                    NewEvent.of(f"learner:{rng.randrange(9)}", rng.choice("AB"), {"w": w, "b": b, "i": i})
+                    for i in range(rng.choice([1, 3, 20]))
+                ]
+                await logs[w].append(T, batch)
+                await asyncio.sleep(0)
+
+        async def scan() -> None:
+            position = 0
+            while True:
+                batch, covered = await reader_log.scan_after(position, 4, {"A"})
+                assert all(e.position > position and e.event_type == "A" for e in batch)
+                seen.extend(e.position for e in batch)
+                if covered > position:
+                    position = covered
+                elif done.is_set() and position == await reader_log.max_position():
+                    return
+                else:
+                    await reader_log.wait_for_events(position, 0.2)
+
+        try:
+            reader = asyncio.create_task(scan())
+            await asyncio.gather(*(write(w) for w in range(writers)))
+            done.set()
+            await asyncio.wait_for(reader, 60)
+            wanted = [e.position for e in await read_all(reader_log) if e.event_type == "A"]
+        finally:
+            for one in logs:
+                await one.close()
+        assert wanted and seen == wanted
 
     async def test_writers_in_other_processes_do_not_interleave(self, log_url: str, tmp_path: Path) -> None:
         script = tmp_path / "writer.py"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -40,6 +40,21 @@ class EventLog(abc.ABC):
     @abc.abstractmethod
     async def read_after(self, position: int, limit: int = 1000, *, tenant: str | None = None) -> list[StoredEvent]:
         """Events with a position greater than ``position``, in log order, at most ``limit``."""
+
+    async def scan_after(
+        self, position: int, limit: int, event_types: Collection[str] | None = None
+    ) -> tuple[list[StoredEvent], int]:
+        """The events of ``event_types`` (None: every type) after ``position``, in log order, at most ``limit``,
+        and the position the scan covered: every event up to it was either returned or of another type.
+
+        A reader interested in few types (a projection) moves its checkpoint to the covered position
+        without fetching the events it would skip.
+        """
+        batch = await self.read_after(position, limit)
+        covered = batch[-1].position if batch else position
+        if event_types is not None:
+            batch = [event for event in batch if event.event_type in event_types]
+        return batch, covered
 
     @abc.abstractmethod
     async def read_stream(

@@ -10,7 +10,7 @@ import abc
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Collection, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -445,6 +445,35 @@ class SqlEventLog(EventLog):
             query = query.where(events.c.tenant == tenant)
         query = query.order_by(events.c.position).limit(limit)
         return await self._fetch_events(query)
+
+    async def scan_after(
+        self, position: int, limit: int, event_types: Collection[str] | None = None
+    ) -> tuple[list[StoredEvent], int]:
+        if event_types is None:
+            return await super().scan_after(position, limit)
+        try:
+            async with self.engine.connect() as conn:
+                # The head first: positions commit in order, so every event up to it is visible to the
+                # next statement, and events of other types up to it can be passed over for good.
+                head = int(await conn.scalar(sa.select(sa.func.max(events.c.position))) or 0)
+                if head <= position:
+                    return [], position
+                rows = (
+                    await conn.execute(
+                        sa.select(*_COLUMNS)
+                        .where(
+                            events.c.position > position,
+                            events.c.position <= head,
+                            self._in(events.c.event_type, sorted(event_types)),
+                        )
+                        .order_by(events.c.position)
+                        .limit(limit)
+                    )
+                ).all()
+        except (DBAPIError, InterfaceError, OSError) as exc:
+            raise StoreUnavailableError(f"the log could not be read: {exc}") from exc
+        batch = [StoredEvent(*row) for row in rows]
+        return batch, (batch[-1].position if len(batch) == limit else head)
 
     async def read_stream(
         self, tenant: str, stream: str, *, after_version: int = 0, limit: int | None = None

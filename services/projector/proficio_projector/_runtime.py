@@ -51,6 +51,9 @@ class RunnerSettings:
     lease_ttl: float = 10.0
     #: Seconds to wait before retrying after the store failed.
     retry_delay: float = 0.5
+    #: Seconds to wait after a step that passed over only other projections' events (bounds the
+    #: checkpoint writes of a projection whose events are rare while the log is busy; its lag stays small).
+    skip_pause: float = 0.05
     owner: str = field(default_factory=worker_id)
 
 
@@ -62,16 +65,29 @@ async def sql_checkpoints(conn: AsyncConnection, generation: Generation) -> dict
     return {segment: found.get(segment, 0) for segment in range(generation.segments)}
 
 
+@dataclass(frozen=True)
+class Step:
+    """What one step of a folder did: log positions it moved past, and events of its types among them."""
+
+    covered: int
+    folded: int
+
+
 class SegmentFolder:
-    """Folds the log into one generation, for the segments a lease keeper holds."""
+    """Folds the log into one generation, for the segments a lease keeper holds.
+
+    It reads only the projection's event types (``EventLog.scan_after``): most projections want few
+    of the log's events, and reading the rest only to skip them was most of their cost.
+    """
 
     def __init__(self, log: EventLog, projection: Projection, generation: Generation, keeper: LeaseKeeper) -> None:
         self.log = log
         self.generation = generation
         self.keeper = keeper
+        self.event_types = projection.event_types
         self.applier = Applier(projection, generation)
         # The batch after the last one read, read while that one is folded: (the position it follows, read).
-        self._ahead: tuple[int, asyncio.Future[list[StoredEvent]]] | None = None
+        self._ahead: tuple[int, asyncio.Future[tuple[list[StoredEvent], int]]] | None = None
 
     def close(self) -> None:
         """Drop a read-ahead in flight."""
@@ -82,8 +98,11 @@ class SegmentFolder:
                 ahead.exception()
             self._ahead = None
 
-    async def step(self, batch_size: int) -> int | None:
-        """Fold the next batch for the held segments; the events read (0: caught up), None: nothing held."""
+    def _scan(self, position: int, batch_size: int) -> asyncio.Future[tuple[list[StoredEvent], int]]:
+        return asyncio.ensure_future(self.log.scan_after(position, batch_size, self.event_types))
+
+    async def step(self, batch_size: int) -> Step | None:
+        """Fold the next batch for the held segments (``covered`` 0: caught up); None: nothing held."""
         owned = sorted(self.keeper.owned)
         if not owned:
             return None
@@ -91,14 +110,14 @@ class SegmentFolder:
             marks = await sql_checkpoints(conn, self.generation)
         start = min(marks[s] for s in owned)
         if self._ahead is not None and self._ahead[0] == start:
-            batch = await self._ahead[1]
+            batch, covered = await self._ahead[1]
             self._ahead = None
         else:
             self.close()
-            batch = await self.log.read_after(start, batch_size)
-        if not batch:
-            return 0
-        self._ahead = (batch[-1].position, asyncio.ensure_future(self.log.read_after(batch[-1].position, batch_size)))
+            batch, covered = await self._scan(start, batch_size)
+        if covered <= start:
+            return Step(0, 0)
+        self._ahead = (covered, self._scan(covered, batch_size))
         async with self.log.transaction() as conn:
             current = await sql_checkpoints(conn, self.generation)
             mine: list[StoredEvent] = []
@@ -114,8 +133,8 @@ class SegmentFolder:
                     mine.append(event)
             await self.applier.apply(conn, mine)
             for segment in moved:
-                await self.log.save_checkpoint(self.generation.consumer, batch[-1].position, segment, conn=conn)
-        return len(batch)
+                await self.log.save_checkpoint(self.generation.consumer, covered, segment, conn=conn)
+        return Step(covered - start, len(batch))
 
 
 class ActiveFollower:
@@ -174,16 +193,20 @@ class SqlProjector(ActiveFollower):
                     if active != generation:
                         return  # swapped by a rebuild: serve the new generation
                 try:
-                    read = await folder.step(self.settings.batch_size)
+                    step = await folder.step(self.settings.batch_size)
                 except IntegrityError as exc:  # a dead letter parked twice by racing workers, say
                     logger.warning("%s: %s; retrying", generation.consumer, exc)
                     continue
-                if read is None:
+                if step is None:
                     await _sleep(stop, min(self.settings.idle_timeout, max(0.0, renew_at - loop.time())))
-                elif read == 0:
+                elif step.covered == 0:
                     async with self.log.engine.connect() as conn:
                         low = min((await sql_checkpoints(conn, generation)).values())
                     await wait_for_events_or_stop(self.log, stop, low, self.settings.idle_timeout)
+                elif step.folded == 0 and step.covered < self.settings.batch_size:
+                    # Only other projections' events, and few: let them gather rather than commit a
+                    # checkpoint for every append while the log is busy.
+                    await _sleep(stop, self.settings.skip_pause)
         finally:
             folder.close()
             with contextlib.suppress(*RETRYABLE):
@@ -219,8 +242,8 @@ async def build(
             if len(await keeper.refresh()) < generation.segments:
                 await _sleep(stop, settings.lease_ttl / 3)  # another builder holds some: wait for it to finish
                 continue
-            read = await folder.step(settings.batch_size * 5)
-            if read == 0 and await _swap(log, projection, generation, keeper):
+            step = await folder.step(settings.batch_size * 5)
+            if step is not None and step.covered == 0 and await _swap(log, projection, generation, keeper):
                 break
     finally:
         folder.close()
