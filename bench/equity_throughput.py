@@ -4,6 +4,7 @@
     .venv/bin/python -m bench.equity_throughput --learners 5000 --schools 4  # smaller, for development
     .venv/bin/python -m bench.equity_throughput --skip-reads --load-seconds 0
     .venv/bin/python -m bench.equity_throughput --keep-up one,split          # also the refresher in its own process
+    .venv/bin/python -m bench.equity_throughput --skip-reads --load-seconds 0 --compare-reads 2  # reading by type
 
 Targets (issue 7): pacing and equity projections keep up with 20,000 statements/s of input; the equity view
 for a district of 50,000 learners answers in p99 under 200 ms.
@@ -37,6 +38,7 @@ import argparse
 import asyncio
 import bisect
 import contextlib
+import functools
 import os
 import platform
 import random
@@ -70,7 +72,7 @@ from bench.competency_throughput import (
 from proficio_cli._demo_district import FLAG_SHARES, RACE_SHARES, SMALL_GROUPS
 from proficio_events import EventLog, NewEvent, open_event_log
 from proficio_ingest._statements import STATEMENT_KEY, learner_stream
-from proficio_projector import RunnerSettings, SqlProjector, default_projections, migrate_runtime
+from proficio_projector import RunnerSettings, SqlProjector, build, default_projections, migrate_runtime
 from proficio_projector.competency import CompetencyEvidence
 from proficio_projector.competency._reference import section_roster_event
 from proficio_projector.equity import EquityRefresher, RefreshReport, cell_rows, scope_tables
@@ -274,6 +276,30 @@ async def catch_up(log: EventLog) -> None:
     seconds = time.perf_counter() - started
     print(f"  projectors caught up ({len(projections)} default projections, one process): {seconds:.0f} s "
           f"for {head:,} events ({head / seconds:,.0f} events/s)")  # fmt: skip
+
+
+async def compare_reads(url: str, rounds: int) -> None:
+    """Rebuild every default projection from position 0 at once, in this process, reading the log two ways
+    in turn: every event (each projection skipping what it does not fold, as before ``scan_after`` filtered
+    by type) and each projection's own event types."""
+    for n in range(rounds):
+        for every in (True, False):
+            log = await open_event_log(url, migrate=False)
+            try:
+                if every:
+                    # The base implementation reads every event and filters in Python.
+                    log.scan_after = functools.partial(EventLog.scan_after, log)  # type: ignore[method-assign]
+                head = await log.max_position()
+                settings = RunnerSettings(owner="bench", idle_timeout=0.1)
+                cpu, started = time.process_time(), time.perf_counter()
+                await asyncio.gather(*(build(log, p, settings) for p in default_projections()))
+                seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+            finally:
+                await log.close()
+            how = "every event read, skipped in Python" if every else "each projection's own types read"
+            print(f"  rebuild of the {len(default_projections())} default projections at once, round {n + 1}, "
+                  f"{how}: {seconds:.1f} s for {head:,} events ({head / seconds:,.0f} events/s), "
+                  f"{cpu:.1f} s of this process's CPU; load average {os.getloadavg()[0]:.1f}")  # fmt: skip
 
 
 # -- the full refresh ---------------------------------------------------------------------------
@@ -603,6 +629,8 @@ async def prepare(url: str, args: argparse.Namespace, today: date) -> District:
 def run(url: str, data_dir: Path, args: argparse.Namespace) -> None:
     today = datetime.now(UTC).date()
     district = asyncio.run(prepare(url, args, today))
+    if args.compare_reads:
+        asyncio.run(compare_reads(url, args.compare_reads))
     if not args.skip_reads:
         if not wrk.available():
             print("  reads: wrk is not installed (apt-get install wrk); not measured")
@@ -629,6 +657,10 @@ def main() -> None:
     parser.add_argument("--per-learner", type=int, default=4, help="evidence statements per learner in the set-up")
     parser.add_argument("--seconds", type=float, default=10, help="length of each read measurement")
     parser.add_argument("--skip-reads", action="store_true")
+    parser.add_argument(
+        "--compare-reads", type=int, default=0, metavar="ROUNDS",
+        help="rebuild the default projections reading every event, then only their types, ROUNDS times",
+    )  # fmt: skip
     parser.add_argument("--rate", type=int, default=20_000, help="statements/s appended during the keep-up load")
     parser.add_argument("--load-seconds", type=float, default=30, help="length of the load (0: no keep-up run)")
     parser.add_argument("--drain-seconds", type=float, default=900, help="how long to wait for the views after it")

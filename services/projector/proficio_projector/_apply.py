@@ -166,7 +166,7 @@ class Applier:
                 for change in changes:
                     if change.table not in self._tables:
                         raise ValueError(f"changed a table it does not declare: {change.table!r}")
-                    if not isinstance(change, Put | Remove):
+                    if type(change) is not Put and type(change) is not Remove:  # exact types: the hot path
                         raise TypeError(f"returned {type(change).__name__}, not Put or Remove")
                 return changes, "", attempt
             except Exception as exc:  # a projection bug or a malformed event: retried, then parked

@@ -133,13 +133,13 @@ class CompetencyEvidence:
 
 def _raw(statement: Mapping[str, Any]) -> str | None:
     score = statement.get("result", {}).get("score")
-    raw = score.get("raw") if isinstance(score, Mapping) else None
+    raw = score.get("raw") if isinstance(score, dict) else None
     return str(Decimal(str(raw))) if isinstance(raw, int | float) and not isinstance(raw, bool) else None
 
 
 def _activity(statement: Mapping[str, Any]) -> str | None:
     target = statement.get("object")
-    if isinstance(target, Mapping) and target.get("objectType", "Activity") == "Activity":
+    if isinstance(target, dict) and target.get("objectType", "Activity") == "Activity":
         activity = target.get("id")
         return activity if isinstance(activity, str) else None
     return None
