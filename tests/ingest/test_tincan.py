@@ -94,3 +94,38 @@ def test_save_retrieve_query_void_and_page(lrs: RemoteLRS) -> None:
         seen += [str(s.id) for s in page.content.statements]
     assert len(seen) == 4  # five stored, one voided
     assert ids[2] not in seen
+
+
+def test_a_statement_sent_by_tincan_and_again_by_another_client_is_one_statement(
+    lrs: RemoteLRS, served: tuple[RunningServer, str]
+) -> None:
+    """tincan writes ``PT1M11S`` as ``PT01M11S``; the same statement from a client that does not is no conflict."""
+    import httpx
+
+    statement = answered(7, 0.75)
+    statement.id = uuid.uuid4()
+    statement.result.duration = "PT1M11S"
+    saved = lrs.save_statement(statement)
+    assert saved.success, saved.data
+    sent = lrs.retrieve_statement(str(statement.id))
+    assert sent.success
+    running = served[0]
+    # The same statement as a client that writes its duration as given: the same content, so no conflict.
+    body = {
+        "id": str(statement.id),
+        "actor": {"objectType": "Agent", "name": "Learner 7", "mbox": "mailto:learner7@school.example.org"},
+        "verb": {"id": "http://adlnet.gov/expapi/verbs/answered", "display": {"en-US": "answered"}},
+        "object": {"objectType": "Activity", "id": "https://school.example.org/items/fractions-1",
+                   "definition": {"name": {"en-US": "Fractions 1"}}},
+        "result": {"score": {"scaled": 0.75}, "success": True, "duration": "PT1M11S"},
+    }  # fmt: skip
+    again = httpx.put(
+        f"{running.endpoint}statements", params={"statementId": str(statement.id)}, json=body,
+        headers=running.headers, timeout=30,
+    )  # fmt: skip
+    assert again.status_code == 204, again.text
+    other = httpx.put(
+        f"{running.endpoint}statements", params={"statementId": str(statement.id)},
+        json={**body, "result": {**body["result"], "duration": "PT1M12S"}}, headers=running.headers, timeout=30,
+    )  # fmt: skip
+    assert other.status_code == 409, other.text

@@ -18,7 +18,11 @@ their canonical forms are byte-equal, and the SHA-256 of that form is a fingerpr
 - ``contextActivities`` values may arrive as one Activity but the LRS returns arrays (§2.4.6.2.s4.b3): always arrays.
 - Default ``objectType`` values (Activity for an object, Agent for an actor) are filled in, since they mean the same.
 - ``result.duration`` stays a string (b8) except that seconds beyond 0.01 s precision are dropped, by truncation,
-  never rounding (§4.6.s1.b5, 2.0 §4.2.7): ``P1DT12H36M0.1237S`` equals ``P1DT12H36M0.12S``.
+  never rounding (§4.6.s1.b5, 2.0 §4.2.7): ``P1DT12H36M0.1237S`` equals ``P1DT12H36M0.12S``; and leading zeros of
+  a component are dropped (``PT01M11S``, as tincan writes durations, equals ``PT1M11S``). Units are never converted:
+  ``PT60S`` is not ``PT1M`` (months and days have no fixed length, so no conversion is safe in general).
+  (Dropping leading zeros changed the canonical form of such durations only; fingerprints of every other statement
+  are as before, so the domain below was kept.)
 - JSON numbers are numbers: ``1`` and ``1.0`` are the same value. Object member order never matters.
 
 Other arrays keep their order: the spec names no other unordered list. Shapes the validator would reject (this also
@@ -44,6 +48,8 @@ _EXACT_FLOAT_INT = 2**53
 _TIMESTAMP = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:[.,](\d+))?(?:([Zz])|([+-])(\d{2})(?::?(\d{2}))?)?"
 )
+#: Leading zeros of a duration component's integer part (not of its fraction).
+_LEADING_ZEROS = re.compile(r"(?<![\d.,])0+(?=\d)")
 _DURATION_SECONDS = re.compile(r"(P[^T]*T(?:\d+H)?(?:\d+M)?)(\d+)(?:[.,](\d+))?S")
 
 
@@ -232,6 +238,8 @@ def _duration(value: Any) -> Any:
     """Seconds truncated (never rounded) to 0.01 s; the rest of the string is compared as it is (§2.3.1.b8)."""
     if not isinstance(value, str):
         return _json(value)
+    # A number is a number: PT01M11S (as tincan writes it) is PT1M11S. Units are never converted.
+    value = _LEADING_ZEROS.sub("", value)
     match = _DURATION_SECONDS.fullmatch(value)
     if match is None:
         return value
