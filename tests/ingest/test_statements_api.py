@@ -337,6 +337,35 @@ async def test_more_links_page_stably_while_statements_arrive(client: Client) ->
     assert junk.status_code == 400
 
 
+async def test_more_links_keep_the_format_and_attachments_asked_for(client: Client) -> None:
+    for i in range(5):
+        await client.post([statement(i)])
+    response = await client.get(limit=2, format="ids")
+    pages = [response.json()]
+    while pages[-1]["more"]:
+        assert "format=ids" in pages[-1]["more"]
+        response = await client.http.get(pages[-1]["more"], headers=client.headers())
+        assert response.status_code == 200, response.text
+        pages.append(response.json())
+    assert len(pages) == 3
+    for page in pages:
+        for one in page["statements"]:
+            assert one["verb"] == {"id": "http://adlnet.gov/expapi/verbs/answered"}  # ids: no display
+            assert one["object"] == {"id": one["object"]["id"]}
+    # attachments=true pages are multipart/mixed, the later ones too.
+    first = await client.get(limit=2, attachments="true")
+    assert first.headers["content-type"].startswith("multipart/mixed")
+    more = orjson.loads(first.content.split(b"\r\n\r\n", 1)[1].split(b"\r\n--", 1)[0])["more"]
+    assert "attachments=true" in more
+    second = await client.http.get(more, headers=client.headers())
+    assert second.status_code == 200
+    assert second.headers["content-type"].startswith("multipart/mixed")
+    # A more link takes nothing that would change which statements it pages through.
+    refused = await client.http.get(f"{more}&limit=1", headers=client.headers())
+    assert refused.status_code == 400
+    assert "more goes alone" in refused.text
+
+
 async def test_formats(client: Client) -> None:
     statement_id = (await client.post([statement(1)])).json()[0]
     ids = (await client.get(statementId=statement_id, format="ids")).json()

@@ -6,6 +6,7 @@ import re
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 from fastapi import APIRouter, Request
@@ -54,6 +55,8 @@ _QUERY_PARAMETERS = frozenset(
     }
 )
 _SINGLE_PARAMETERS = frozenset({"statementId", "voidedStatementId", "format", "attachments"})
+#: What a ``more`` link may carry besides its token: how the statements are presented, not which ones.
+_PAGE_PRESENTATION = frozenset({"more", "format", "attachments"})
 _FORMATS = frozenset({"exact", "ids", "canonical"})
 
 
@@ -261,8 +264,8 @@ async def get_statements(request: Request) -> Response:
         return JSONResponse(b"" if request.method == "HEAD" else content, headers=headers)
 
     if "more" in params:
-        if len(params) != 1:
-            raise BadRequest("more goes alone: it carries the rest of the query")
+        if set(params) - _PAGE_PRESENTATION:
+            raise BadRequest("more goes alone (with format and attachments only): it carries the rest of the query")
         try:
             query, after, bound = StatementQuery.from_token(params["more"])
         except (ValueError, KeyError, TypeError, orjson.JSONDecodeError) as exc:
@@ -275,7 +278,9 @@ async def get_statements(request: Request) -> Response:
         page = await service.find(credential.tenant, query, None, None)
     more = ""
     if page.next_after is not None:
-        more = f"{request.url.path}?more={query.to_token(page.next_after, page.bound)}"
+        # How the pages are presented rides along, so that every page comes back as the first did.
+        presentation = "".join(f"&{name}={quote(params[name])}" for name in ("format", "attachments") if name in params)
+        more = f"{request.url.path}?more={query.to_token(page.next_after, page.bound)}{presentation}"
     await _record_access(request, credential, page.bodies)
     statements = [_formatted(body, form, request) for body in page.bodies]
     content = b'{"statements":[' + b",".join(statements) + b'],"more":' + orjson.dumps(more) + b"}"
