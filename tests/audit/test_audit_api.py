@@ -89,16 +89,25 @@ async def test_a_learners_history_views_as_of_and_diff(tmp_path: Path) -> None:
             # Reads of her data by this credential: her progress, her statements.
             assert (await http.get("/competency/progress", params={"agent": agent})).status_code == 200
             assert (await http.get("/xapi/statements", params={"agent": agent})).status_code == 200
+            # And the generic view API: a page of rows about learners, then her row.
+            listed = (await http.get("/views/learner_activity/learners")).json()["rows"]
+            (her_id,) = {row["learner"] for row in listed}
+            one = await http.get(f"/views/learner_activity/learners/{her_id}")
+            assert one.status_code == 200
+            assert (await http.get("/views/frameworks/frameworks")).status_code == 200  # about no learner
         async with httpx.AsyncClient(base_url=server.base_url, headers=server.headers, timeout=10) as http:
             deadline = time.monotonic() + 30
             while True:  # the record of access is appended a few times a second
                 record = (await http.get("/audit/learner/access", params={"agent": agent})).json()
                 mine = [a for a in record["accesses"] if a["credential"] == reader["key"]]
-                if len(mine) == 2:
+                if len(mine) == 4:
                     break
                 assert time.monotonic() < deadline, record
                 await asyncio.sleep(0.1)
-            assert [a["what"] for a in mine] == ["/competency/progress", "/xapi/statements"]
-            assert all(a["at_us"] > 0 and "agent=" in a["query"] for a in mine)
+            assert [a["what"] for a in mine] == [
+                "/competency/progress", "/xapi/statements", "/views/learner_activity/learners",
+                f"/views/learner_activity/learners/{her_id}",
+            ]  # fmt: skip
+            assert all(a["at_us"] > 0 and "agent=" in a["query"] for a in mine[:2])
             # The auditor's own reads are on the record too.
             assert any(a["what"] == "/audit/learner/views" for a in record["accesses"])

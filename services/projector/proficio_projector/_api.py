@@ -22,6 +22,7 @@ from fastapi.responses import Response
 
 from proficio_events import EventLog
 
+from ._http import Caller, record_access
 from ._model import Projection
 from ._runtime import RunnerSettings, SqlProjector, active_watermark, status
 from ._settings import StreamSettings
@@ -40,7 +41,12 @@ def _json(content: Any, status_code: int = 200, headers: dict[str, str] | None =
 
 async def _tenant(request: Request, view: str | None = None) -> str:
     """The caller's tenant, once its credential may read views (and ``view``, if that one is protected)."""
-    credential = await request.app.state.credentials.authenticate(request.headers.get("authorization"))
+    return (await _caller(request, view)).tenant
+
+
+async def _caller(request: Request, view: str | None = None) -> Caller:
+    """The caller, once its credential may read views (and ``view``, if that one is protected)."""
+    credential: Caller = await request.app.state.credentials.authenticate(request.headers.get("authorization"))
     if not credential.scopes & READ_SCOPES:
         raise HTTPException(403, f"reading views needs one of the scopes {', '.join(sorted(READ_SCOPES))}")
     if view in PROTECTED_VIEWS and PROTECTED_SCOPE not in credential.scopes:
@@ -48,8 +54,14 @@ async def _tenant(request: Request, view: str | None = None) -> str:
         raise HTTPException(
             403, f"the view {view!r} holds protected data: reading it needs the scope {PROTECTED_SCOPE}"
         )
-    tenant: str = credential.tenant
-    return tenant
+    return credential
+
+
+async def _record_rows_read(request: Request, who: Caller, rows: Sequence[dict[str, Any]]) -> None:
+    """Rows about learners (a ``learner`` column) go on those learners' record of access, like every other read."""
+    learners = {row["learner"] for row in rows if isinstance(row.get("learner"), str)}
+    if learners:
+        await record_access(request, who, sorted(learners))
 
 
 def _iso(us: int | None) -> str | None:
@@ -83,7 +95,8 @@ def router(projections: Sequence[Projection], stream: StreamSettings) -> APIRout
         request: Request, name: str, table: str, limit: int = 100, after: str | None = None
     ) -> Response:
         """Rows of one view table for the caller's tenant, in key order; ``more`` gives the next page."""
-        tenant = await _tenant(request, name)
+        who = await _caller(request, name)
+        tenant = who.tenant
         _store, physical = await _view(request, by_name, name, table)
         if not 1 <= limit <= MAX_PAGE:
             raise HTTPException(400, f"limit must be between 1 and {MAX_PAGE}")
@@ -105,12 +118,14 @@ def router(projections: Sequence[Projection], stream: StreamSettings) -> APIRout
             rows = rows[:limit]
             cursor = orjson.dumps([rows[-1][c.name] for c in keys[1:]]).decode()
             more = str(request.url.include_query_params(after=cursor))
+        await _record_rows_read(request, who, rows)
         return _json({"rows": rows, "more": more}, headers=await _consistency(request, name, stream))
 
     @api.get("/{name}/{table}/{key:path}")
     async def one_row(request: Request, name: str, table: str, key: str) -> Response:
         """One row by the rest of its key (after the tenant), ``/``-separated."""
-        tenant = await _tenant(request, name)
+        who = await _caller(request, name)
+        tenant = who.tenant
         _store, physical = await _view(request, by_name, name, table)
         keys = list(physical.primary_key.columns)
         parts = key.split("/")
@@ -129,7 +144,9 @@ def router(projections: Sequence[Projection], stream: StreamSettings) -> APIRout
             )
         if row is None:
             raise HTTPException(404, f"no such row in {name}/{table}")
-        return _json({str(k): v for k, v in row.items()}, headers=await _consistency(request, name, stream))
+        found = {str(k): v for k, v in row.items()}
+        await _record_rows_read(request, who, [found])
+        return _json(found, headers=await _consistency(request, name, stream))
 
     return api
 
