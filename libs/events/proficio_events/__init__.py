@@ -37,7 +37,15 @@ from ._errors import (
     StoreUnavailableError,
 )
 from ._export import ExportReport, ExportSummary, export_segment, verify_export
-from ._keyring import destroy_keys, keyed_digest, open_sealed, read_keys, scrub_keys, tenant_secret
+from ._keyring import (
+    destroy_keys,
+    keyed_digest,
+    learners_with_live_keys,
+    open_sealed,
+    read_keys,
+    scrub_keys,
+    tenant_secret,
+)
 from ._log import EventLog, InlineHandler
 from ._open import make_event_log, open_event_log, sqlite_url
 from ._settings import StoreSettings
@@ -79,6 +87,7 @@ __all__ = [
     "export_segment",
     "generate_key_files",
     "keyed_digest",
+    "learners_with_live_keys",
     "load_public_key",
     "load_signer",
     "make_event_log",

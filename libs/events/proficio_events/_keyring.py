@@ -130,6 +130,22 @@ async def live_keys(conn: AsyncConnection, tenant: str, learners: Iterable[str])
     return found
 
 
+async def learners_with_live_keys(engine: AsyncEngine, tenant: str, learners: Iterable[str]) -> list[str]:
+    """Which of ``learners`` hold a live key (have data that an erasure would destroy)."""
+    wanted = sorted(set(learners))
+    if not wanted:
+        return []
+    async with engine.connect() as conn:
+        rows = await conn.scalars(
+            sa.select(learner_keys.c.learner)
+            .where(
+                learner_keys.c.tenant == tenant, learner_keys.c.learner.in_(wanted), learner_keys.c.erased_us.is_(None)
+            )
+            .distinct()
+        )
+        return sorted(str(r) for r in rows)
+
+
 async def read_keys(
     conn: AsyncConnection | AsyncEngine, tenant: str, key_ids: Iterable[str | None]
 ) -> dict[str, bytes]:
