@@ -39,6 +39,7 @@ from ._errors import (
 from ._export import ExportReport, ExportSummary, export_segment, verify_export
 from ._keyring import (
     destroy_keys,
+    identifier_secret,
     keyed_digest,
     learners_with_live_keys,
     open_sealed,
@@ -86,6 +87,7 @@ __all__ = [
     "destroy_keys",
     "export_segment",
     "generate_key_files",
+    "identifier_secret",
     "keyed_digest",
     "learners_with_live_keys",
     "load_public_key",

@@ -40,6 +40,7 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from hashlib import sha256
+from typing import TYPE_CHECKING
 
 import orjson
 import sqlalchemy as sa
@@ -49,6 +50,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ._bulk import bulk_insert
 from ._schema import learner_keys, tenant_secrets
+
+if TYPE_CHECKING:
+    from ._log import EventLog
 
 _FORMAT = b"\x01"
 _NONCE = 12
@@ -184,6 +188,18 @@ async def tenant_secret(conn: AsyncConnection, tenant: str, *, create: bool) -> 
         return None
     _secrets_cache[cache_key] = bytes(found)
     return bytes(found)
+
+
+async def identifier_secret(log: EventLog, tenant: str) -> bytes:
+    """The tenant's identifier secret, created (in a write transaction of its own) the first time."""
+    async with log.engine.connect() as conn:
+        found = await tenant_secret(conn, tenant, create=False)
+    if found is not None:
+        return found
+    async with log.transaction() as conn:
+        created = await tenant_secret(conn, tenant, create=True)
+    assert created is not None
+    return created
 
 
 def keyed_digest(secret: bytes, value: str) -> str:

@@ -69,14 +69,22 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.responses import Response
 
-from proficio_events import ConcurrencyError, EventLog, NewEvent, StoredEvent, open_sealed, read_keys
+from proficio_events import (
+    ConcurrencyError,
+    EventLog,
+    NewEvent,
+    StoredEvent,
+    identifier_secret,
+    open_sealed,
+    read_keys,
+)
 
 from ._deps import authenticate, event_log, parameters, settings, xapi_version
 from ._errors import BadRequest, Conflict, NotFound, PreconditionFailed, StatementValidationError
 from ._http import JSONResponse, http_date_from_us, read_body
 from ._projection import agent_value
 from ._schema import documents
-from ._statements import identifier_secret, learner_stream
+from ._statements import learner_stream
 from ._tenants import V1
 from ._validation import XAPIVersion, is_uuid, parse_timestamp, validate_agent_json
 

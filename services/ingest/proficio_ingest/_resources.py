@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from proficio_events import read_keys
+from proficio_events import identifier_secret, read_keys
 
 from ._agents import IFI_PROPERTIES, identity_key
 from ._deps import authenticate, event_log, parameters
@@ -17,7 +17,7 @@ from ._errors import BadRequest, StatementValidationError
 from ._http import JSONResponse
 from ._projection import AGENT, agent_value, index_condition
 from ._schema import activities, statement_index, statements
-from ._statements import identifier_secret, opened_statement
+from ._statements import opened_statement
 from ._validation import validate_agent_json
 
 router = APIRouter(prefix="/xapi")

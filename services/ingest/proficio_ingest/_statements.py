@@ -33,9 +33,9 @@ from proficio_events import (
     InlineHandler,
     NewEvent,
     StoredEvent,
+    identifier_secret,
     open_sealed,
     read_keys,
-    tenant_secret,
 )
 
 from . import _projection as projection
@@ -58,18 +58,6 @@ def learner_stream(tenant: str, actor: Any) -> str:
     """The learner's stream: a pseudonym of the actor, so stream keys (and Kafka keys) carry no identifier."""
     digest = hashlib.sha256(f"{tenant}\x00{stream_identity(actor)}".encode()).hexdigest()
     return f"learner:{digest[:32]}"
-
-
-async def identifier_secret(log: EventLog, tenant: str) -> bytes:
-    """The tenant's identifier secret, created (in a write transaction of its own) the first time."""
-    async with log.engine.connect() as conn:
-        found = await tenant_secret(conn, tenant, create=False)
-    if found is not None:
-        return found
-    async with log.transaction() as conn:
-        created = await tenant_secret(conn, tenant, create=True)
-    assert created is not None
-    return created
 
 
 def keyed_fingerprint(secret: bytes, statement: dict[str, Any]) -> bytes:

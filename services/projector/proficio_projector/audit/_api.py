@@ -7,7 +7,7 @@ from datetime import datetime
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import Response
 
-from proficio_events import EventLog
+from proficio_events import EventLog, read_keys
 
 from .._http import LearnerId, authorize, json_response, now_us, read_learner, resolve_learner
 from ..competency._reads import NotBuilt
@@ -45,7 +45,8 @@ def audit_router(learner_id: LearnerId | None) -> APIRouter:
             events = await learner_events(log_of(request), who.tenant, chosen)
         except NotBuilt as exc:
             raise HTTPException(503, f"the {exc.args[0]} view has not been built yet") from None
-        return json_response({"learner": chosen, "events": [summary(e) for e in events]})
+        keys = await read_keys(log_of(request).engine, who.tenant, [e.key_id for e in events])
+        return json_response({"learner": chosen, "events": [summary(e, keys) for e in events]})
 
     @api.get("/learner/access")
     async def access(request: Request, learner: str | None = None, agent: str | None = None) -> Response:
