@@ -63,10 +63,9 @@ async def test_equity_totals_are_unchanged_by_an_erasure(client: Client, tmp_pat
          "timestamp": f"2026-10-{5 + k:02d}T10:00:00Z"}
         for s in students for k, c in enumerate(COMPETENCIES[: 1 if s.english_learner else 4])
     ]  # fmt: skip
-    auth = {**VERSION, **await client.credential("all", tenant=TENANT)}
-    assert (
-        await client.http.post("/xapi/statements", content=orjson.dumps(statements), headers=auth)
-    ).status_code == 200
+    auth = {**VERSION, **await client.credential("all", tenant=TENANT), "Content-Type": "application/json"}
+    posted = await client.http.post("/xapi/statements", content=orjson.dumps(statements), headers=auth)
+    assert posted.status_code == 200, posted.text
     await build(log)
     await EquityRefresher(log).refresh(AS_OF)
     before = await snapshot(log)
