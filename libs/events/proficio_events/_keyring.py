@@ -203,6 +203,9 @@ async def tenant_secret(conn: AsyncConnection, tenant: str, *, create: bool) -> 
 
 async def identifier_secret(log: EventLog, tenant: str) -> bytes:
     """The tenant's identifier secret, created (in a write transaction of its own) the first time."""
+    cached = _secrets_cache.get((id(log.engine.sync_engine), tenant))
+    if cached is not None:  # no pool checkout (a round trip on PostgreSQL) per request
+        return cached
     async with log.engine.connect() as conn:
         found = await tenant_secret(conn, tenant, create=False)
     if found is not None:
