@@ -45,6 +45,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=6, help="rounds each way (alternating)")
     parser.add_argument("--seconds", type=float, default=15, help="length of each round")
     parser.add_argument("--workers", type=int, default=2, help="server processes per server")
+    parser.add_argument("--get-rounds", type=int, default=2, help="rounds each way of GET pages of 100")
     args = parser.parse_args()
     if not wrk.available():
         raise SystemExit("this benchmark needs wrk (apt-get install wrk)")
@@ -90,8 +91,21 @@ def main() -> None:
             on_median, off_median = statistics.median(rates["encrypted"]), statistics.median(rates["baseline"])
             paired = [1 - e / b for e, b in zip(rates["encrypted"], rates["baseline"], strict=True)]
             per_round = ", ".join(f"{c:+.1%}" for c in paired)
+            gets: dict[str, list[float]] = {name: [] for name in servers}
+            for round_ in range(args.get_rounds):  # reads open every statement of the page (one key query)
+                for name in order if round_ % 2 == 0 else reversed(order):
+                    server = servers[name]
+                    got = wrk.get(server.base_url, server.headers, ["/xapi/statements?limit=100"], clients=8,
+                                  seconds=args.seconds)  # fmt: skip
+                    gets[name].append(got.per_second * 100)
+                    print(f"  GET round {round_ + 1} {name:<10} {got.per_second * 100:>9,.0f} statements/s read"
+                          f"   p50 {got.p50_ms:6.1f} ms  p99 {got.p99_ms:6.1f} ms   load {load_average()}",
+                          flush=True)  # fmt: skip
             print(f"  cost of encryption: {1 - on_median / off_median:+.1%} of batched ingest throughput (medians);"
                   f" per round {per_round}; load average at end {load_average()}")  # fmt: skip
+            if args.get_rounds:
+                read_cost = 1 - statistics.median(gets["encrypted"]) / statistics.median(gets["baseline"])
+                print(f"  cost of decryption: {read_cost:+.1%} of GET throughput (pages of 100, medians)")
         # The switch did what it says: sealed events carry key ids on one side only.
         from tests.support.postgres import _psql
 
