@@ -33,6 +33,7 @@ hold the key row; see docs/privacy.md.
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import os
 import secrets
@@ -64,6 +65,9 @@ _HMAC_DOMAIN = b"proficio:identifier:1\x00"
 _ENCRYPT = True
 
 _secrets_cache: dict[tuple[int, str], bytes] = {}
+_PG_READ_KEYS = (
+    "SELECT key_id, data_key FROM learner_keys WHERE tenant = $1 AND key_id = ANY($2::text[]) AND data_key IS NOT NULL"
+)
 _PG_LIVE_KEYS = (
     "SELECT learner, key_id, data_key FROM learner_keys"
     " WHERE tenant = $1 AND learner = ANY($2::text[]) AND erased_us IS NULL"
@@ -169,6 +173,14 @@ async def read_keys(
     if not wanted:
         return {}
     found: dict[str, bytes] = {}
+    if conn.dialect.name == "postgresql":
+        # Once per page of every read: one prepared statement on the driver connection.
+        async with contextlib.AsyncExitStack() as stack:
+            live = conn if isinstance(conn, AsyncConnection) else await stack.enter_async_context(conn.connect())
+            raw = await live.get_raw_connection()
+            driver: Any = raw.driver_connection
+            rows = await driver.fetch(_PG_READ_KEYS, tenant, wanted)
+        return {str(k): bytes(v) for k, v in rows}
     query = sa.select(learner_keys.c.key_id, learner_keys.c.data_key)
     for start in range(0, len(wanted), 1000):
         chunk = wanted[start : start + 1000]

@@ -12,7 +12,7 @@ import contextlib
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -155,9 +155,13 @@ def _seal(event: NewEvent, tenant: str, keys: dict[tuple[str, str], DataKey]) ->
     assert event.private is not None
     assert event.seal_for is not None
     if not _keyring._ENCRYPT:
-        return replace(event, sealed=event.private, private=None)
-    key = keys[(tenant, event.seal_for)]
-    return replace(event, sealed=seal(key, tenant, event.stream, event.private), key_id=key.key_id, private=None)
+        sealed, key_id = event.private, None
+    else:
+        key = keys[(tenant, event.seal_for)]
+        sealed, key_id = seal(key, tenant, event.stream, event.private), key.key_id
+    # The constructor, not dataclasses.replace (several times slower, and this runs for every statement).
+    return NewEvent(event.stream, event.event_type, event.payload, event.key, event.fingerprint, event.expected_version,
+                    event.schema_version, sealed, key_id, event.decoded, None, event.seal_for)  # fmt: skip
 
 
 def run_migrations(
