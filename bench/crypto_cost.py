@@ -12,7 +12,9 @@ no setting or variable of Proficio's own can.
 
 wrk posts the same 100-statement batch (no ids: every request stores 100 new statements over 10,000
 learners) from 8 connections. The machine is shared, so the rounds alternate (on, off, on, off, ...) and
-the load average is printed with each: a burst of other work hits both sides alike.
+the load average is printed with each: a burst of other work hits both sides alike. Each round also reports
+the CPU time the server's processes and its PostgreSQL backends spent per stored statement (from /proc),
+which other load disturbs far less than throughput. Then GETs of pages of 100 (each statement opened).
 """
 
 from __future__ import annotations
@@ -38,6 +40,46 @@ _keyring._ENCRYPT = False  # the crypto_cost benchmark's baseline only
 
 def load_average() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def _stat(pid: str) -> list[str] | None:
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text[text.rindex(")") + 2 :].split()  # fields from the state on (the name may hold spaces)
+
+
+def server_processes(port: int) -> set[str]:
+    """The `proficio serve --port PORT` process and its workers."""
+    pids = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                args = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"serve" in args and b"--port" in args and str(port).encode() in args:
+                pids.add(entry.name)
+    children = {e.name for e in Path("/proc").iterdir() if e.name.isdigit() and (_stat(e.name) or ["", ""])[1] in pids}
+    return pids | children
+
+
+def backends(database: str) -> set[str]:
+    from tests.support.postgres import _psql
+
+    return set(_psql(f"SELECT pid FROM pg_stat_activity WHERE datname = '{database}'").split())
+
+
+def cpu_seconds(pids: set[str]) -> float:
+    """User + system CPU of these processes so far: unlike throughput, hardly changed by other load."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        fields = _stat(pid)
+        if fields is not None:
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / ticks
 
 
 def main() -> None:
@@ -70,6 +112,8 @@ def main() -> None:
         ):
             servers = {"encrypted": on, "baseline": off}
             rates: dict[str, list[float]] = {name: [] for name in servers}
+            cpus: dict[str, list[float]] = {name: [] for name in servers}
+            databases = {"encrypted": f"{pg.database}_crypto_on", "baseline": f"{pg.database}_crypto_off"}
             for server in servers.values():  # warm-up: connections, prepared statements, the first keys
                 headers = {**server.headers, "Content-Type": "application/json"}
                 wrk.post(server.base_url + "/xapi/statements", headers, body, clients=8, seconds=3)
@@ -79,12 +123,18 @@ def main() -> None:
                     server = servers[name]
                     headers = {**server.headers, "Content-Type": "application/json"}
                     before = load_average()
+                    pids = server_processes(int(server.base_url.rsplit(":", 1)[1])) | backends(databases[name])
+                    cpu = cpu_seconds(pids)
                     result = wrk.post(server.base_url + "/xapi/statements", headers, body, clients=8,
                                       seconds=args.seconds)  # fmt: skip
+                    pids |= backends(databases[name])
+                    used = (cpu_seconds(pids) - cpu) / (result.requests * 100) * 1e6
+                    cpus[name].append(used)
                     rate = result.per_second * 100
                     rates[name].append(rate)
                     print(f"  round {round_ + 1} {name:<10} {rate:>9,.0f} statements/s   p50 {result.p50_ms:6.1f} ms"
-                          f"  p99 {result.p99_ms:6.1f} ms   load {before} -> {load_average()}", flush=True)  # fmt: skip
+                          f"  p99 {result.p99_ms:6.1f} ms   {used:5.0f} µs CPU/statement (server + its PostgreSQL"
+                          f" backends)   load {before} -> {load_average()}", flush=True)  # fmt: skip
             for name in servers:
                 print(f"  {name:<10} median {statistics.median(rates[name]):>9,.0f} statements/s "
                       f"(min {min(rates[name]):,.0f}, max {max(rates[name]):,.0f})")  # fmt: skip
@@ -103,6 +153,10 @@ def main() -> None:
                           flush=True)  # fmt: skip
             print(f"  cost of encryption: {1 - on_median / off_median:+.1%} of batched ingest throughput (medians);"
                   f" per round {per_round}; load average at end {load_average()}")  # fmt: skip
+            cpu_cost = statistics.median(cpus["encrypted"]) / statistics.median(cpus["baseline"]) - 1
+            print(f"  CPU per stored statement (server processes and their PostgreSQL backends, medians):"
+                  f" encrypted {statistics.median(cpus['encrypted']):.0f} µs, baseline"
+                  f" {statistics.median(cpus['baseline']):.0f} µs: {cpu_cost:+.1%}")  # fmt: skip
             if args.get_rounds:
                 read_cost = 1 - statistics.median(gets["encrypted"]) / statistics.median(gets["baseline"])
                 print(f"  cost of decryption: {read_cost:+.1%} of GET throughput (pages of 100, medians)")
