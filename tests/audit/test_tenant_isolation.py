@@ -37,8 +37,8 @@ async def fill(http: httpx.AsyncClient, actor: dict[str, str], tenant: str, tag:
     state_params = {**STATE, "agent": orjson.dumps(actor).decode()}
     assert (await http.put("/xapi/activities/state", params=state_params, json={"page": tag})).status_code == 204
     learner = learner_stream(tenant, actor)
-    assert (await http.put(f"/competency/sections/{tag}-7", json={"learners": [learner]})).status_code == 204
-    plan = {"start": "2026-08-24", "target": "2027-05-28", "sections": [f"{tag}-7"],
+    assert (await http.put(f"/competency/sections/{tag}-sec7", json={"learners": [learner]})).status_code == 204
+    plan = {"start": "2026-08-24", "target": "2027-05-28", "sections": [f"{tag}-sec7"],
             "competencies": [{"uri": URI["GP.A.MATH.1"], "tier": "must"}]}  # fmt: skip
     assert (await http.put(f"/pacing/plans/{tag}-plan", json=plan)).status_code == 204
     alignment = {"activity": f"https://{tag}.example.org/items/quiz", "competency": URI["GP.A.LIT.1"]}
@@ -79,7 +79,7 @@ async def test_one_tenant_cannot_read_or_infer_anothers_data(tmp_path: Path, sto
             ours = await fill(http_a, ANA, "district-a", "a")
             theirs = await fill(http_b, BOB, "district-b", "b")
             their_ids = {s["id"] for s in theirs["statements"]} | {theirs["voiding"]["id"]}
-            secret_texts = [BOB["mbox"], "b.example.org", theirs["learner"], *their_ids, "b-7", "b-plan"]
+            secret_texts = [BOB["mbox"], "b.example.org", theirs["learner"], *their_ids, "b-sec7", "b-plan"]
 
             def clean(response: httpx.Response, asked: str | None = None) -> None:
                 """Nothing of B's in the response, besides what A asked about (echoed back)."""
@@ -154,8 +154,8 @@ async def test_one_tenant_cannot_read_or_infer_anothers_data(tmp_path: Path, sto
                 "events"
             ] == []
             for path, params in (
-                ("/competency/sections/b-7", {}), ("/competency/sections/b-7/grid", {}),
-                ("/pacing/plans/b-plan/learners", {}), ("/pacing/sections/b-7/interventions", {"plan": "b-plan"}),
+                ("/competency/sections/b-sec7", {}), ("/competency/sections/b-sec7/grid", {}),
+                ("/pacing/plans/b-plan/learners", {}), ("/pacing/sections/b-sec7/interventions", {"plan": "b-plan"}),
             ):  # fmt: skip
                 assert (await http_a.get(path, params=params)).status_code == 404, path
             withdrawn = await http_a.delete(f"/competency/ratings/{theirs['rating']}",
@@ -165,7 +165,7 @@ async def test_one_tenant_cannot_read_or_infer_anothers_data(tmp_path: Path, sto
             reused = {**tagged(ANA, "GP.A.MATH.3", 0.5, 4), "id": theirs["statements"][0]["id"]}
             assert (await http_a.post("/xapi/statements", json=reused)).status_code == 200
             # B's data is all still there for B.
-            assert (await http_b.get("/competency/sections/b-7")).status_code == 200
+            assert (await http_b.get("/competency/sections/b-sec7")).status_code == 200
             assert theirs["statements"][0]["id"] in (await http_b.get("/xapi/statements", params={
                 "statementId": theirs["statements"][0]["id"]})).text  # fmt: skip
             assert FRAMEWORK

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -16,7 +17,7 @@ import pytest
 import sqlalchemy as sa
 from fastapi import FastAPI
 
-from proficio_events import EventLog, StoredEvent
+from proficio_events import EventLog, StoredEvent, open_sealed, read_keys
 from proficio_ingest import IngestSettings, create_app, rebuild_documents
 from proficio_ingest import _documents as documents_module
 from proficio_ingest._documents import DOCUMENT_EVENTS, Document, document_after, document_as_of
@@ -496,11 +497,21 @@ async def test_every_write_is_one_event_and_the_table_rebuilds_identically(clien
     first = events[0]
     assert first.stream.startswith("document:")
     assert len(first.stream) == len("document:") + 64
-    assert first.sealed == binary  # the bytes ride raw in the envelope's sealed body
+    # A state document is the learner's: its bytes ride sealed under her key in the envelope's sealed body.
+    keys = await read_keys(client.log.engine, "default", [e.key_id for e in events])
+    assert first.key_id is not None
+    assert first.sealed is not None
+    assert binary not in first.sealed
+    assert open_sealed(keys, "default", first.stream, first.key_id, first.sealed) == binary
     assert first.data()["sha1"] == hashlib.sha1(binary).hexdigest()
     assert first.data()["contentType"] == "application/octet-stream"
+    assert first.data()["learner"].startswith("learner:")
+    assert re.fullmatch("[0-9a-f]{64}", first.data()["agent"])  # a keyed digest, not the agent's identifier
     assert events[2].data()["properties"] == ["y"]
-    assert orjson.loads(events[2].sealed or b"") == {"x": 1, "y": 2}
+    merged = open_sealed(keys, "default", events[2].stream, events[2].key_id, events[2].sealed or b"")
+    assert orjson.loads(merged or b"") == {"x": 1, "y": 2}
+    assert events[3].key_id is None  # an activity profile is nobody's: raw
+    assert orjson.loads(events[3].sealed or b"") == {"p": 1}
     assert events[5].sealed is None
     assert [e.stream_version for e in events if e.stream == first.stream] == [1, 2, 3]
     assert (await client.log.verify()).ok
@@ -551,13 +562,20 @@ async def test_as_of_replays_the_document_from_the_log(client: Client) -> None:
     offset = await send(client, "GET", STATE, {**state(), "as_of": "2000-01-01T00:00:00+02:00"})
     assert offset.status_code == 404
     # The replay reads the stream a page at a time and stops at the first later event.
+    keys = await read_keys(client.log.engine, "default", [e.key_id for e in (put1, put2, deleted, put3)])
     for expected in (put1, put2, deleted, put3):
         replayed = await document_as_of(client.log, "default", put1.stream, expected.recorded_us, page=1)
-        assert replayed == document_after(expected)
+        assert replayed == document_after(expected, keys)
     assert await document_as_of(client.log, "default", put1.stream, put1.recorded_us - 1, page=1) is None
 
 
 # -- racing writers -------------------------------------------------------------------------------------
+
+
+async def opened(client: Client, events: list[StoredEvent]) -> list[bytes | None]:
+    """The documents' bytes as written (state documents are sealed under the learner's key)."""
+    keys = await read_keys(client.log.engine, "default", [e.key_id for e in events])
+    return [None if e.sealed is None else open_sealed(keys, "default", e.stream, e.key_id, e.sealed) for e in events]
 
 
 class ReadGate:
@@ -611,7 +629,7 @@ async def race_rounds(
 async def test_racing_if_match_writers_one_wins_each_round(client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
     gate = ReadGate(monkeypatch)
     winners, events = await race_rounds(client, client.http, gate, rounds=25)
-    assert [e.sealed for e in events] == winners  # exactly the winning writes, in order
+    assert await opened(client, events) == winners  # exactly the winning writes, in order
     assert [e.stream_version for e in events] == list(range(1, 27))
 
 
@@ -626,7 +644,7 @@ async def test_racing_writers_on_separate_log_instances(
         async with httpx.AsyncClient(transport=transport, base_url="http://lrs.test") as other:
             gate = ReadGate(monkeypatch)
             winners, events = await race_rounds(client, other, gate, rounds=15)
-    assert [e.sealed for e in events] == winners
+    assert await opened(client, events) == winners
     assert (await client.log.verify()).ok
 
 

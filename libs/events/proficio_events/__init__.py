@@ -37,6 +37,16 @@ from ._errors import (
     StoreUnavailableError,
 )
 from ._export import ExportReport, ExportSummary, export_segment, verify_export
+from ._keyring import (
+    destroy_keys,
+    identifier_secret,
+    keyed_digest,
+    learners_with_live_keys,
+    open_sealed,
+    read_keys,
+    scrub_keys,
+    tenant_secret,
+)
 from ._log import EventLog, InlineHandler
 from ._open import make_event_log, open_event_log, sqlite_url
 from ._settings import StoreSettings
@@ -74,17 +84,25 @@ __all__ = [
     "bulk_upsert",
     "chain_hash",
     "checkpoint_tenants",
+    "destroy_keys",
     "export_segment",
     "generate_key_files",
+    "identifier_secret",
+    "keyed_digest",
+    "learners_with_live_keys",
     "load_public_key",
     "load_signer",
     "make_event_log",
     "open_event_log",
+    "open_sealed",
     "public_key_file_for",
+    "read_keys",
     "row_hash",
     "run_alembic_env",
     "run_checkpointer",
+    "scrub_keys",
     "select_in",
     "sqlite_url",
+    "tenant_secret",
     "verify_export",
 ]

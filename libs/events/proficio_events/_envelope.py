@@ -80,6 +80,11 @@ class NewEvent:
 
     ``expected_version`` (optional) is the version the stream must be at just before this event;
     0 means the stream must not exist yet.
+
+    ``private`` is personal data to seal (see ``_keyring``): the log encrypts it, in the append
+    transaction, under the data key of learner ``seal_for`` and stores the ciphertext as ``sealed`` (with
+    ``key_id``). It is never stored in clear. A keyed event with ``private`` needs its own ``fingerprint``
+    (the ciphertext differs every time, so it cannot be the content's identity).
     """
 
     stream: str
@@ -93,6 +98,9 @@ class NewEvent:
     key_id: str | None = None
     #: The payload as an object, handed to inline handlers so they need not parse it again. Not stored.
     decoded: Any = field(default=None, compare=False, repr=False)
+    #: Personal data to seal under ``seal_for``'s key; the log replaces it by ``sealed`` and ``key_id``.
+    private: bytes | None = field(default=None, repr=False)
+    seal_for: str | None = None
 
     @classmethod
     def of(cls, stream: str, event_type: str, data: Any, **kwargs: Any) -> NewEvent:
@@ -126,6 +134,9 @@ class StoredEvent:
     hash: bytes
     #: The payload as an object when the event was appended in this process (see ``NewEvent.decoded``).
     decoded: Any = field(default=None, compare=False, repr=False)
+    #: The plaintext of ``sealed`` when the log sealed it in this process (``NewEvent.private``), for
+    #: inline handlers. Never stored; None when read back from the log.
+    opened: bytes | None = field(default=None, compare=False, repr=False)
 
     @property
     def recorded_at(self) -> datetime:

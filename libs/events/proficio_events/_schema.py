@@ -71,3 +71,34 @@ EVENT_COLUMNS = (
     "prev_hash",
     "hash",
 )
+
+# Per-learner data keys and per-tenant identifier secrets (see _keyring.py): beside the log, never in it,
+# so destroying a key (erasure) rewrites no event and leaves the hash chain whole.
+learner_keys = sa.Table(
+    "learner_keys",
+    metadata,
+    sa.Column("tenant", sa.Text, primary_key=True),
+    sa.Column("key_id", sa.Text, primary_key=True),
+    sa.Column("learner", sa.Text, nullable=False),
+    sa.Column("data_key", sa.LargeBinary, nullable=True),  # NULL once erased
+    sa.Column("created_us", sa.BigInteger, nullable=False),
+    sa.Column("erased_us", sa.BigInteger, nullable=True),
+    sa.Column("erased_by", sa.Text, nullable=True),
+    # One live key per learner; erased ones stay as a record of the erasure.
+    sa.Index(
+        "ix_learner_keys_live",
+        "tenant",
+        "learner",
+        unique=True,
+        sqlite_where=sa.text("erased_us IS NULL"),
+        postgresql_where=sa.text("erased_us IS NULL"),
+    ),
+)
+
+tenant_secrets = sa.Table(
+    "tenant_secrets",
+    metadata,
+    sa.Column("tenant", sa.Text, primary_key=True),
+    sa.Column("secret", sa.LargeBinary, nullable=False),
+    sa.Column("created_us", sa.BigInteger, nullable=False),
+)

@@ -22,6 +22,7 @@ from alembic.config import Config
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from . import _keyring
 from ._bulk import bulk_insert, defer_insert, drop_deferred, flush_deferred
 from ._chain import BrokenLink, ChainWalk, Row, row_hash
 from ._checkpoints import Checkpoint, Signer, key_id_of
@@ -42,6 +43,7 @@ from ._errors import (
     LogTamperedError,
     StoreUnavailableError,
 )
+from ._keyring import DataKey, live_keys, seal
 from ._log import EventLog, InlineHandler
 from ._schema import EVENT_COLUMNS, checkpoints, events, signed_checkpoints
 
@@ -88,7 +90,9 @@ def _settle(request: _Request, outcome: AppendResult | BaseException) -> None:
         request.future.set_exception(outcome)
 
 
-def _stored(position: int, tenant: str, event: NewEvent, version: int, recorded: int, prev: bytes) -> StoredEvent:
+def _stored(
+    position: int, tenant: str, event: NewEvent, version: int, recorded: int, prev: bytes, opened: bytes | None = None
+) -> StoredEvent:
     fingerprint = event.identity() if event.key is not None else event.fingerprint
     digest = chain_hash(
         prev,
@@ -107,7 +111,7 @@ def _stored(position: int, tenant: str, event: NewEvent, version: int, recorded:
     )
     return StoredEvent(
         position, tenant, event.stream, version, event.event_type, event.schema_version, recorded, event.key,
-        fingerprint, event.payload, event.sealed, event.key_id, prev, digest, event.decoded,
+        fingerprint, event.payload, event.sealed, event.key_id, prev, digest, event.decoded, opened,
     )  # fmt: skip
 
 
@@ -136,6 +140,28 @@ def _validate(tenant: str, batch: Sequence[NewEvent]) -> None:
             if event.key in seen:
                 raise InvalidBatchError(f"key {event.key!r} appears twice in one batch")
             seen.add(event.key)
+        if event.private is not None:
+            if not event.seal_for:
+                raise InvalidBatchError(f"event {index} has private data but no learner to seal it for")
+            if event.sealed is not None:
+                raise InvalidBatchError(f"event {index} has both private data and a sealed body")
+            if event.key is not None and event.fingerprint is None:
+                raise InvalidBatchError(f"event {index} has private data and a key but no fingerprint")
+
+
+def _seal(event: NewEvent, tenant: str, keys: dict[tuple[str, str], DataKey]) -> NewEvent:
+    """The event with its private data sealed under its learner's key (in clear only for the benchmark's
+    baseline, ``_keyring._ENCRYPT`` off)."""
+    assert event.private is not None
+    assert event.seal_for is not None
+    if not _keyring._ENCRYPT:
+        sealed, key_id = event.private, None
+    else:
+        key = keys[(tenant, event.seal_for)]
+        sealed, key_id = seal(key, tenant, event.stream, event.private), key.key_id
+    # The constructor, not dataclasses.replace (several times slower, and this runs for every statement).
+    return NewEvent(event.stream, event.event_type, event.payload, event.key, event.fingerprint, event.expected_version,
+                    event.schema_version, sealed, key_id, event.decoded, None, event.seal_for)  # fmt: skip
 
 
 def run_migrations(
@@ -322,6 +348,7 @@ class SqlEventLog(EventLog):
         position: int = found.head_position
         # Recorded times never go backwards, even if the clock does: they become xAPI `stored`.
         recorded = max(now_us(), found.head_recorded_us)
+        keys = await self._sealing_keys(conn, group, known)
 
         outcomes: list[AppendResult | Exception] = []
         rows: list[tuple[Any, ...]] = []
@@ -352,7 +379,10 @@ class SqlEventLog(EventLog):
                     failure = ConcurrencyError(tenant, new.stream, new.expected_version, current)
                     break
                 stream_versions[new.stream] = current + 1
-                appended = _stored(position + len(fresh) + 1, tenant, new, current + 1, recorded, prev)
+                opened = new.private
+                if opened is not None:
+                    new = _seal(new, tenant, keys)
+                appended = _stored(position + len(fresh) + 1, tenant, new, current + 1, recorded, prev, opened)
                 prev = appended.hash
                 fresh.append(appended)
                 out.append(appended)
@@ -388,6 +418,25 @@ class SqlEventLog(EventLog):
                 drop_deferred(conn)
             await self._announce(conn, position)
         return outcomes
+
+    async def _sealing_keys(
+        self, conn: AsyncConnection, group: list[_Request], known: dict[tuple[str, str], StoredEvent]
+    ) -> dict[tuple[str, str], DataKey]:
+        """The live data key of every learner whose private data the group will store, created if she has
+        none: one query per tenant, in the append transaction, so no event commits without its key. Events
+        already stored (repeats) are left out: they create no key."""
+        if not _keyring._ENCRYPT:
+            return {}
+        learners: dict[str, set[str]] = {}
+        for request in group:
+            for e in request.batch:
+                if e.private is not None and e.seal_for and (e.key is None or (request.tenant, e.key) not in known):
+                    learners.setdefault(request.tenant, set()).add(e.seal_for)
+        keys: dict[tuple[str, str], DataKey] = {}
+        for tenant, wanted in learners.items():
+            for learner, key in (await live_keys(conn, tenant, wanted)).items():
+                keys[(tenant, learner)] = key
+        return keys
 
     async def _group_state(self, conn: AsyncConnection, wanted: dict[str, tuple[list[str], set[str]]]) -> GroupState:
         """What a group commit must know, under the write lock: per tenant, the events already stored under

@@ -360,3 +360,55 @@ def verify_export_command(file: IO[bytes], public_key: Path, as_json: bool) -> N
         for line in _export_text(report):
             click.echo(line)
     sys.exit(0 if report.ok else 1)
+
+
+@main.group()
+def erase() -> None:
+    """Erasure by crypto-shredding: destroy a learner's data key (see docs/privacy.md)."""
+
+
+@erase.command("learner")
+@store_options
+@click.argument("learner")
+@click.option("--tenant", default="default", show_default=True)
+@click.option("--by", "erased_by", default="cli", show_default=True, help="Who asked for the erasure (recorded).")
+@click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
+@_async
+async def erase_learner(data_dir: Path | None, learner: str, tenant: str, erased_by: str, as_json: bool) -> int:
+    """LEARNER (a learner id, or an xAPI agent as JSON): destroy her keys and append LearnerErased.
+
+    Her statements stay, redacted, with a pseudonymous actor; her agent documents and index rows go; the
+    hash chain is untouched. Erasing again is harmless (nothing to erase).
+    """
+    from proficio_ingest import erase_learners, erasure_targets, open_ingest_store
+
+    from ._main import _ingest_settings
+
+    agents: list[dict[str, Any]] = []
+    if learner.lstrip().startswith("{"):
+        stream = learner_stream_of(tenant, learner)  # validates the agent
+        learners, agents = erasure_targets(tenant, orjson.loads(learner))
+        assert stream in learners
+    else:
+        learners = [learner_stream_of(tenant, learner)]
+    async with await open_ingest_store(_ingest_settings(data_dir)) as log:
+        outcome = await erase_learners(log, tenant, learners, erased_by=erased_by, agents=agents)
+    result = {
+        "tenant": tenant,
+        "learners": list(outcome.learners),
+        "erased": outcome.erased,
+        "keys_destroyed": outcome.keys_destroyed,
+        "statements": outcome.statements,
+        "documents": outcome.documents,
+        "positions": list(outcome.positions),
+    }
+    if as_json:
+        click.echo(orjson.dumps(result).decode())
+    elif outcome.erased:
+        click.echo(
+            f"erased {', '.join(outcome.learners)}: {outcome.keys_destroyed} key(s) destroyed, {outcome.statements}"
+            f" statement(s) now pseudonymous, {outcome.documents} document(s) removed"
+        )
+    else:
+        click.echo(f"nothing to erase for {', '.join(learners)} (no live key: never seen, or erased before)")
+    return 0

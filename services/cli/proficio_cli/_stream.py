@@ -421,6 +421,9 @@ async def audit_learner_views(
         elif at:
             result = (await views_as_of(log, tenant, learner, _moment_us(at), events=events)).as_dict()
         else:
-            result = {"learner": learner, "events": [summary(e) for e in events]}
+            from proficio_events import read_keys
+
+            keys = await read_keys(log.engine, tenant, [e.key_id for e in events])
+            result = {"learner": learner, "events": [summary(e, keys) for e in events]}
     click.echo(orjson.dumps(result, option=orjson.OPT_INDENT_2, default=str).decode())
     return 0

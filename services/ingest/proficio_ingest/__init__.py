@@ -2,6 +2,7 @@
 
 from ._app import create_app, open_ingest_store
 from ._credentials import SCOPES, Credential, CredentialStore, NewCredential
+from ._erasure import LEARNER_ERASED, Erasure, erase_learners, erasure_targets
 from ._errors import (
     BadRequest,
     Conflict,
@@ -20,12 +21,14 @@ from ._statements import learner_stream
 from ._tenants import SUPPORTED_VERSIONS, TenantPolicy, TenantStore
 
 __all__ = [
+    "LEARNER_ERASED",
     "SCOPES",
     "SUPPORTED_VERSIONS",
     "BadRequest",
     "Conflict",
     "Credential",
     "CredentialStore",
+    "Erasure",
     "Forbidden",
     "IngestSettings",
     "NewCredential",
@@ -38,6 +41,8 @@ __all__ = [
     "Unauthorized",
     "XAPIError",
     "create_app",
+    "erase_learners",
+    "erasure_targets",
     "learner_stream",
     "open_ingest_store",
     "rebuild_documents",

@@ -21,6 +21,7 @@ from proficio_events import EventLog, EventStoreError, StoreUnavailableError, op
 
 from ._credentials import CredentialStore
 from ._documents import router as documents_router
+from ._erasure import router as erasure_router
 from ._errors import XAPIError
 from ._http import (
     EXPOSED_HEADERS,
@@ -82,6 +83,7 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
     app.openapi = lambda: _openapi_once(app)  # type: ignore[method-assign]
     app.include_router(resources_router)
     app.include_router(documents_router)
+    app.include_router(erasure_router)
     app.include_router(router)
 
     @app.get("/health", include_in_schema=False)

@@ -29,11 +29,13 @@ batch), on the stream ``document:<sha256 of tenant, resource and keys>``:
                      ``properties`` names the top-level properties the client sent
 ``DocumentDeleted``  a DELETE: the document no longer exists
 
-The payload is JSON: the resource, its keys (the agent as a canonical identifier, never an email
-address), ``contentType`` and ``sha1``. The document bytes themselves go in the envelope's ``sealed``
-body, raw: no base64 inflation or JSON escaping of large binary documents, hashed into the chain like
-the payload, and already where a learner's personal data belongs once it is encrypted under the
-learner's key (``key_id`` is None until then). Each Put/Merged event carries the whole resulting
+The payload is JSON: the resource, its keys (the agent as a keyed digest of its identifier, with the
+tenant's identifier secret, and the learner id it belongs to), ``contentType`` and ``sha1``. The document
+bytes themselves go in the envelope's ``sealed`` body: no base64 inflation or JSON escaping of large
+binary documents, hashed into the chain like the payload. A document of an agent (State, Agent Profile)
+is that learner's personal data: the log seals it under her key (``NewEvent.private``), and erasing her
+makes it unreadable (and the table's row a tombstone). Activity Profile documents belong to no one and
+stay raw (``key_id`` None). Each Put/Merged event carries the whole resulting
 document, so the document after any event depends on that event alone: rebuilds and replays never
 depend on a JSON serialiser's output staying the same across versions.
 
@@ -55,7 +57,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, TypeVar
 
@@ -67,12 +69,22 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.responses import Response
 
-from proficio_events import ConcurrencyError, EventLog, NewEvent, StoredEvent
+from proficio_events import (
+    ConcurrencyError,
+    EventLog,
+    NewEvent,
+    StoredEvent,
+    identifier_secret,
+    open_sealed,
+    read_keys,
+)
 
 from ._deps import authenticate, event_log, parameters, settings, xapi_version
 from ._errors import BadRequest, Conflict, NotFound, PreconditionFailed, StatementValidationError
 from ._http import JSONResponse, http_date_from_us, read_body
+from ._projection import agent_value
 from ._schema import documents
+from ._statements import learner_stream
 from ._tenants import V1
 from ._validation import XAPIVersion, is_uuid, parse_timestamp, validate_agent_json
 
@@ -171,9 +183,10 @@ class Target:
 
     kind: Kind
     activity_id: str | None
-    agent: str | None
+    agent: str | None  # agent_key(agent) as parsed; its keyed digest once ``keyed`` (what is stored)
     registration: str | None
     document_id: str | None
+    learner: str | None = None  # whose personal data the document is (agent documents)
 
     def stream(self, tenant: str) -> str:
         assert self.document_id is not None
@@ -188,6 +201,7 @@ class Target:
             found["activityId"] = self.activity_id
         if self.kind.agent:
             found["agent"] = self.agent
+            found["learner"] = self.learner
         if self.kind.registration:
             found["registration"] = self.registration
         found["id"] = self.document_id
@@ -221,9 +235,10 @@ class Document:
         return not self.deleted
 
 
-def _row(event: StoredEvent) -> dict[str, Any]:
+def _row(event: StoredEvent, erased: bool = False) -> dict[str, Any]:
+    """The table row after ``event``; ``erased``: its learner's key is gone, so the row is a tombstone."""
     data = event.data()
-    deleted = event.event_type == DOCUMENT_DELETED
+    deleted = event.event_type == DOCUMENT_DELETED or erased
     return {
         "tenant": event.tenant,
         "stream": event.stream,
@@ -239,13 +254,23 @@ def _row(event: StoredEvent) -> dict[str, Any]:
         "version": event.stream_version,
         "position": event.position,
         "updated_us": event.recorded_us,
+        "learner": data.get("learner"),
+        "key_id": None if deleted else event.key_id,
     }
 
 
-def document_after(event: StoredEvent) -> Document:
-    """The document after one of its events. Each event carries the whole outcome, so this is the fold."""
-    row = _row(event)
-    return Document(row["content"], row["content_type"], row["etag"], row["updated_us"], row["version"], row["deleted"])
+def _is_erased(event: StoredEvent, keys: dict[str, bytes]) -> bool:
+    return event.key_id is not None and event.opened is None and event.key_id not in keys
+
+
+def document_after(event: StoredEvent, keys: dict[str, bytes]) -> Document:
+    """The document after one of its events (opened with ``keys``). Each event carries the whole outcome, so
+    this is the fold. Once its learner is erased it reads as deleted."""
+    row = _row(event, _is_erased(event, keys))
+    content = row["content"]
+    if content is not None and event.key_id is not None:
+        content = open_sealed(keys, event.tenant, event.stream, event.key_id, content)
+    return Document(content, row["content_type"], row["etag"], row["updated_us"], row["version"], row["deleted"])
 
 
 _UPSERTS: dict[str, sa.Executable] = {}
@@ -278,7 +303,13 @@ async def apply(conn: AsyncConnection, events: Sequence[StoredEvent]) -> None:
         if seen is None or seen.stream_version < event.stream_version:
             latest[(event.tenant, event.stream)] = event
     if latest:
-        await conn.execute(_upsert(conn.dialect.name), [_row(event) for event in latest.values()])
+        # Replayed events (a rebuild) of erased learners become tombstones; appended ones carry ``opened``.
+        keys: dict[str, bytes] = {}
+        for tenant in sorted({t for t, _ in latest}):
+            replayed = [e.key_id for e in latest.values() if e.tenant == tenant and e.opened is None]
+            keys.update(await read_keys(conn, tenant, replayed))
+        rows = [_row(event, _is_erased(event, keys)) for event in latest.values()]
+        await conn.execute(_upsert(conn.dialect.name), rows)
 
 
 # -- reading --------------------------------------------------------------------------------------------
@@ -291,6 +322,7 @@ _DOCUMENT_COLUMNS = (
     documents.c.updated_us,
     documents.c.version,
     documents.c.deleted,
+    documents.c.key_id,
 )
 
 
@@ -304,9 +336,15 @@ async def current_document(log: EventLog, tenant: str, stream: str, *, content: 
         row = (
             await conn.execute(sa.select(*columns).where(documents.c.tenant == tenant, documents.c.stream == stream))
         ).first()
-    if row is None:
-        return None
-    body = None if row[0] is None else bytes(row[0])
+        if row is None:
+            return None
+        body = None if row[0] is None else bytes(row[0])
+        key_id = row[6]
+        if body is not None and key_id is not None:
+            # The learner's key, read for this request only: after an erasure the document is gone.
+            body = open_sealed(await read_keys(conn, tenant, [key_id]), tenant, stream, key_id, body)
+            if body is None:
+                return Document(None, None, None, int(row[3]), int(row[4]), True)
     return Document(body, row[1], row[2], int(row[3]), int(row[4]), bool(row[5]))
 
 
@@ -319,10 +357,11 @@ async def document_as_of(log: EventLog, tenant: str, stream: str, moment_us: int
     state: Document | None = None
     version = 0
     while events := await log.read_stream(tenant, stream, after_version=version, limit=page):
+        keys = await read_keys(log.engine, tenant, [e.key_id for e in events])
         for event in events:
             if event.recorded_us > moment_us:
                 return state
-            state = document_after(event)
+            state = document_after(event, keys)
         version = events[-1].stream_version
     return state
 
@@ -423,7 +462,7 @@ def _micros(moment: datetime) -> int:
     return (moment - _EPOCH) // timedelta(microseconds=1)
 
 
-def _agent_parameter(value: str, version: XAPIVersion) -> str:
+def _agent_parameter(value: str, version: XAPIVersion) -> dict[str, Any]:
     try:
         agent = orjson.loads(value)
     except orjson.JSONDecodeError as exc:
@@ -434,7 +473,7 @@ def _agent_parameter(value: str, version: XAPIVersion) -> str:
         raise BadRequest(f"agent must be an Agent object (or an identified Group): {exc.message}") from exc
     if not any(ifi in agent for ifi in ("mbox", "mbox_sha1sum", "openid", "account")):
         raise BadRequest("agent must carry an identifier (mbox, mbox_sha1sum, openid or account)")
-    return agent_key(agent)
+    return dict(agent)
 
 
 @dataclass(frozen=True, slots=True)
@@ -442,6 +481,7 @@ class Parsed:
     target: Target
     since_us: int | None
     as_of_us: int | None
+    agent: dict[str, Any] | None = None  # the agent parameter, parsed
 
 
 def _parse(request: Request, kind: Kind, version: XAPIVersion) -> Parsed:
@@ -454,6 +494,7 @@ def _parse(request: Request, kind: Kind, version: XAPIVersion) -> Parsed:
     method = request.method
     reading = method in ("GET", "HEAD")
     activity_id = agent = registration = None
+    agent_object: dict[str, Any] | None = None
     if kind.activity:
         activity_id = params.get("activityId")
         if activity_id is None:
@@ -463,7 +504,8 @@ def _parse(request: Request, kind: Kind, version: XAPIVersion) -> Parsed:
     if kind.agent:
         if "agent" not in params:
             raise BadRequest(f"the agent parameter (an Agent object as JSON) is required for {kind.what}")
-        agent = _agent_parameter(params["agent"], version)
+        agent_object = _agent_parameter(params["agent"], version)
+        agent = agent_key(agent_object)
     if "registration" in params:
         if not is_uuid(params["registration"]):
             raise BadRequest(f"registration must be a UUID, not {params['registration']!r}")
@@ -482,7 +524,17 @@ def _parse(request: Request, kind: Kind, version: XAPIVersion) -> Parsed:
         if not reading or document_id is None:
             raise BadRequest(f"as_of applies to a GET of one document (with {kind.id_param}) only")
         as_of_us = _micros(parse_timestamp(params["as_of"], path="as_of", version=version))
-    return Parsed(Target(kind, activity_id, agent, registration, document_id), since_us, as_of_us)
+    return Parsed(Target(kind, activity_id, agent, registration, document_id), since_us, as_of_us, agent_object)
+
+
+async def _keyed(log: EventLog, tenant: str, parsed: Parsed) -> Parsed:
+    """The agent as stored: its keyed digest (no identifier in the log or the table), and her learner id."""
+    target = parsed.target
+    if target.agent is None or parsed.agent is None:
+        return parsed
+    secret = await identifier_secret(log, tenant)
+    keyed = replace(target, agent=agent_value(secret, target.agent), learner=learner_stream(tenant, parsed.agent))
+    return replace(parsed, target=keyed)
 
 
 def _is_json(content_type: str | None) -> bool:
@@ -553,6 +605,15 @@ def _write_event(
         "sha1": hashlib.sha1(content).hexdigest(),
         **extra,
     }
+    if target.learner is not None:  # an agent's document: sealed under her key by the log
+        return NewEvent.of(
+            target.stream(tenant),
+            event_type,
+            data,
+            private=content,
+            seal_for=target.learner,
+            expected_version=0 if current is None else current.version,
+        )
     return NewEvent.of(
         target.stream(tenant),
         event_type,
@@ -650,7 +711,7 @@ async def _delete_context(request: Request, tenant: str, target: Target) -> None
             rows = (await conn.execute(query)).all()
         return [
             (
-                Target(target.kind, target.activity_id, target.agent, registration, document_id),
+                Target(target.kind, target.activity_id, target.agent, registration, document_id, target.learner),
                 Document(None, None, None, int(updated_us), int(version), False),
             )
             for registration, document_id, version, updated_us in rows
@@ -718,7 +779,7 @@ async def _serve(request: Request, kind: Kind) -> Response:
     credential.require(
         kind.read_scopes if reading else kind.write_scopes, f"{'read' if reading else 'write'} {kind.what}"
     )
-    parsed = _parse(request, kind, version)
+    parsed = await _keyed(event_log(request), credential.tenant, _parse(request, kind, version))
     tenant, target = credential.tenant, parsed.target
     if reading:
         if target.document_id is None:

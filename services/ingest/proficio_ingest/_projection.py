@@ -1,5 +1,11 @@
 """The statement query tables as an inline projection of the log.
 
+Statement rows keep the redacted statement, its sealed personal part and key id (see ``_personal``); the
+index finds statements by agent through keyed digests of the agents' identities (``agent_value``), so
+no table beside the log holds an identifier in clear either. To index a statement the projection needs
+its personal part: in the append it is in memory (``StoredEvent.opened``); a rebuild opens the sealed
+part with the keys of the batch (an erased learner's statements are then indexed without agents).
+
 ``apply`` runs inside the append transaction (so a client reads its own writes at once) and also
 replays the log into empty tables (``rebuild``): the tables depend only on the events and their order.
 """
@@ -16,9 +22,20 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from proficio_events import StoredEvent, bulk_insert, bulk_insert_many, bulk_upsert, select_in
+from proficio_events import (
+    StoredEvent,
+    bulk_insert,
+    bulk_insert_many,
+    bulk_upsert,
+    keyed_digest,
+    open_sealed,
+    read_keys,
+    select_in,
+    tenant_secret,
+)
 
 from ._agents import identities
+from ._personal import merge
 from ._schema import activities, attachments, statement_index, statements
 
 STATEMENT_STORED = "StatementStored"
@@ -44,6 +61,19 @@ Pair = tuple[int, str]
 def index_condition(kind: int) -> tuple[int, bool]:
     """The stored kind of a filter pair, and whether the row must be narrow."""
     return _STORED_AS.get(kind, kind), kind not in _BROAD
+
+
+_AGENT_KINDS = frozenset({AGENT, AGENT_RELATED})
+
+
+def agent_value(secret: bytes, identity: str) -> str:
+    """What the index holds for an agent identity: its keyed digest under the tenant's secret."""
+    return keyed_digest(secret, identity)
+
+
+def keyed_pairs(secret: bytes, pairs: set[Pair]) -> set[Pair]:
+    """Agent pairs with their identity replaced by its keyed digest; other pairs as they are."""
+    return {(kind, agent_value(secret, value)) if kind in _AGENT_KINDS else (kind, value) for kind, value in pairs}
 
 
 def index_rows(tenant: str, position: int, pairs: set[Pair]) -> list[tuple[str, int, str, int, bool]]:
@@ -98,7 +128,7 @@ def own_pairs(statement: dict[str, Any]) -> set[Pair]:
     if object_type in ("Agent", "Group"):
         for key in identities(target):
             pairs.add((AGENT, key))
-    elif object_type == "Activity":
+    elif object_type == "Activity" and "id" in target:
         pairs.add((ACTIVITY, target["id"]))
     elif object_type == "SubStatement":
         for key in identities(target.get("actor")):
@@ -199,6 +229,12 @@ async def apply(conn: AsyncConnection, events: Sequence[StoredEvent]) -> None:
 async def _apply_tenant(conn: AsyncConnection, tenant: str, events: list[StoredEvent]) -> None:
     attachment_rows: list[tuple[str, str, str, bytes]] = []
     batch: dict[str, _NewStatement] = {}
+    # Replaying (not appending): the sealed parts are opened with the keys read once for the batch.
+    keys = await read_keys(
+        conn, tenant, [e.key_id for e in events if e.opened is None and e.event_type in STATEMENT_EVENTS]
+    )
+    secret = await tenant_secret(conn, tenant, create=True)
+    assert secret is not None
     for event in events:
         if event.event_type == ATTACHMENT_STORED:
             data = event.data()
@@ -206,6 +242,10 @@ async def _apply_tenant(conn: AsyncConnection, tenant: str, events: list[StoredE
         elif event.event_type in STATEMENT_EVENTS:
             payload = event.data()
             statement = payload["statement"]
+            personal = event.opened
+            if personal is None and event.sealed is not None:
+                personal = open_sealed(keys, tenant, event.stream, event.key_id, event.sealed)
+            whole = merge(statement, personal) if personal is not None else statement
             batch[statement["id"].lower()] = _NewStatement(
                 event,
                 statement,
@@ -213,7 +253,7 @@ async def _apply_tenant(conn: AsyncConnection, tenant: str, events: list[StoredE
                 bool(payload.get("define", False)),
                 statement_target(statement),
                 is_voiding(statement),
-                own_pairs(statement),
+                keyed_pairs(secret, own_pairs(whole)),
             )
     await bulk_insert(conn, attachments, attachment_rows, ignore_conflicts=True)
     if batch:
@@ -280,6 +320,9 @@ async def _apply_statements(conn: AsyncConnection, tenant: str, batch: dict[str,
                 new.credential,
                 bool(body.get("attachments")),
                 orjson.dumps(body),
+                new.event.stream,
+                new.event.sealed,
+                new.event.key_id,
             )
         )
         found_by.extend(index_rows(tenant, new.event.position, new.pairs | new.extra))

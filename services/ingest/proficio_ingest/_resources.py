@@ -9,12 +9,15 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from proficio_events import identifier_secret, read_keys
+
 from ._agents import IFI_PROPERTIES, identity_key
 from ._deps import authenticate, event_log, parameters
 from ._errors import BadRequest, StatementValidationError
 from ._http import JSONResponse
-from ._projection import AGENT, index_condition
+from ._projection import AGENT, agent_value, index_condition
 from ._schema import activities, statement_index, statements
+from ._statements import opened_statement
 from ._validation import validate_agent_json
 
 router = APIRouter(prefix="/xapi")
@@ -49,7 +52,10 @@ async def get_activity(request: Request) -> Response:
 
 @router.api_route("/agents", methods=["GET", "HEAD"])
 async def get_person(request: Request) -> Response:
-    """A Person object: the agent's identifier and every name it was sent with (most recent statements)."""
+    """A Person object: the agent's identifier and every name it was sent with (most recent statements).
+
+    Names are read from the statements' sealed parts (no person table holds them in clear), so an erased
+    learner's names are gone with her key."""
     credential = await authenticate(request)
     params = parameters(request, frozenset({"agent"}))
     if "agent" not in params:
@@ -67,16 +73,20 @@ async def get_person(request: Request) -> Response:
     names: set[str] = {agent["name"]} if isinstance(agent.get("name"), str) else set()
     kind, _narrow = index_condition(AGENT)
     index, s = statement_index, statements
+    tenant = credential.tenant
+    value = agent_value(await identifier_secret(event_log(request), tenant), key)
     query = (
-        sa.select(s.c.body)
+        sa.select(s.c.body, s.c.learner, s.c.sealed, s.c.key_id)
         .select_from(index.join(s, sa.and_(s.c.tenant == index.c.tenant, s.c.position == index.c.position)))
-        .where(index.c.tenant == credential.tenant, index.c.kind == kind, index.c.value == key, index.c.narrow)
+        .where(index.c.tenant == tenant, index.c.kind == kind, index.c.value == value, index.c.narrow)
         .order_by(index.c.position.desc())
         .limit(PERSON_STATEMENTS)
     )
     async with event_log(request).engine.connect() as conn:
-        for (body,) in await conn.execute(query):
-            statement = orjson.loads(body)
+        rows = (await conn.execute(query)).all()
+        keys = await read_keys(conn, tenant, [r[3] for r in rows])
+        for body, learner, sealed, key_id in rows:
+            statement = orjson.loads(opened_statement(keys, tenant, learner, bytes(body), sealed, key_id))
             for candidate in (statement.get("actor"), statement.get("object")):
                 if identity_key(candidate) == key and isinstance(candidate.get("name"), str):
                     names.add(candidate["name"])

@@ -28,7 +28,7 @@ from ._multipart import AttachmentPart, build_multipart_mixed, check_attachments
 from ._projection import ACTIVITY, ACTIVITY_RELATED, AGENT, AGENT_RELATED, REGISTRATION, VERB
 from ._settings import IngestSettings
 from ._signature import check_signed_statement
-from ._statements import StatementQuery, learner_stream, new_statement_ids, prepare
+from ._statements import StatementQuery, new_statement_ids, prepare
 from ._tenants import SUPPORTED_VERSIONS, V1
 from ._validation import is_uuid, parse_timestamp, validate_agent_json, validate_statement
 
@@ -255,8 +255,8 @@ async def get_statements(request: Request) -> Response:
         found = await service.get_one(credential.tenant, statement_id, voided=voided, credential=mine)
         if found is None:
             raise NotFound(f"no {'voided ' if voided else ''}statement with id {statement_id}")
-        body, stored_us = found
-        await _record_access(request, credential, [body])
+        body, stored_us, learner = found
+        await _record_access(request, credential, [learner])
         headers["Last-Modified"] = http_date_from_us(stored_us)
         content = _formatted(body, form, request)
         if with_attachments:
@@ -275,13 +275,14 @@ async def get_statements(request: Request) -> Response:
         page = await service.find(credential.tenant, query, after, bound)
     else:
         query = _query_from(params, credential, settings(request))
+        query = await service.keyed(credential.tenant, query)
         page = await service.find(credential.tenant, query, None, None)
     more = ""
     if page.next_after is not None:
         # How the pages are presented rides along, so that every page comes back as the first did.
         presentation = "".join(f"&{name}={quote(params[name])}" for name in ("format", "attachments") if name in params)
         more = f"{request.url.path}?more={query.to_token(page.next_after, page.bound)}{presentation}"
-    await _record_access(request, credential, page.bodies)
+    await _record_access(request, credential, page.learners)
     statements = [_formatted(body, form, request) for body in page.bodies]
     content = b'{"statements":[' + b",".join(statements) + b'],"more":' + orjson.dumps(more) + b"}"
     if with_attachments:
@@ -289,11 +290,10 @@ async def get_statements(request: Request) -> Response:
     return JSONResponse(b"" if request.method == "HEAD" else content, headers=headers)
 
 
-async def _record_access(request: Request, credential: Credential, bodies: Sequence[bytes]) -> None:
+async def _record_access(request: Request, credential: Credential, learners: Sequence[str]) -> None:
     """The record of access (when the service runs one): whose statements this credential read."""
     recorder = getattr(request.app.state, "access_recorder", None)
-    if recorder is not None and bodies:
-        learners = [learner_stream(credential.tenant, orjson.loads(body).get("actor")) for body in bodies]
+    if recorder is not None and learners:
         await recorder.record(credential.tenant, credential, learners, request.url.path, request.url.query)
 
 

@@ -36,12 +36,19 @@ statements = sa.Table(
     sa.Column("target_id", sa.Text, nullable=True),  # the statement a StatementRef object points at
     sa.Column("credential", sa.Text, nullable=False),
     sa.Column("has_attachments", sa.Boolean, nullable=False),
-    sa.Column("body", sa.LargeBinary, nullable=False),  # the statement as GET returns it (format=exact)
+    # The redacted statement (no personal data: see _personal.py), with `stored`; GET merges the opened
+    # `sealed` part back in, or shows a pseudonymous actor once the learner's key is erased.
+    sa.Column("body", sa.LargeBinary, nullable=False),
+    sa.Column("learner", sa.Text, nullable=False, server_default=""),  # the event's stream: the learner id
+    sa.Column("sealed", sa.LargeBinary, nullable=True),  # the personal part, encrypted under key_id
+    sa.Column("key_id", sa.Text, nullable=True),
     sa.Index("ix_xapi_statements_position", "tenant", "position", unique=True),
     sa.Index("ix_xapi_statements_target", "tenant", "target_id"),
+    sa.Index("ix_xapi_statements_learner", "tenant", "learner"),
 )
 
-# What a statement can be found by: one row per (kind, value), where ``narrow`` says the value is the
+# What a statement can be found by: one row per (kind, value); agent values are keyed digests (HMAC with the
+# tenant's identifier secret, see proficio_events._keyring), never identifiers, where ``narrow`` says the value is the
 # statement's actor or object (the agent/activity filters) rather than only related to it (the
 # related_agents/related_activities filters). Statements that point at another statement (StatementRef)
 # also carry their target's rows, so filters match them as the spec asks.
@@ -97,7 +104,7 @@ documents = sa.Table(
     sa.Column("stream", sa.Text, primary_key=True),  # document:<sha256 of the keys>
     sa.Column("resource", sa.Text, nullable=False),  # state | activity_profile | agent_profile
     sa.Column("activity_id", sa.Text, nullable=True),
-    sa.Column("agent", sa.Text, nullable=True),  # the agent's IFI (an mbox as its mbox_sha1sum)
+    sa.Column("agent", sa.Text, nullable=True),  # keyed digest of the agent's IFI (an mbox as its mbox_sha1sum)
     sa.Column("registration", sa.Text, nullable=True),
     sa.Column("document_id", sa.Text, nullable=False),  # stateId or profileId
     sa.Column("content_type", sa.Text, nullable=True),
@@ -107,6 +114,10 @@ documents = sa.Table(
     sa.Column("version", sa.Integer, nullable=False),  # stream version of the latest event
     sa.Column("position", Position, nullable=False),
     sa.Column("updated_us", sa.BigInteger, nullable=False),
+    # Agent documents (State, Agent Profile) are personal: content sealed under the learner's key.
+    sa.Column("learner", sa.Text, nullable=True),
+    sa.Column("key_id", sa.Text, nullable=True),
+    sa.Index("ix_xapi_documents_learner", "tenant", "learner"),
     sa.Index("ix_xapi_documents_context", "tenant", "resource", "activity_id", "agent", "registration"),
 )
 

@@ -2,17 +2,24 @@
 
 Storing is one append per request (all statements of a batch, and their attachments, or nothing),
 with the query tables updated in the same transaction. Queries read those tables.
+
+Each statement's personal part (``_personal``) is handed to the log as private data of its learner, which
+seals it under her key in the append transaction; the payload keeps the redacted statement. Reads open
+the sealed parts with the page's keys (one query per page), or show a pseudonymous actor for an erased
+learner. The idempotency fingerprint is the xAPI comparison digest, keyed with the tenant's identifier
+secret: unkeyed, it would let anyone holding the log confirm a guessed actor against a redacted statement.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import os
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC
 from typing import Any
 
@@ -20,7 +27,16 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from proficio_events import DuplicateEventError, EventLog, InlineHandler, NewEvent, StoredEvent
+from proficio_events import (
+    DuplicateEventError,
+    EventLog,
+    InlineHandler,
+    NewEvent,
+    StoredEvent,
+    identifier_secret,
+    open_sealed,
+    read_keys,
+)
 
 from . import _projection as projection
 from ._agents import stream_identity
@@ -28,6 +44,7 @@ from ._compare import statement_fingerprint
 from ._credentials import Credential
 from ._errors import Conflict
 from ._multipart import AttachmentPart
+from ._personal import merge, pseudonymous, split
 from ._schema import attachments, statement_index, statements
 from ._tenants import V1, V2
 from ._validation import parse_timestamp
@@ -41,6 +58,22 @@ def learner_stream(tenant: str, actor: Any) -> str:
     """The learner's stream: a pseudonym of the actor, so stream keys (and Kafka keys) carry no identifier."""
     digest = hashlib.sha256(f"{tenant}\x00{stream_identity(actor)}".encode()).hexdigest()
     return f"learner:{digest[:32]}"
+
+
+def keyed_fingerprint(secret: bytes, statement: dict[str, Any]) -> bytes:
+    """The statement's comparison digest (``statement_fingerprint``), keyed with the tenant's secret."""
+    return hmac.new(secret, statement_fingerprint(statement), hashlib.sha256).digest()
+
+
+def opened_statement(
+    keys: dict[str, bytes], tenant: str, learner: str, body: bytes, sealed: bytes | None, key_id: str | None
+) -> bytes:
+    """A stored statement as GET shows it: whole while its learner's key lives, pseudonymous after."""
+    if sealed is None:
+        return body
+    personal = open_sealed(keys, tenant, learner, key_id, sealed)
+    redacted = orjson.loads(body)
+    return orjson.dumps(merge(redacted, personal) if personal is not None else pseudonymous(redacted, learner))
 
 
 def _as_list(value: Any) -> Any:
@@ -101,6 +134,7 @@ class StatementQuery:
     limit: int = 100
     ascending: bool = False
     credential: str | None = None  # statements/read/mine
+    keyed: bool = False  # agent pairs hold keyed digests (``StatementService.keyed``), not identities
 
     def to_token(self, after: int, bound: int) -> str:
         data = {
@@ -110,6 +144,7 @@ class StatementQuery:
             "l": self.limit,
             "a": self.ascending,
             "c": self.credential,
+            "k": self.keyed,
             "after": after,
             "bound": bound,
         }
@@ -125,6 +160,7 @@ class StatementQuery:
             limit=int(data["l"]),
             ascending=bool(data["a"]),
             credential=data["c"],
+            keyed=bool(data.get("k", False)),
         )
         return query, int(data["after"]), int(data["bound"])
 
@@ -132,6 +168,7 @@ class StatementQuery:
 @dataclass(frozen=True, slots=True)
 class Page:
     bodies: list[bytes]
+    learners: list[str]  # whose statement each body is (learner ids)
     next_after: int | None  # position to continue after, if there is more
     bound: int
 
@@ -170,6 +207,7 @@ class StatementService:
         does not run when every statement was stored before).
         """
         events: list[NewEvent] = []
+        secret = await identifier_secret(self.log, tenant)
         wanted = {
             a.get("sha2")
             for s in prepared
@@ -188,13 +226,17 @@ class StatementService:
                 )
             )
         for statement in prepared:
+            learner = learner_stream(tenant, statement.get("actor"))
+            redacted, personal = split(statement)
             events.append(
                 NewEvent.of(
-                    learner_stream(tenant, statement.get("actor")),
+                    learner,
                     projection.STATEMENT_VOIDED if projection.is_voiding(statement) else projection.STATEMENT_STORED,
-                    {"statement": statement, "credential": credential.key, "define": credential.may_define},
+                    {"statement": redacted, "credential": credential.key, "define": credential.may_define},
                     key=STATEMENT_KEY + str(statement["id"]).lower(),
-                    fingerprint=statement_fingerprint(statement),
+                    fingerprint=keyed_fingerprint(secret, statement),
+                    private=personal,
+                    seal_for=learner,
                 )
             )
         try:
@@ -208,9 +250,11 @@ class StatementService:
 
     async def get_one(
         self, tenant: str, statement_id: str, *, voided: bool, credential: str | None
-    ) -> tuple[bytes, int] | None:
-        """The stored statement (body, stored_us), if it exists and is (or, for voided=False, is not) voided."""
-        query = sa.select(statements.c.body, statements.c.stored_us).where(
+    ) -> tuple[bytes, int, str] | None:
+        """The stored statement (body, stored_us, learner), if it exists and is (or, for voided=False, is not)
+        voided."""
+        s = statements
+        query = sa.select(s.c.body, s.c.stored_us, s.c.learner, s.c.sealed, s.c.key_id).where(
             statements.c.tenant == tenant,
             statements.c.statement_id == statement_id.lower(),
             statements.c.voided == voided,
@@ -219,16 +263,33 @@ class StatementService:
             query = query.where(statements.c.credential == credential)
         async with self.log.engine.connect() as conn:
             row = (await conn.execute(query)).first()
-        return None if row is None else (bytes(row[0]), int(row[1]))
+            if row is None:
+                return None
+            keys = await read_keys(conn, tenant, [row[4]])
+        body = opened_statement(keys, tenant, row[2], bytes(row[0]), row[3], row[4])
+        return body, int(row[1]), str(row[2])
+
+    async def keyed(self, tenant: str, query: StatementQuery) -> StatementQuery:
+        """The query with its agent filter as the index holds agents: a keyed digest (so neither the index
+        nor a ``more`` link carries the identifier)."""
+        if query.keyed or not any(kind in (projection.AGENT, projection.AGENT_RELATED) for kind, _ in query.pairs):
+            return query if query.keyed else replace(query, keyed=True)
+        secret = await identifier_secret(self.log, tenant)
+        agents = (projection.AGENT, projection.AGENT_RELATED)
+        pairs = tuple(
+            (kind, projection.agent_value(secret, value) if kind in agents else value) for kind, value in query.pairs
+        )
+        return replace(query, pairs=pairs, keyed=True)
 
     async def find(self, tenant: str, query: StatementQuery, after: int | None, bound: int | None) -> Page:
+        query = await self.keyed(tenant, query)
         if bound is None:
             bound = await self.log.max_position()
         s = statements
         if query.pairs:
             first = statement_index.alias("first_pair")
             order = first.c.position
-            select = sa.select(s.c.body, order).select_from(
+            select = sa.select(s.c.body, order, s.c.learner, s.c.sealed, s.c.key_id).select_from(
                 first.join(s, sa.and_(s.c.tenant == first.c.tenant, s.c.position == first.c.position))
             )
             select = select.where(_matches(first, tenant, *query.pairs[0]))
@@ -239,7 +300,7 @@ class StatementService:
                 )
         else:
             order = s.c.position
-            select = sa.select(s.c.body, order).where(s.c.tenant == tenant)
+            select = sa.select(s.c.body, order, s.c.learner, s.c.sealed, s.c.key_id).where(s.c.tenant == tenant)
         select = select.where(s.c.voided == sa.false(), order <= bound)
         if query.since_us is not None:
             select = select.where(s.c.stored_us > query.since_us)
@@ -252,9 +313,12 @@ class StatementService:
         select = select.order_by(order.asc() if query.ascending else order.desc()).limit(query.limit + 1)
         async with self.log.engine.connect() as conn:
             rows = (await conn.execute(select)).all()
-        more = len(rows) > query.limit
-        rows = rows[: query.limit]
-        return Page([bytes(r[0]) for r in rows], int(rows[-1][1]) if more else None, bound)
+            more = len(rows) > query.limit
+            rows = rows[: query.limit]
+            # Keys read per page, never kept: an erasure that commits is honoured by the next page.
+            keys = await read_keys(conn, tenant, [r[4] for r in rows])
+        bodies = [opened_statement(keys, tenant, r[2], bytes(r[0]), r[3], r[4]) for r in rows]
+        return Page(bodies, [str(r[2]) for r in rows], int(rows[-1][1]) if more else None, bound)
 
     async def attachment_parts(self, tenant: str, bodies: list[dict[str, Any]]) -> list[AttachmentPart]:
         wanted = sorted(

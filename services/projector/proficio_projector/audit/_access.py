@@ -16,7 +16,9 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
-from proficio_events import EventLog, NewEvent, StoredEvent
+import orjson
+
+from proficio_events import EventLog, NewEvent, StoredEvent, open_sealed, read_keys
 
 RECORD_ACCESSED = "RecordAccessed"
 log_ = logging.getLogger("proficio.access")
@@ -40,8 +42,11 @@ class AccessRecorder:
         for learner in dict.fromkeys(learners):
             await self._room.acquire()
             data = {"learner": learner, "credential": credential.key, "name": credential.name, "what": what,
-                    "query": query, "at_us": at_us}  # fmt: skip
-            self._pending.append((tenant, NewEvent.of(access_stream(learner), RECORD_ACCESSED, data)))
+                    "at_us": at_us}  # fmt: skip
+            # The query may name her (agent=...): it is sealed under her key, and goes when she is erased.
+            private = orjson.dumps({"query": query})
+            event = NewEvent.of(access_stream(learner), RECORD_ACCESSED, data, private=private, seal_for=learner)
+            self._pending.append((tenant, event))
 
     async def flush(self) -> int:
         """Append every pending record (per tenant, one batch each); the number appended."""
@@ -73,3 +78,15 @@ class AccessRecorder:
 
 async def access_records(log: EventLog, tenant: str, learner: str) -> list[StoredEvent]:
     return await log.read_stream(tenant, access_stream(learner))
+
+
+async def listed_access(log: EventLog, tenant: str, learner: str) -> list[dict[str, Any]]:
+    """The record of access as the audit API lists it: the query opened with her key (None once erased)."""
+    records = await access_records(log, tenant, learner)
+    keys = await read_keys(log.engine, tenant, [e.key_id for e in records])
+    listed = []
+    for e in records:
+        opened = None if e.sealed is None else open_sealed(keys, tenant, e.stream, e.key_id, e.sealed)
+        query = orjson.loads(opened)["query"] if opened is not None else None
+        listed.append({"position": e.position, **{k: v for k, v in e.data().items() if k != "learner"}, "query": query})
+    return listed

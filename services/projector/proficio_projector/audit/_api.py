@@ -7,11 +7,11 @@ from datetime import datetime
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import Response
 
-from proficio_events import EventLog
+from proficio_events import EventLog, read_keys
 
 from .._http import LearnerId, authorize, json_response, now_us, read_learner, resolve_learner
 from ..competency._reads import NotBuilt
-from ._access import access_records
+from ._access import listed_access
 from ._replay import diff, learner_events, summary, views_as_of
 
 AUDIT_SCOPES = frozenset({"all"})
@@ -45,7 +45,8 @@ def audit_router(learner_id: LearnerId | None) -> APIRouter:
             events = await learner_events(log_of(request), who.tenant, chosen)
         except NotBuilt as exc:
             raise HTTPException(503, f"the {exc.args[0]} view has not been built yet") from None
-        return json_response({"learner": chosen, "events": [summary(e) for e in events]})
+        keys = await read_keys(log_of(request).engine, who.tenant, [e.key_id for e in events])
+        return json_response({"learner": chosen, "events": [summary(e, keys) for e in events]})
 
     @api.get("/learner/access")
     async def access(request: Request, learner: str | None = None, agent: str | None = None) -> Response:
@@ -53,8 +54,7 @@ def audit_router(learner_id: LearnerId | None) -> APIRouter:
         record of disclosures). Reads are recorded within a fraction of a second."""
         who = await authorize(request, AUDIT_SCOPES, "auditing a learner")
         chosen = resolve_learner(learner_id, who.tenant, learner, agent)
-        records = await access_records(log_of(request), who.tenant, chosen)
-        listed = [{"position": e.position, **{k: v for k, v in e.data().items() if k != "learner"}} for e in records]
+        listed = await listed_access(log_of(request), who.tenant, chosen)
         return json_response({"learner": chosen, "accesses": listed})
 
     @api.get("/learner/views")

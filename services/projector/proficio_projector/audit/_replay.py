@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
-from proficio_events import EventLog, StoredEvent
+from proficio_events import EventLog, StoredEvent, open_sealed
 
 from .._model import MemoryState, Projection, fold
 from .._store import ViewStore, active_generation
@@ -57,9 +57,15 @@ async def learner_events(log: EventLog, tenant: str, learner: str) -> list[Store
     return sorted({e.position: e for e in (*own, *groups, *voiding)}.values(), key=lambda e: e.position)
 
 
-def summary(event: StoredEvent) -> dict[str, Any]:
-    """One history line: what the event is, when, and its gist (the full event is in the export)."""
+def summary(event: StoredEvent, keys: Mapping[str, bytes] | None = None) -> dict[str, Any]:
+    """One history line: what the event is, when, and its gist (the full event is in the export).
+
+    A rating's comment is sealed under the learner's key: shown when ``keys`` opens it, None once she is erased.
+    """
     data = event.data()
+    if event.event_type.startswith("TeacherRating") and event.sealed is not None and "comment" not in data:
+        opened = open_sealed(keys or {}, event.tenant, event.stream, event.key_id, event.sealed)
+        data = {**data, "comment": orjson.loads(opened)["comment"] if opened is not None else None}
     line: dict[str, Any] = {"position": event.position, "recorded": _iso(event.recorded_us), "type": event.event_type,
                             "stream": event.stream}  # fmt: skip
     if "statement" in data:

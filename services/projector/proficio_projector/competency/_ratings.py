@@ -9,11 +9,15 @@ version), the rater (the credential's authority) and when the judgement was made
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import uuid
 from collections.abc import Sequence
 from decimal import Decimal, InvalidOperation
 
-from proficio_events import AppendResult, EventLog, NewEvent
+import orjson
+
+from proficio_events import AppendResult, EventLog, NewEvent, identifier_secret
 
 from ._case import Level
 from ._progress import RATING_RECORDED, RATING_WITHDRAWN
@@ -68,10 +72,17 @@ async def record_rating(
     label = max((lv for lv in scale if points >= lv.points), key=lambda lv: lv.points, default=None)
     data = {
         "rating_id": rating_id, "competency": competency, "points": str(points), "points_possible": str(top),
-        "norm": str(points / top), "level": label.label if label else None, "comment": comment,
+        "norm": str(points / top), "level": label.label if label else None,
         "timestamp_us": timestamp_us, "authority": authority,
     }  # fmt: skip
-    event = NewEvent.of(learner, RATING_RECORDED, data, key=f"rating:{rating_id}")
+    # A teacher's comment is free text about the learner: sealed under her key (``NewEvent.private``). The
+    # repeat check needs a fingerprint that is not the ciphertext: keyed with the tenant's identifier secret,
+    # so the log does not let anyone confirm a guessed comment.
+    private = orjson.dumps({"comment": comment})
+    secret = await identifier_secret(log, tenant)
+    fingerprint = hmac.new(secret, b"proficio:rating:1\x00" + orjson.dumps(data) + private, hashlib.sha256).digest()
+    event = NewEvent.of(learner, RATING_RECORDED, data, key=f"rating:{rating_id}", fingerprint=fingerprint,
+                        private=private, seal_for=learner)  # fmt: skip
     return rating_id, await log.append(tenant, [event])
 
 

@@ -1,0 +1,231 @@
+"""Crypto-shredding end to end, on SQLite and PostgreSQL, with the real broker.
+
+A learner with distinctive identifiers (an mbox, a name, an account name, free text in ``result.response``,
+an instructor named in her context, State and Agent Profile documents) sends through the xAPI app; the API
+gives it all back while she is known; the relay publishes the log to Kafka; she is erased through the API.
+Then: her statements come back with a pseudonymous actor, her old identifiers find nothing, her documents
+are gone, the hash chain verifies, and none of her identifiers is in the raw bytes of the database files
+(SQLite's db and -wal; PostgreSQL's data directory of the test database and pg_wal) or of the Kafka log
+segments, while a string stored in clear on purpose (the activity id) is found in every one of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import sqlite3
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import sqlalchemy as sa
+
+from proficio_events import EventLog
+from proficio_events._schema import learner_keys
+from proficio_ingest import learner_stream
+from proficio_ingest._personal import ERASED_HOME_PAGE
+from proficio_projector import Relay, RunnerSettings, migrate_runtime, relay_consumer
+from tests.ingest.conftest import Client
+from tests.projector.support import FAST, running
+from tests.support.kafka import KafkaBroker
+from tests.support.postgres import _psql
+
+MBOX = "mailto:zelda.quarrington.7f3@erasure.example"
+NAME = "Zelda Quarrington-Vex"
+ACCOUNT = {"homePage": "https://lms.erasure.example", "name": "zq-account-91357"}
+RESPONSE = "ZQ-FREETEXT-4471 my essay on fractions"
+INSTRUCTOR = "Ignatius Vellum-Oakes"
+STATE_TEXT = "ZQ-STATE-DOC-5521"
+PROFILE_TEXT = "ZQ-PROFILE-DOC-8812"
+OTHER = "mailto:otto.keeps.2b9@erasure.example"
+#: Stored in clear on purpose (an activity id): the search must find it everywhere it looks.
+CONTROL = "https://erasure.example/activity/control-9931"
+SECRETS = [
+    MBOX.removeprefix("mailto:"),
+    hashlib.sha1(MBOX.encode()).hexdigest(),  # her mbox_sha1sum: the same identifier, hashed
+    NAME,
+    ACCOUNT["name"],
+    "ZQ-FREETEXT-4471",
+    INSTRUCTOR,
+    STATE_TEXT,
+    PROFILE_TEXT,
+]
+HER = {"objectType": "Agent", "mbox": MBOX, "name": NAME}
+HER_ACCOUNT = {"objectType": "Agent", "account": ACCOUNT, "name": NAME}
+VERSION = {"X-Experience-API-Version": "1.0.3"}
+
+
+def statements() -> list[dict[str, Any]]:
+    return [
+        {
+            "id": str(uuid.uuid4()),
+            "actor": HER,
+            "verb": {"id": "http://adlnet.gov/expapi/verbs/answered"},
+            "object": {"id": CONTROL, "definition": {"name": {"en-US": "Fractions quiz"}}},
+            "result": {"response": RESPONSE, "score": {"scaled": 0.75}, "success": True},
+            "context": {"instructor": {"name": INSTRUCTOR, "mbox": "mailto:ivo.2b9@erasure.example"}},
+        },
+        {
+            "id": str(uuid.uuid4()),
+            "actor": HER_ACCOUNT,
+            "verb": {"id": "http://adlnet.gov/expapi/verbs/passed"},
+            "object": {"id": CONTROL},
+            "result": {"success": True},
+        },
+        {
+            "id": str(uuid.uuid4()),
+            "actor": {"mbox": OTHER, "name": "Otto Keeps"},
+            "verb": {"id": "http://adlnet.gov/expapi/verbs/passed"},
+            "object": {"id": CONTROL},
+        },
+    ]
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not await check():
+        assert time.monotonic() < deadline, f"timed out waiting until {what}"
+        await asyncio.sleep(0.1)
+
+
+async def relay_all(log: EventLog, kafka: KafkaBroker, topic: str) -> None:
+    relay = Relay(log, kafka.bootstrap_servers, topic, partitions=1, batch_size=400,
+                  settings=RunnerSettings(owner="privacy", **FAST))  # fmt: skip
+
+    async def done() -> bool:
+        return await log.get_checkpoint(relay_consumer(topic)) == await log.max_position()
+
+    async with running(relay):
+        await eventually(done, "the relay caught up")
+
+
+def _found(files: list[Path], needles: list[str]) -> dict[str, list[str]]:
+    """For each needle, the files whose raw bytes contain it."""
+    hits: dict[str, list[str]] = {n: [] for n in needles}
+    for path in files:
+        try:
+            data = path.read_bytes()
+        except (FileNotFoundError, PermissionError):
+            continue  # a WAL segment recycled while we looked
+        for needle in needles:
+            if needle.encode() in data:
+                hits[needle].append(str(path))
+    return hits
+
+
+def _files(*roots: Path, since: float | None = None) -> list[Path]:
+    found = []
+    for root in roots:
+        for path in [root] if root.is_file() else sorted(root.rglob("*")):
+            if path.is_file() and (since is None or path.stat().st_mtime >= since):
+                found.append(path)
+    return found
+
+
+def database_files(store_url: str, started: float) -> dict[str, list[Path]]:
+    """The database's files after a checkpoint: where each place keeps its bytes."""
+    if store_url.startswith("sqlite"):
+        path = Path(store_url.removeprefix("sqlite:///"))
+        with sqlite3.connect(path) as conn:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return {"sqlite": _files(*[p for p in (path, path.with_name(path.name + "-wal")) if p.exists()])}
+    database = store_url.rsplit("/", 1)[1].split("?", 1)[0]
+    _psql("CHECKPOINT")
+    data_directory = Path(_psql("SHOW data_directory"))
+    oid = _psql(f"SELECT oid FROM pg_database WHERE datname = '{database}'")
+    return {
+        "postgresql data": _files(data_directory / "base" / oid),
+        # Every database of the cluster writes to pg_wal; the segments written during this test are enough.
+        "postgresql wal": _files(data_directory / "pg_wal", since=started - 5),
+    }
+
+
+@pytest.mark.postgres
+async def test_an_erased_learner_is_unrecoverable_anywhere(
+    client: Client, store_url: str, kafka: KafkaBroker, tmp_path: Path
+) -> None:
+    started = time.time()
+    topic = f"privacy-{uuid.uuid4().hex[:8]}"
+    log = client.log
+    await migrate_runtime(log)
+    sent = statements()
+    assert (await client.post(sent)).status_code == 200
+    state = {"activityId": CONTROL, "agent": orjson.dumps(HER).decode(), "stateId": "progress"}
+    profile = {"agent": orjson.dumps(HER_ACCOUNT).decode(), "profileId": "prefs"}
+    json_type = {"Content-Type": "application/json"}
+    put = await client.http.put("/xapi/activities/state", params=state, content=orjson.dumps({"note": STATE_TEXT}),
+                                headers=client.headers(**json_type))  # fmt: skip
+    assert put.status_code == 204
+    put = await client.http.put("/xapi/agents/profile", params=profile, content=PROFILE_TEXT.encode(),
+                                headers=client.headers(**{"If-None-Match": "*"}))  # fmt: skip
+    assert put.status_code == 204
+
+    # Before: the API gives everything back, opened with her key.
+    mine = (await client.get(agent=orjson.dumps({"mbox": MBOX}).decode())).json()["statements"]
+    assert [s["id"] for s in mine] == [sent[0]["id"]]
+    assert (mine[0]["actor"], mine[0]["result"]["response"]) == (HER, RESPONSE)
+    assert mine[0]["context"]["instructor"]["name"] == INSTRUCTOR
+    by_account = (await client.get(agent=orjson.dumps({"account": ACCOUNT}).decode())).json()["statements"]
+    assert [s["actor"] for s in by_account] == [HER_ACCOUNT]
+    person = (await client.get("/xapi/agents", agent=orjson.dumps({"mbox": MBOX}).decode())).json()
+    assert person["name"] == [NAME]
+    got = await client.http.get("/xapi/activities/state", params=state, headers=client.headers())
+    assert got.json() == {"note": STATE_TEXT}
+    got = await client.http.get("/xapi/agents/profile", params=profile, headers=client.headers())
+    assert got.content == PROFILE_TEXT.encode()
+    totals_before = (await client.get(activity=CONTROL)).json()["statements"]
+    await relay_all(log, kafka, topic)
+
+    # Erase her, by each of her identities (each is a learner of its own to the LRS), through the API.
+    for agent in ({"mbox": MBOX}, {"account": ACCOUNT}):
+        answer = await client.http.post("/audit/learner/erase", json={"agent": agent}, headers=client.auth)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["erased"] is True
+        assert answer.json()["keys_destroyed"] >= 1
+    again = await client.http.post("/audit/learner/erase", json={"agent": {"mbox": MBOX}}, headers=client.auth)
+    assert again.json()["erased"] is False  # erasing twice is harmless
+    reader = await client.credential("statements/read")
+    refused = await client.http.post("/audit/learner/erase", json={"agent": {"mbox": OTHER}}, headers=reader)
+    assert refused.status_code == 403
+    await relay_all(log, kafka, topic)
+
+    # After: pseudonymous statements, nothing found by her identifiers, documents gone, the chain whole.
+    learner = learner_stream("default", HER)
+    assert (await client.get(agent=orjson.dumps({"mbox": MBOX}).decode())).json()["statements"] == []
+    assert (await client.get(agent=orjson.dumps({"account": ACCOUNT}).decode())).json()["statements"] == []
+    assert "name" not in (await client.get("/xapi/agents", agent=orjson.dumps({"mbox": MBOX}).decode())).json()
+    everything = {s["id"]: s for s in (await client.get(activity=CONTROL)).json()["statements"]}
+    assert set(everything) == {s["id"] for s in totals_before}  # every statement is still there
+    first = everything[sent[0]["id"]]
+    assert first["actor"] == {"objectType": "Agent", "account": {"homePage": ERASED_HOME_PAGE, "name": learner}}
+    assert first["result"] == {"score": {"scaled": 0.75}, "success": True}  # the response is gone, the score stays
+    assert "instructor" not in first.get("context", {})
+    assert first["object"]["id"] == CONTROL
+    assert everything[sent[2]["id"]]["actor"]["mbox"] == OTHER  # others are untouched
+    one = await client.get(statementId=sent[0]["id"])
+    assert one.json()["actor"]["account"]["homePage"] == ERASED_HOME_PAGE
+    for path, params in (("/xapi/activities/state", state), ("/xapi/agents/profile", profile)):
+        assert (await client.http.get(path, params=params, headers=client.headers())).status_code == 404
+    ids = {"activityId": CONTROL, "agent": orjson.dumps(HER).decode()}
+    assert (await client.http.get("/xapi/activities/state", params=ids, headers=client.headers())).json() == []
+    assert (await log.verify()).ok
+    async with log.engine.connect() as conn:
+        rows = (await conn.execute(sa.select(learner_keys.c.data_key, learner_keys.c.erased_by))).all()
+    assert len(rows) == 3  # her two identities and Otto
+    assert sum(1 for key, _by in rows if key is None) == 2
+    assert all(by is None or by.startswith("credential ") for _key, by in rows)
+    history = [e.event_type for e in await log.read_stream("default", learner)]
+    assert history == ["StatementStored", "LearnerErased"]
+
+    # The raw bytes: of the database and of the Kafka log segments.
+    places = database_files(store_url, started)
+    places["kafka segments"] = _files(*kafka.log_dir.glob(f"{topic}-*"))
+    for place, files in places.items():
+        assert files, f"no files found for {place}"
+        hits = _found(files, [CONTROL, *SECRETS])
+        assert hits[CONTROL], f"the control string is not in the {place} files: the search cannot find things"
+        assert {needle: where for needle, where in hits.items() if needle != CONTROL and where} == {}, place
