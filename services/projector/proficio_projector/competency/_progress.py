@@ -271,14 +271,32 @@ def level_for(score: Decimal | None, scale: Sequence[Level]) -> Level | None:
     """The highest level whose points the score reaches (None below the lowest)."""
     if score is None:
         return None
-    for level in _highest_first(tuple(scale)):
+    for level in _highest_first(scale):
         if score >= level.points:
             return level
     return None
 
 
+def _highest_first(scale: Sequence[Level]) -> tuple[Level, ...]:
+    # By identity for the tuples the reference data hands out (hashing a tuple of Levels on every call was
+    # a few percent of a grid); the entry holds the tuple, so its id cannot be reused while it is cached.
+    if type(scale) is tuple:
+        hit = _HIGHEST_FIRST.get(id(scale))
+        if hit is not None and hit[0] is scale:
+            return hit[1]
+        ordered = _highest_first_of(scale)
+        if len(_HIGHEST_FIRST) >= 256:
+            _HIGHEST_FIRST.clear()
+        _HIGHEST_FIRST[id(scale)] = (scale, ordered)
+        return ordered
+    return _highest_first_of(tuple(scale))
+
+
+_HIGHEST_FIRST: dict[int, tuple[tuple[Level, ...], tuple[Level, ...]]] = {}
+
+
 @functools.lru_cache(maxsize=256)
-def _highest_first(scale: tuple[Level, ...]) -> tuple[Level, ...]:
+def _highest_first_of(scale: tuple[Level, ...]) -> tuple[Level, ...]:
     return tuple(sorted(scale, key=lambda level: level.points, reverse=True))
 
 
@@ -312,6 +330,7 @@ def progress(
     now_us: int | None = None,
     stall: StallRule = DEFAULT_STALL,
     trend: bool = True,
+    rules: dict[str, tuple[Sequence[Level], MasteryPolicy]] | None = None,
 ) -> dict[str, Progress]:
     """Each competency's progress from a learner's observations, under a policy on a scale.
 
@@ -324,12 +343,18 @@ def progress(
     that score reached mastery (a later drop does not undo the date, and ``mastered`` says where the
     learner stands now). ``now_us`` is the moment the idle rule of ``stall`` is judged at (None: only the
     attempts rule applies, so the result depends on the evidence alone). ``trend=False`` leaves trend_b out
-    (a section grid shows no trend).
+    (a section grid shows no trend). ``rules``: a dict shared by calls with the same policies and scales (one
+    request's reference data, for many learners), where each competency's scale and policy on it are kept.
     """
     result: dict[str, Progress] = {}
     for competency, items in evidence_of(observations, voided, alignments).items():
-        levels = scale_of(competency) if scale_of is not None else scale
-        policy = on_scale(policy_of(competency) if policy_of is not None else default_policy, levels)
+        ruled = rules.get(competency) if rules is not None else None
+        if ruled is None:
+            levels = scale_of(competency) if scale_of is not None else scale
+            ruled = levels, on_scale(policy_of(competency) if policy_of is not None else default_policy, levels)
+            if rules is not None:
+                rules[competency] = ruled
+        levels, policy = ruled
         points = [e.norm * policy.points_possible for e in items]
         weights = [e.weight for e in items]
         running = tuple(running_scores(policy, points, weights))
@@ -354,11 +379,14 @@ def progress(
 def _standing(policy: MasteryPolicy, score: Decimal | None, scale: Sequence[Level]) -> Decimal:
     """What a gain is measured in: the level reached (p(L) under BKT); -1 for none."""
     if score is None:
-        return Decimal(-1)
+        return _NO_STANDING
     if policy.method is Method.BKT:
         return score
     level = level_for(score, scale)
-    return level.points if level else Decimal(-1)
+    return level.points if level else _NO_STANDING
+
+
+_NO_STANDING = Decimal(-1)
 
 
 class RollupRule(enum.StrEnum):

@@ -309,10 +309,11 @@ def score(
 ) -> dict[str, dict[str, Progress]]:
     """Each learner's progress under the reference data."""
     found = {}
+    rules: dict[str, tuple[Sequence[Level], MasteryPolicy]] = {}  # each competency's, once for all learners
     for learner, (observations, voided) in evidence.items():
         found[learner] = progress(
             observations, voided, MasteryPolicy(), alignments=ref.alignments, policy_of=ref.policy_of,
-            scale_of=ref.scale_of, now_us=now_us, stall=stall, trend=trend,
+            scale_of=ref.scale_of, now_us=now_us, stall=stall, trend=trend, rules=rules,
         )  # fmt: skip
     return found
 
