@@ -23,7 +23,6 @@ import operator
 import statistics
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, NamedTuple
 
@@ -229,22 +228,29 @@ def evidence_of(
     gone = set(voided)
     found: dict[str, list[Evidence]] = {}
     one = Decimal(1)
-    for o in observations:
-        if o.statement_id in gone:
+    new = tuple.__new__  # Evidence(...) without the named tuple's Python-level __new__: thousands per grid
+    for statement_id, activity, named, norm, success, timestamp_us, stored_us, source, authority, _ in observations:
+        if statement_id in gone:
             continue
-        named = o.competencies
         for competency in named if len(named) < 2 else dict.fromkeys(named):
-            found.setdefault(competency, []).append(
-                Evidence(o.statement_id, competency, o.norm, o.success, o.source, one, o.timestamp_us, o.stored_us,
-                         o.authority)
-            )  # fmt: skip
-        aligned = alignments.get(o.activity) if alignments and o.activity else None
-        for competency, weight in (aligned or {}).items():
-            if competency not in named:  # a competency the statement names counts once, at full weight
-                found.setdefault(competency, []).append(
-                    Evidence(o.statement_id, competency, o.norm, o.success, "alignment", weight, o.timestamp_us,
-                             o.stored_us, o.authority)
-                )  # fmt: skip
+            piece = new(Evidence, (statement_id, competency, norm, success, source, one, timestamp_us, stored_us,
+                                   authority))  # fmt: skip
+            mine = found.get(competency)
+            if mine is None:
+                found[competency] = [piece]
+            else:
+                mine.append(piece)
+        aligned = alignments.get(activity) if alignments and activity else None
+        if aligned:
+            for competency, weight in aligned.items():
+                if competency not in named:  # a competency the statement names counts once, at full weight
+                    piece = new(Evidence, (statement_id, competency, norm, success, "alignment", weight, timestamp_us,
+                                           stored_us, authority))  # fmt: skip
+                    mine = found.get(competency)
+                    if mine is None:
+                        found[competency] = [piece]
+                    else:
+                        mine.append(piece)
     for items in found.values():
         items.sort(key=EVIDENCE_ORDER)
     return found
@@ -302,20 +308,20 @@ def _highest_first_of(scale: tuple[Level, ...]) -> tuple[Level, ...]:
 
 def school_days_between(start_us: int, end_us: int) -> int:
     """Monday-to-Friday days after ``start_us``'s date up to and including ``end_us``'s date (UTC)."""
-    first, last = _day(start_us), _day(end_us)
+    # In whole days since the epoch (a Thursday): no date objects, as this runs per competency per learner.
+    first, last = start_us // _DAY_US, end_us // _DAY_US
     if last <= first:
         return 0
-    days = (last - first).days
+    days = last - first
     weeks, rest = divmod(days, 7)
     count = weeks * 5
-    weekday = first.weekday()  # the days counted are first+1 .. first+days
+    weekday = (first + 3) % 7  # the days counted are first+1 .. first+days
     for offset in range(1, rest + 1):
         count += (weekday + offset) % 7 < 5
     return count
 
 
-def _day(us: int) -> date:
-    return datetime.fromtimestamp(us / 1_000_000, UTC).date()
+_DAY_US = 86_400_000_000
 
 
 def progress(
@@ -358,7 +364,11 @@ def progress(
         points = [e.norm * policy.points_possible for e in items]
         weights = [e.weight for e in items]
         running = tuple(running_scores(policy, points, weights))
-        reached = (e.timestamp_us for e, s in zip(items, running, strict=True) if is_mastered(policy, s))
+        if policy.method is Method.BKT:
+            reached = (e.timestamp_us for e, s in zip(items, running, strict=True) if is_mastered(policy, s))
+        else:  # is_mastered, inline: a comparison per piece of evidence
+            threshold = policy.mastery_points
+            reached = (e.timestamp_us for e, s in zip(items, running, strict=True) if s is not None and s >= threshold)
         mastered_at = next(reached, None)
         score = running[-1]
         mastered = is_mastered(policy, score)
