@@ -60,6 +60,7 @@ from ._reads import (
     NotBuilt,
     Reference,
     framework_exists,
+    grid_scored,
     learner_evidence,
     learner_rollups,
     order_key,
@@ -597,11 +598,11 @@ def competency_router(consistency: Consistency, learner_id: LearnerId | None) ->
                 if framework is not None and not await framework_exists(conn, who.tenant, framework):
                     raise HTTPException(404, f"no framework {framework!r} in this tenant")
                 roster: list[str] = sorted(found["learners"])
-                loaded = await scored(conn, who.tenant, roster, now_us=now_us(), trend=False,
-                                      frameworks=[framework] if framework else [], override=override)  # fmt: skip
+                loaded = await grid_scored(conn, who.tenant, roster, now_us=now_us(),
+                                           frameworks=[framework] if framework else [], override=override)  # fmt: skip
         except NotBuilt as exc:
             raise not_built(exc) from None
-        ref, by_learner = loaded.reference, loaded.progress
+        ref, by_learner = loaded.reference, loaded.cells
         if framework is not None:
             columns = [c.uri for c in sorted(ref.competencies.values(), key=order_key) if c.framework == framework]
         else:

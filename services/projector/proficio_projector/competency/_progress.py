@@ -24,7 +24,7 @@ import statistics
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import orjson
 import sqlalchemy as sa
@@ -504,8 +504,34 @@ class GridColumn:
     median: Decimal | None
 
 
+class Standing(Protocol):
+    """What a grid shows of a competency's progress (a ``Progress``, or a grid's ``GridCell``)."""
+
+    @property
+    def score(self) -> Decimal | None: ...
+    @property
+    def level(self) -> Level | None: ...
+    @property
+    def mastered(self) -> bool: ...
+    @property
+    def stalled(self) -> bool: ...
+
+
+class GridCell(NamedTuple):
+    """A grid's cell: what a section grid shows of a learner's progress on a competency (and keeps cached)."""
+
+    score: Decimal | None
+    level: Level | None
+    mastered: bool
+    stalled: bool
+
+    @classmethod
+    def of(cls, p: Progress) -> GridCell:
+        return cls(p.score, p.level, p.mastered, p.stalled)
+
+
 def grid_columns(
-    by_learner: Mapping[str, Mapping[str, Progress]],
+    by_learner: Mapping[str, Mapping[str, Standing]],
     competencies: Sequence[str],
     scale_of: Callable[[str], Sequence[Level]],
 ) -> list[GridColumn]:

@@ -23,6 +23,7 @@ from ._mastery import MasteryPolicy
 from ._progress import (
     DEFAULT_STALL,
     CompetencyEvidence,
+    GridCell,
     Observation,
     Progress,
     RollupPolicy,
@@ -365,6 +366,146 @@ async def scored(
                           frameworks=frameworks, override=override)  # fmt: skip
     # compute=False: the caller scores them itself (off the event loop, say); progress is left empty.
     return Scored(evidence, ref, score(evidence, ref, now_us=now_us, stall=stall, trend=trend) if compute else {})
+
+
+# --- a section grid's cells, cached per learner -----------------------------------------------------------
+
+#: (tenant, learner) -> (the key the cells were computed under, the cells by competency, the competencies her
+#: observations name, their activities). Bounded; emptied when full (a few KB per learner).
+_GRID_CACHE: dict[tuple[str, str], tuple[Any, dict[str, GridCell], frozenset[str], frozenset[str]]] = {}
+GRID_CACHE_LEARNERS = 5000
+_DAY_US = 86_400_000_000
+
+
+@dataclass
+class Grid:
+    """A grid's learners' cells (competency -> cell; shared with the cache: not to be changed) and the
+    reference data for them, as ``scored`` would load it; ``computed``: the learners scored by this call."""
+
+    reference: Reference
+    cells: dict[str, dict[str, GridCell]]
+    computed: int
+
+
+async def grid_scored(
+    conn: AsyncConnection,
+    tenant: str,
+    learners: Sequence[str],
+    *,
+    now_us: int,
+    frameworks: Iterable[str] = (),
+    override: MasteryPolicy | None = None,
+    stall: StallRule = DEFAULT_STALL,
+    cache: bool = True,
+) -> Grid:
+    """The grid cells of these learners (``scored(..., trend=False)``'s progress, as cells), each learner's
+    taken from the cache when nothing her cells depend on has changed since they were computed.
+
+    A learner's cells depend on her observations, the voids of them, the reference data (alignments of her
+    activities, policies, her competencies' frameworks and scales), the override, the stall rule and the day
+    (the idle rule counts school days to today). The key: the evidence view's generation, the count and
+    newest position of her observation rows (all written in her stream's order) and the count of voids
+    of them (void rows are never deleted), the count and newest position of each reference table that
+    scoring reads, the override, the stall rule and the day. Keys are read before the rows they stand
+    for: a change in between leaves cells newer than their key, which the next read recomputes.
+    """
+    generation = await _generation(conn, CompetencyEvidence.name, required=True)
+    assert generation is not None
+    wanted = list(dict.fromkeys(learners))
+    hits: dict[str, tuple[Any, dict[str, GridCell], frozenset[str], frozenset[str]]] = {}
+    keys: dict[str, Any] = {}
+    if cache and wanted:
+        stamps = await _evidence_stamps(conn, generation, tenant, wanted)
+        common = (generation.name, generation.generation, await _reference_stamp(conn, tenant), override, stall,
+                  now_us // _DAY_US)  # fmt: skip
+        for learner in wanted:
+            keys[learner] = key = (common, stamps.get(learner))
+            entry = _GRID_CACHE.get((tenant, learner))
+            if entry is not None and entry[0] == key:
+                hits[learner] = entry
+    misses = [learner for learner in wanted if learner not in hits]
+    evidence = await learner_evidence(conn, tenant, misses) if misses else {}
+    named_by: dict[str, frozenset[str]] = {}
+    activities_by: dict[str, frozenset[str]] = {}
+    for learner, (observations, _) in evidence.items():
+        named_by[learner] = frozenset(chain.from_iterable(set(map(_NAMED, observations))))
+        activities_by[learner] = frozenset(set(map(_ACTIVITY, observations)) - {None, ""})
+    for learner, entry in hits.items():
+        named_by[learner], activities_by[learner] = entry[2], entry[3]
+    # The same reference data as scored() loads for all of them: what the grid's columns and labels read.
+    ref = await reference(
+        conn, tenant, competencies=set().union(*named_by.values()), activities=set().union(*activities_by.values()),
+        frameworks=frameworks, override=override,
+    )  # fmt: skip
+    computed = score(evidence, ref, now_us=now_us, stall=stall, trend=False)
+    cells: dict[str, dict[str, GridCell]] = {}
+    for learner in wanted:
+        if learner in hits:
+            cells[learner] = hits[learner][1]
+            continue
+        found = computed[learner]
+        mine = cells[learner] = {c: GridCell.of(p) for c, p in found.items()}
+        # Only when every competency is one of the reference data's own: a competency outside the frameworks
+        # loaded (a framework's uri named as a competency, say) is judged by which frameworks this grid's
+        # other learners brought in, which no key of hers covers.
+        if cache and all(c in ref.competencies for c in found):
+            if len(_GRID_CACHE) >= GRID_CACHE_LEARNERS:
+                _GRID_CACHE.clear()
+            _GRID_CACHE[(tenant, learner)] = (keys[learner], mine, named_by[learner], activities_by[learner])
+    return Grid(ref, cells, len(misses))
+
+
+_PG_EVIDENCE_STAMPS = """
+SELECT o.learner, count(*), max(o.last_position), count(v.statement_id)
+  FROM "{observations}" o LEFT JOIN "{voids}" v ON v.tenant = o.tenant AND v.statement_id = o.statement_id
+ WHERE o.tenant = $1 AND o.learner = ANY($2::text[])
+ GROUP BY o.learner
+"""
+
+
+async def _evidence_stamps(
+    conn: AsyncConnection, generation: Generation, tenant: str, learners: Sequence[str]
+) -> dict[str, tuple[int, int, int]]:
+    """learner -> (her observation rows, their newest position, the voids of them); none without rows."""
+    store = ViewStore(CompetencyEvidence(), generation)
+    observations, voids = store.table("observations"), store.table("voids")
+    if conn.dialect.name == "postgresql":
+        raw_conn = await conn.get_raw_connection()
+        sql = _PG_EVIDENCE_STAMPS.format(observations=observations.name, voids=voids.name)
+        rows = await raw_conn.driver_connection.fetch(sql, tenant, list(learners))  # type: ignore[union-attr]
+    else:
+        o, v = observations.c, voids.c
+        rows = await conn.execute(
+            sa.select(o.learner, sa.func.count(), sa.func.max(o.last_position), sa.func.count(v.statement_id))
+            .select_from(observations.outerjoin(voids, sa.and_(v.tenant == o.tenant, v.statement_id == o.statement_id)))
+            .where(o.tenant == tenant, o.learner.in_(list(learners)))
+            .group_by(o.learner)
+        )  # fmt: skip
+    return {learner: (int(count), int(newest), int(gone)) for learner, count, newest, gone in rows}
+
+
+async def _reference_stamp(conn: AsyncConnection, tenant: str) -> tuple[Any, ...]:
+    """The reference data scoring reads, as (generation, (rows, newest position) per table) per view:
+    alignments and policies, competencies and frameworks (not sections or rollup rules)."""
+    stamp: list[Any] = []
+    queries = []
+    for projection, tables in ((CompetencyReference(), ("alignments", "policies")),
+                               (Frameworks(), ("competencies", "frameworks"))):  # fmt: skip
+        generation = await active_generation(conn, projection.name)
+        stamp.append(None if generation is None else generation.generation)
+        if generation is None:
+            continue
+        store = ViewStore(projection, generation)
+        for name in tables:
+            table = store.table(name)
+            queries.append(
+                sa.select(sa.literal(f"{projection.name}.{name}"), sa.func.count(), sa.func.max(table.c.last_position))
+                .where(table.c.tenant == tenant)
+            )  # fmt: skip
+    if queries:
+        rows = await conn.execute(sa.union_all(*queries))
+        stamp.extend(sorted((name, int(count), newest) for name, count, newest in rows))
+    return tuple(stamp)
 
 
 def reference_from_rows(
