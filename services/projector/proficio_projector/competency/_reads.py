@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from proficio_events import select_in
 
-from .._store import Generation, ViewStore, active_generation
+from .._store import ACTIVE, Generation, ViewStore, active_generation, list_generations
 from ._case import DEFAULT_SCALE, Level
 from ._frameworks import Frameworks
 from ._mastery import MasteryPolicy
@@ -117,8 +117,20 @@ def order_key(c: Competency) -> tuple[str, int, str, str]:
     return (c.framework, c.sequence if c.sequence is not None else 1 << 30, c.code or "", c.uri)
 
 
-async def _generation(conn: AsyncConnection, name: str, required: bool) -> Generation | None:
-    generation = await active_generation(conn, name)
+async def _active_generations(conn: AsyncConnection) -> dict[str, Generation | None]:
+    """Every view's active generation, in one query (a grid needs three, several times over)."""
+    found: dict[str, Generation | None] = {}
+    for generation in await list_generations(conn):
+        found.setdefault(generation.name, None)
+        if generation.status == ACTIVE:
+            found[generation.name] = generation  # the newest active one, as active_generation() picks
+    return found
+
+
+async def _generation(
+    conn: AsyncConnection, name: str, required: bool, known: Mapping[str, Generation | None] | None = None
+) -> Generation | None:
+    generation = known[name] if known is not None and name in known else await active_generation(conn, name)
     if generation is None and required:
         raise NotBuilt(name)
     return generation
@@ -134,10 +146,15 @@ SELECT o.learner, o.statement_id, o.activity, o.competencies, o.norm, o.success,
 
 
 async def learner_evidence(
-    conn: AsyncConnection, tenant: str, learners: Sequence[str]
+    conn: AsyncConnection,
+    tenant: str,
+    learners: Sequence[str],
+    *,
+    generations: Mapping[str, Generation | None] | None = None,
 ) -> dict[str, tuple[list[Observation], set[str]]]:
-    """Each learner's observations and which of them are voided (or withdrawn)."""
-    generation = await _generation(conn, CompetencyEvidence.name, required=True)
+    """Each learner's observations and which of them are voided (or withdrawn). ``generations``: the active
+    generations, when the caller has them."""
+    generation = await _generation(conn, CompetencyEvidence.name, required=True, known=generations)
     assert generation is not None
     store = ViewStore(CompetencyEvidence(), generation)
     observations, voids = store.table("observations"), store.table("voids")
@@ -223,12 +240,13 @@ async def reference(
     activities: Iterable[str] = (),
     frameworks: Iterable[str] = (),
     override: MasteryPolicy | None = None,
+    generations: Mapping[str, Generation | None] | None = None,
 ) -> Reference:
     """The reference data for these competencies and activities, and every competency of these frameworks
     and of the competencies' own frameworks (which rollups need)."""
     found = Reference(override=override)
-    frameworks_generation = await _generation(conn, Frameworks.name, required=False)
-    reference_generation = await _generation(conn, CompetencyReference.name, required=False)
+    frameworks_generation = await _generation(conn, Frameworks.name, required=False, known=generations)
+    reference_generation = await _generation(conn, CompetencyReference.name, required=False, known=generations)
     wanted_activities = sorted(set(activities))
     if reference_generation is not None:
         store = ViewStore(CompetencyReference(), reference_generation)
@@ -371,8 +389,8 @@ async def scored(
 # --- a section grid's cells, cached per learner -----------------------------------------------------------
 
 #: (tenant, learner) -> (the key the cells were computed under, the cells by competency, the competencies her
-#: observations name, their activities). Bounded; emptied when full (a few KB per learner).
-_GRID_CACHE: dict[tuple[str, str], tuple[Any, dict[str, GridCell], frozenset[str], frozenset[str]]] = {}
+#: observations name or her activities are aligned to). Bounded; emptied when full (a few KB per learner).
+_GRID_CACHE: dict[tuple[str, str], tuple[Any, dict[str, GridCell], frozenset[str]]] = {}
 GRID_CACHE_LEARNERS = 5000
 _DAY_US = 86_400_000_000
 
@@ -380,7 +398,8 @@ _DAY_US = 86_400_000_000
 @dataclass
 class Grid:
     """A grid's learners' cells (competency -> cell; shared with the cache: not to be changed) and the
-    reference data for them, as ``scored`` would load it; ``computed``: the learners scored by this call."""
+    reference data for them, as ``scored`` would load it but with the alignments only of the learners scored
+    by this call; ``computed``: how many it scored."""
 
     reference: Reference
     cells: dict[str, dict[str, GridCell]]
@@ -409,14 +428,15 @@ async def grid_scored(
     scoring reads, the override, the stall rule and the day. Keys are read before the rows they stand
     for: a change in between leaves cells newer than their key, which the next read recomputes.
     """
-    generation = await _generation(conn, CompetencyEvidence.name, required=True)
+    known = await _active_generations(conn)
+    generation = await _generation(conn, CompetencyEvidence.name, required=True, known=known)
     assert generation is not None
     wanted = list(dict.fromkeys(learners))
-    hits: dict[str, tuple[Any, dict[str, GridCell], frozenset[str], frozenset[str]]] = {}
+    hits: dict[str, tuple[Any, dict[str, GridCell], frozenset[str]]] = {}
     keys: dict[str, Any] = {}
     if cache and wanted:
         stamps = await _evidence_stamps(conn, generation, tenant, wanted)
-        common = (generation.name, generation.generation, await _reference_stamp(conn, tenant), override, stall,
+        common = (generation.name, generation.generation, await _reference_stamp(conn, tenant, known), override, stall,
                   now_us // _DAY_US)  # fmt: skip
         for learner in wanted:
             keys[learner] = key = (common, stamps.get(learner))
@@ -424,18 +444,19 @@ async def grid_scored(
             if entry is not None and entry[0] == key:
                 hits[learner] = entry
     misses = [learner for learner in wanted if learner not in hits]
-    evidence = await learner_evidence(conn, tenant, misses) if misses else {}
+    evidence = await learner_evidence(conn, tenant, misses, generations=known) if misses else {}
     named_by: dict[str, frozenset[str]] = {}
     activities_by: dict[str, frozenset[str]] = {}
     for learner, (observations, _) in evidence.items():
         named_by[learner] = frozenset(chain.from_iterable(set(map(_NAMED, observations))))
         activities_by[learner] = frozenset(set(map(_ACTIVITY, observations)) - {None, ""})
     for learner, entry in hits.items():
-        named_by[learner], activities_by[learner] = entry[2], entry[3]
-    # The same reference data as scored() loads for all of them: what the grid's columns and labels read.
+        named_by[learner] = entry[2]  # what her observations name and what her activities are aligned to
+    # What scored() loads for all of them (the grid's columns and labels read it), but the alignments only of
+    # the learners scored here: a cached learner's aligned competencies come from her entry.
     ref = await reference(
         conn, tenant, competencies=set().union(*named_by.values()), activities=set().union(*activities_by.values()),
-        frameworks=frameworks, override=override,
+        frameworks=frameworks, override=override, generations=known,
     )  # fmt: skip
     computed = score(evidence, ref, now_us=now_us, stall=stall, trend=False)
     cells: dict[str, dict[str, GridCell]] = {}
@@ -449,9 +470,10 @@ async def grid_scored(
         # loaded (a framework's uri named as a competency, say) is judged by which frameworks this grid's
         # other learners brought in, which no key of hers covers.
         if cache and all(c in ref.competencies for c in found):
+            aligned = {c for a in activities_by[learner] for c in ref.alignments.get(a, ())}
             if len(_GRID_CACHE) >= GRID_CACHE_LEARNERS:
                 _GRID_CACHE.clear()
-            _GRID_CACHE[(tenant, learner)] = (keys[learner], mine, named_by[learner], activities_by[learner])
+            _GRID_CACHE[(tenant, learner)] = (keys[learner], mine, named_by[learner] | aligned)
     return Grid(ref, cells, len(misses))
 
 
@@ -484,14 +506,16 @@ async def _evidence_stamps(
     return {learner: (int(count), int(newest), int(gone)) for learner, count, newest, gone in rows}
 
 
-async def _reference_stamp(conn: AsyncConnection, tenant: str) -> tuple[Any, ...]:
+async def _reference_stamp(
+    conn: AsyncConnection, tenant: str, known: Mapping[str, Generation | None]
+) -> tuple[Any, ...]:
     """The reference data scoring reads, as (generation, (rows, newest position) per table) per view:
     alignments and policies, competencies and frameworks (not sections or rollup rules)."""
     stamp: list[Any] = []
     queries = []
     for projection, tables in ((CompetencyReference(), ("alignments", "policies")),
                                (Frameworks(), ("competencies", "frameworks"))):  # fmt: skip
-        generation = await active_generation(conn, projection.name)
+        generation = await _generation(conn, projection.name, required=False, known=known)
         stamp.append(None if generation is None else generation.generation)
         if generation is None:
             continue
