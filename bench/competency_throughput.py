@@ -18,7 +18,9 @@ assessment items, aligned-only items, completions, launches, a few voids by inst
 3. ``proficio serve`` (one worker, projectors off: the views are built here first) answers
    ``GET /competency/progress?learner=`` for random learners, 1 and 8 clients (wrk): p50/p99;
 4. sections of 30 learners set with ``PUT /competency/sections/{id}`` (folded into the reference view
-   here), then ``GET /competency/sections/{id}/grid`` (30 learners x 50 competencies) the same way.
+   here), then ``GET /competency/sections/{id}/grid`` (30 learners x 50 competencies) the same way: once
+   with the server's per-learner cache of grid cells (every grid read again and again: warm), once from a
+   server started without it (``PROFICIO_GRID_CACHE_LEARNERS=0``: every learner scored on every read).
 
 Besides rates and latencies it prints CPU time per statement (fold) or per request (reads), of the
 process doing the work and of its PostgreSQL backends: on a busy shared machine the steadier measure
@@ -448,7 +450,9 @@ def measure_progress(target: ReadTarget, learners: list[str], seconds: float) ->
     measure_gets(target, "GET /competency/progress", paths, seconds)
 
 
-def measure_grid(target: ReadTarget, learners: list[str], seconds: float, sections: int = 20) -> None:
+def measure_grid(
+    target: ReadTarget, learners: list[str], seconds: float, sections: int = 20, label: str = "GET section grid"
+) -> None:
     """Sections of 30 learners set through PUT, folded into the reference view here, then their grids read."""
     server = target.server
     headers = {**server.headers, "Content-Type": "application/json"}
@@ -469,7 +473,7 @@ def measure_grid(target: ReadTarget, learners: list[str], seconds: float, sectio
         grid = response.json()
     print(f"  (a grid: {len(grid['learners'])} learners x {len(grid['competencies'])} competencies, "
           f"{len(response.content):,} bytes)")  # fmt: skip
-    measure_gets(target, "GET section grid", paths, seconds)
+    measure_gets(target, label, paths, seconds)
 
 
 async def catch_up(url: str, projection: Projection) -> None:
@@ -484,9 +488,9 @@ async def catch_up(url: str, projection: Projection) -> None:
 
 
 @contextlib.contextmanager
-def serving(data_dir: Path, url: str | None) -> Iterator[RunningServer]:
+def serving(data_dir: Path, url: str | None, **more_env: str) -> Iterator[RunningServer]:
     """``proficio serve`` on the filled log, with a credential of the bench tenant (projectors off)."""
-    env = {"PROFICIO_RUN_PROJECTORS": "false"}
+    env = {"PROFICIO_RUN_PROJECTORS": "false", **more_env}
     with running_server(data_dir, url, env=env) as server:
         full_env = {**os.environ, **env}
         full_env.pop("PROFICIO_DATABASE_URL", None)
@@ -548,8 +552,14 @@ def run_backend(
         everyone = learners_with_evidence(workload)
         if args.reads in ("all", "progress"):
             measure_progress(target, everyone, args.seconds)
-        if args.reads in ("all", "grid"):
-            measure_grid(target, everyone, args.seconds)
+        if args.reads in ("all", "grid") and args.grid_cache != "off":
+            measure_grid(target, everyone, args.seconds, label="GET section grid (cells cached)")
+    if args.reads in ("all", "grid") and args.grid_cache != "on":
+        # Every learner of every grid scored from the views: what a grid costs the first time it is read, or
+        # when her evidence has changed since.
+        with serving(data_dir, url, PROFICIO_GRID_CACHE_LEARNERS="0") as server:
+            target = ReadTarget(server, url or sqlite_url(data_dir), server_pid(data_dir))
+            measure_grid(target, learners_with_evidence(workload), args.seconds, label="GET section grid (no cache)")
 
 
 def main() -> None:
@@ -561,6 +571,8 @@ def main() -> None:
     parser.add_argument("--skip-reads", action="store_true", help="only the fold and the rebuild")
     parser.add_argument("--skip-fold", action="store_true", help="build the views without timing fold and rebuild")
     parser.add_argument("--reads", choices=("all", "progress", "grid"), default="all", help="which reads to measure")
+    parser.add_argument("--grid-cache", choices=("on", "off", "both"), default="both",
+                        help="the grid with its per-learner cache (on), a server without it (off), both")  # fmt: skip
     parser.add_argument("--keep-database", metavar="NAME",
                         help="PostgreSQL: fill database NAME and keep it; a later run with the same NAME (and "
                              "--statements) reuses it, with no fill, fold or rebuild (drop it by hand)")  # fmt: skip

@@ -598,8 +598,10 @@ def competency_router(consistency: Consistency, learner_id: LearnerId | None) ->
                 if framework is not None and not await framework_exists(conn, who.tenant, framework):
                     raise HTTPException(404, f"no framework {framework!r} in this tenant")
                 roster: list[str] = sorted(found["learners"])
-                loaded = await grid_scored(conn, who.tenant, roster, now_us=now_us(),
-                                           frameworks=[framework] if framework else [], override=override)  # fmt: skip
+                loaded = await grid_scored(
+                    conn, who.tenant, roster, now_us=now_us(), frameworks=[framework] if framework else [],
+                    override=override, cache_learners=getattr(request.app.state, "grid_cache_learners", 0),
+                )  # fmt: skip
         except NotBuilt as exc:
             raise not_built(exc) from None
         ref, by_learner = loaded.reference, loaded.cells

@@ -415,7 +415,7 @@ async def grid_scored(
     frameworks: Iterable[str] = (),
     override: MasteryPolicy | None = None,
     stall: StallRule = DEFAULT_STALL,
-    cache: bool = True,
+    cache_learners: int = GRID_CACHE_LEARNERS,
 ) -> Grid:
     """The grid cells of these learners (``scored(..., trend=False)``'s progress, as cells), each learner's
     taken from the cache when nothing her cells depend on has changed since they were computed.
@@ -427,7 +427,9 @@ async def grid_scored(
     of them (void rows are never deleted), the count and newest position of each reference table that
     scoring reads, the override, the stall rule and the day. Keys are read before the rows they stand
     for: a change in between leaves cells newer than their key, which the next read recomputes.
+    ``cache_learners``: the most learners the cache holds (0: no cache).
     """
+    cache = cache_learners > 0
     known = await _active_generations(conn)
     generation = await _generation(conn, CompetencyEvidence.name, required=True, known=known)
     assert generation is not None
@@ -471,7 +473,7 @@ async def grid_scored(
         # other learners brought in, which no key of hers covers.
         if cache and all(c in ref.competencies for c in found):
             aligned = {c for a in activities_by[learner] for c in ref.alignments.get(a, ())}
-            if len(_GRID_CACHE) >= GRID_CACHE_LEARNERS:
+            if len(_GRID_CACHE) >= cache_learners:
                 _GRID_CACHE.clear()
             _GRID_CACHE[(tenant, learner)] = (keys[learner], mine, named_by[learner] | aligned)
     return Grid(ref, cells, len(misses))
