@@ -139,7 +139,8 @@ async def _generation(
 _PG_EVIDENCE = """
 SELECT o.learner, o.statement_id, o.activity, o.competencies, o.norm, o.success, o.timestamp_us, o.stored_us,
        o.source, o.authority, o.raw,
-       EXISTS (SELECT 1 FROM "{voids}" v WHERE v.tenant = o.tenant AND v.statement_id = o.statement_id)
+       EXISTS (SELECT 1 FROM "{voids}" v WHERE v.tenant = o.tenant AND v.statement_id = o.statement_id),
+       o.last_position
   FROM "{observations}" o
  WHERE o.tenant = $1 AND o.learner = ANY($2::text[])
 """
@@ -156,6 +157,18 @@ async def learner_evidence(
     generations, when the caller has them."""
     generation = await _generation(conn, CompetencyEvidence.name, required=True, known=generations)
     assert generation is not None
+    return await _evidence(conn, generation, tenant, learners)
+
+
+async def _evidence(
+    conn: AsyncConnection,
+    generation: Generation,
+    tenant: str,
+    learners: Sequence[str],
+    stamps: dict[str, tuple[int, int, int]] | None = None,
+) -> dict[str, tuple[list[Observation], set[str]]]:
+    """``learner_evidence`` in a generation; and into ``stamps``, each learner's (observation rows, their
+    newest position, the voided ones) as ``_evidence_stamps`` gives them, when it is given."""
     store = ViewStore(CompetencyEvidence(), generation)
     observations, voids = store.table("observations"), store.table("voids")
     found: dict[str, tuple[list[Observation], set[str]]] = {learner: ([], set()) for learner in learners}
@@ -178,14 +191,16 @@ async def learner_evidence(
         rows = await conn.execute(
             sa.select(
                 c.learner, c.statement_id, c.activity, c.competencies, c.norm, c.success, c.timestamp_us,
-                c.stored_us, c.source, c.authority, c.raw, voided.label("voided"),
+                c.stored_us, c.source, c.authority, c.raw, voided.label("voided"), c.last_position,
             ).where(c.tenant == tenant, c.learner.in_(list(learners)))
         )  # fmt: skip
     loads = orjson.loads
+    new = tuple.__new__  # Observation(...) without the named tuple's Python-level __new__
     # The same few values recur across thousands of rows (norms to two places, the competency lists):
     # each parsed once per call.
     decimals: dict[str, Decimal] = {}
     named_lists: dict[str, tuple[str, ...]] = {}
+    newest: dict[str, int] = {}
     # Plain tuples: a grid reads thousands of rows, and building a mapping per row was a quarter of its time.
     for (
         learner,
@@ -200,6 +215,7 @@ async def learner_evidence(
         authority,
         raw,
         gone,
+        position,
     ) in rows:
         mine = found[learner]
         competencies = named_lists.get(named)
@@ -209,11 +225,16 @@ async def learner_evidence(
         if value is None:
             value = decimals[norm] = Decimal(norm)
         mine[0].append(
-            Observation(statement_id, activity, competencies, value, success, int(timestamp_us), int(stored_us),
-                        source or "statement", authority, None if raw is None else Decimal(raw))
+            new(Observation, (statement_id, activity, competencies, value, success, int(timestamp_us),
+                              int(stored_us), source or "statement", authority, None if raw is None else Decimal(raw)))
         )  # fmt: skip
         if gone:
             mine[1].add(statement_id)
+        if position > newest.get(learner, -1):
+            newest[learner] = position
+    if stamps is not None:
+        for learner, last in newest.items():
+            stamps[learner] = (len(found[learner][0]), int(last), len(found[learner][1]))
     return found
 
 
@@ -426,7 +447,8 @@ async def grid_scored(
     newest position of her observation rows (all written in her stream's order) and the count of voids
     of them (void rows are never deleted), the count and newest position of each reference table that
     scoring reads, the override, the stall rule and the day. Keys are read before the rows they stand
-    for: a change in between leaves cells newer than their key, which the next read recomputes.
+    for (or with them): a change in between leaves cells newer than their key, which the next read
+    recomputes.
     ``cache_learners``: the most learners the cache holds (0: no cache).
     """
     cache = cache_learners > 0
@@ -435,18 +457,21 @@ async def grid_scored(
     assert generation is not None
     wanted = list(dict.fromkeys(learners))
     hits: dict[str, tuple[Any, dict[str, GridCell], frozenset[str]]] = {}
-    keys: dict[str, Any] = {}
+    common: Any = None
+    stamps: dict[str, tuple[int, int, int]] = {}
     if cache and wanted:
-        stamps = await _evidence_stamps(conn, generation, tenant, wanted)
         common = (generation.name, generation.generation, await _reference_stamp(conn, tenant, known), override, stall,
                   now_us // _DAY_US)  # fmt: skip
-        for learner in wanted:
-            keys[learner] = key = (common, stamps.get(learner))
+        # Only learners with cells cached need their stamps first; the others' come with their rows.
+        cached = [learner for learner in wanted if (tenant, learner) in _GRID_CACHE]
+        if cached:
+            stamps = await _evidence_stamps(conn, generation, tenant, cached)
+        for learner in cached:
             entry = _GRID_CACHE.get((tenant, learner))
-            if entry is not None and entry[0] == key:
+            if entry is not None and entry[0] == (common, stamps.get(learner)):
                 hits[learner] = entry
     misses = [learner for learner in wanted if learner not in hits]
-    evidence = await learner_evidence(conn, tenant, misses, generations=known) if misses else {}
+    evidence = await _evidence(conn, generation, tenant, misses, stamps) if misses else {}
     named_by: dict[str, frozenset[str]] = {}
     activities_by: dict[str, frozenset[str]] = {}
     for learner, (observations, _) in evidence.items():
@@ -475,7 +500,7 @@ async def grid_scored(
             aligned = {c for a in activities_by[learner] for c in ref.alignments.get(a, ())}
             if len(_GRID_CACHE) >= cache_learners:
                 _GRID_CACHE.clear()
-            _GRID_CACHE[(tenant, learner)] = (keys[learner], mine, named_by[learner] | aligned)
+            _GRID_CACHE[(tenant, learner)] = ((common, stamps.get(learner)), mine, named_by[learner] | aligned)
     return Grid(ref, cells, len(misses))
 
 
