@@ -154,3 +154,28 @@ async def test_the_grid_cache_never_serves_a_stale_grid(log: EventLog) -> None:
     # A rebuilt evidence view (a new generation) is a new key for everyone.
     await build(log, CompetencyEvidence(), settings)
     assert (await grid(log))[1] == 3
+
+
+def test_grid_cells_are_what_progress_gives_under_every_method() -> None:
+    import random
+
+    from proficio_projector.competency import Observation, progress
+    from proficio_projector.competency._progress import grid_cells
+
+    rng = random.Random(6)
+    codes = list(URI.values())[:6]
+    for method in Method:
+        for _ in range(20):
+            observations = [
+                Observation(str(uuid.UUID(int=rng.getrandbits(128))), f"https://example.org/items/{rng.randrange(5)}",
+                            tuple(rng.sample(codes, rng.choice((1, 1, 2)))), Decimal(rng.randrange(101)) / 100,
+                            rng.random() > 0.3, NOW - rng.randrange(60) * DAY, NOW)
+                for _ in range(rng.randrange(1, 30))
+            ]  # fmt: skip
+            voided = {o.statement_id for o in observations if rng.random() < 0.1}
+            aligned = {"https://example.org/items/1": {codes[0]: Decimal("0.5")}}
+            parameter = rng.choice((None, 2)) if method in (Method.N_MASTERY, Method.AVERAGE_RECENT) else None
+            policy = MasteryPolicy(method, parameter)
+            full = progress(observations, voided, policy, alignments=aligned, now_us=NOW, trend=False)
+            cells = grid_cells(observations, voided, policy, alignments=aligned, now_us=NOW)
+            assert cells == {c: GridCell.of(p) for c, p in full.items()}

@@ -21,7 +21,7 @@ import enum
 import functools
 import operator
 import statistics
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, NamedTuple, Protocol
@@ -353,6 +353,64 @@ def progress(
     request's reference data, for many learners), where each competency's scale and policy on it are kept.
     """
     result: dict[str, Progress] = {}
+    for competency, items, policy, points, running, level, mastered, stalled in _scored(
+        observations, voided, default_policy, alignments, scale, policy_of, scale_of, now_us, stall, rules
+    ):
+        if policy.method is Method.BKT:
+            reached = (e.timestamp_us for e, s in zip(items, running, strict=True) if is_mastered(policy, s))
+        else:  # is_mastered, inline: a comparison per piece of evidence
+            threshold = policy.mastery_points
+            reached = (e.timestamp_us for e, s in zip(items, running, strict=True) if s is not None and s >= threshold)
+        mastered_at = next(reached, None)
+        fitted = power_law(points, policy.points_possible) if trend else None
+        trend_b = Decimal(str(fitted[1])).quantize(Decimal("0.0001"), ROUND_HALF_UP) if fitted else None
+        result[competency] = Progress(
+            competency, tuple(items), running[-1], level, mastered, mastered_at, items[0].timestamp_us,
+            items[-1].timestamp_us, tuple(points), running, policy, trend_b, stalled,
+            mastered_at is not None and not mastered,
+        )  # fmt: skip
+    return result
+
+
+def grid_cells(
+    observations: Iterable[Observation],
+    voided: Iterable[str],
+    default_policy: MasteryPolicy,
+    *,
+    alignments: Mapping[str, Mapping[str, Decimal]] | None = None,
+    scale: Sequence[Level] = DEFAULT_SCALE,
+    policy_of: Callable[[str], MasteryPolicy] | None = None,
+    scale_of: Callable[[str], Sequence[Level]] | None = None,
+    now_us: int | None = None,
+    stall: StallRule = DEFAULT_STALL,
+    rules: dict[str, tuple[Sequence[Level], MasteryPolicy]] | None = None,
+) -> dict[str, GridCell]:
+    """What a section grid shows of ``progress(..., trend=False)``: each competency's score, level, mastered
+    and stalled, without the rest (mastery date, evidence and score lists) that a grid never shows."""
+    return {
+        competency: GridCell(running[-1], level, mastered, stalled)
+        for competency, _, _, _, running, level, mastered, stalled in _scored(
+            observations, voided, default_policy, alignments, scale, policy_of, scale_of, now_us, stall, rules
+        )
+    }
+
+
+def _scored(
+    observations: Iterable[Observation],
+    voided: Iterable[str],
+    default_policy: MasteryPolicy,
+    alignments: Mapping[str, Mapping[str, Decimal]] | None,
+    scale: Sequence[Level],
+    policy_of: Callable[[str], MasteryPolicy] | None,
+    scale_of: Callable[[str], Sequence[Level]] | None,
+    now_us: int | None,
+    stall: StallRule,
+    rules: dict[str, tuple[Sequence[Level], MasteryPolicy]] | None,
+) -> Iterator[
+    tuple[str, list[Evidence], MasteryPolicy, list[Decimal], tuple[Decimal | None, ...], Level | None, bool, bool]
+]:
+    """Per competency with evidence: (competency, its evidence, the policy on its scale, the evidence points,
+    the running scores, the level reached, mastered, stalled): what ``progress`` and ``grid_cells`` share."""
     for competency, items in evidence_of(observations, voided, alignments).items():
         ruled = rules.get(competency) if rules is not None else None
         if ruled is None:
@@ -364,26 +422,14 @@ def progress(
         points = [e.norm * policy.points_possible for e in items]
         weights = [e.weight for e in items]
         running = tuple(running_scores(policy, points, weights))
-        if policy.method is Method.BKT:
-            reached = (e.timestamp_us for e, s in zip(items, running, strict=True) if is_mastered(policy, s))
-        else:  # is_mastered, inline: a comparison per piece of evidence
-            threshold = policy.mastery_points
-            reached = (e.timestamp_us for e, s in zip(items, running, strict=True) if s is not None and s >= threshold)
-        mastered_at = next(reached, None)
         score = running[-1]
         mastered = is_mastered(policy, score)
-        fitted = power_law(points, policy.points_possible) if trend else None
-        trend_b = Decimal(str(fitted[1])).quantize(Decimal("0.0001"), ROUND_HALF_UP) if fitted else None
         stuck = len(items) >= max(stall.attempts, stall.window + 1) and _standing(
             policy, running[-1], levels
         ) <= _standing(policy, running[-1 - stall.window], levels)
         idle = now_us is not None and school_days_between(items[-1].timestamp_us, now_us) >= stall.idle_school_days
-        result[competency] = Progress(
-            competency, tuple(items), score, None if policy.method is Method.BKT else level_for(score, levels),
-            mastered, mastered_at, items[0].timestamp_us, items[-1].timestamp_us, tuple(points), running, policy,
-            trend_b, not mastered and (stuck or idle), mastered_at is not None and not mastered,
-        )  # fmt: skip
-    return result
+        level = None if policy.method is Method.BKT else level_for(score, levels)
+        yield competency, items, policy, points, running, level, mastered, not mastered and (stuck or idle)
 
 
 def _standing(policy: MasteryPolicy, score: Decimal | None, scale: Sequence[Level]) -> Decimal:

@@ -28,6 +28,7 @@ from ._progress import (
     Progress,
     RollupPolicy,
     StallRule,
+    grid_cells,
     progress,
     rollups,
 )
@@ -485,14 +486,19 @@ async def grid_scored(
         conn, tenant, competencies=set().union(*named_by.values()), activities=set().union(*activities_by.values()),
         frameworks=frameworks, override=override, generations=known,
     )  # fmt: skip
-    computed = score(evidence, ref, now_us=now_us, stall=stall, trend=False)
+    rules: dict[str, tuple[Sequence[Level], MasteryPolicy]] = {}  # each competency's, once for all learners
+    computed = {
+        learner: grid_cells(observations, voided, MasteryPolicy(), alignments=ref.alignments, policy_of=ref.policy_of,
+                            scale_of=ref.scale_of, now_us=now_us, stall=stall, rules=rules)
+        for learner, (observations, voided) in evidence.items()
+    }  # fmt: skip
     cells: dict[str, dict[str, GridCell]] = {}
     for learner in wanted:
         if learner in hits:
             cells[learner] = hits[learner][1]
             continue
         found = computed[learner]
-        mine = cells[learner] = {c: GridCell.of(p) for c, p in found.items()}
+        mine = cells[learner] = found
         # Only when every competency is one of the reference data's own: a competency outside the frameworks
         # loaded (a framework's uri named as a competency, say) is judged by which frameworks this grid's
         # other learners brought in, which no key of hers covers.
