@@ -155,6 +155,16 @@ async def test_the_grid_cache_never_serves_a_stale_grid(log: EventLog) -> None:
     await build(log, CompetencyEvidence(), settings)
     assert (await grid(log))[1] == 3
 
+    # A full cache lets the least recently read learner go.
+    async with log.engine.connect() as conn:
+        later = NOW + 60 * DAY
+        assert (await grid_scored(conn, TENANT, LEARNERS, now_us=later, cache_learners=2)).computed == 3
+        assert (await grid_scored(conn, TENANT, LEARNERS, now_us=later, cache_learners=2)).computed == 1
+        # Ben and Cy were read from the cache (in that order), then Ada scored and kept: Ben went.
+        kept = [LEARNERS[2], LEARNERS[0]]
+        assert (await grid_scored(conn, TENANT, kept, now_us=later, cache_learners=2)).computed == 0
+        assert (await grid_scored(conn, TENANT, LEARNERS[1:2], now_us=later, cache_learners=2)).computed == 1
+
 
 def test_grid_cells_are_what_progress_gives_under_every_method() -> None:
     import random

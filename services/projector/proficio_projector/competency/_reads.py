@@ -4,6 +4,8 @@ in force (the frameworks' scales, the alignments, the mastery policies and rollu
 from __future__ import annotations
 
 import operator
+import sys
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -221,7 +223,8 @@ async def _evidence(
         mine = found[learner]
         competencies = named_lists.get(named)
         if competencies is None:
-            competencies = named_lists[named] = tuple(loads(named))
+            # Interned: the grid cache keeps these strings as keys for thousands of learners, one copy each.
+            competencies = named_lists[named] = tuple(map(sys.intern, loads(named)))
         value = decimals.get(norm)
         if value is None:
             value = decimals[norm] = Decimal(norm)
@@ -411,9 +414,10 @@ async def scored(
 # --- a section grid's cells, cached per learner -----------------------------------------------------------
 
 #: (tenant, learner) -> (the key the cells were computed under, the cells by competency, the competencies her
-#: observations name or her activities are aligned to). Bounded; emptied when full (a few KB per learner).
-_GRID_CACHE: dict[tuple[str, str], tuple[Any, dict[str, GridCell], frozenset[str]]] = {}
-GRID_CACHE_LEARNERS = 5000
+#: observations name or her activities are aligned to); least recently read first out (~15 KB per learner of
+#: 50 competencies).
+_GRID_CACHE: OrderedDict[tuple[str, str], tuple[Any, dict[str, GridCell], frozenset[str]]] = OrderedDict()
+GRID_CACHE_LEARNERS = 2000
 _DAY_US = 86_400_000_000
 
 
@@ -471,6 +475,7 @@ async def grid_scored(
             entry = _GRID_CACHE.get((tenant, learner))
             if entry is not None and entry[0] == (common, stamps.get(learner)):
                 hits[learner] = entry
+                _GRID_CACHE.move_to_end((tenant, learner))  # least recently read first out
     misses = [learner for learner in wanted if learner not in hits]
     evidence = await _evidence(conn, generation, tenant, misses, stamps) if misses else {}
     named_by: dict[str, frozenset[str]] = {}
@@ -498,15 +503,16 @@ async def grid_scored(
             cells[learner] = hits[learner][1]
             continue
         found = computed[learner]
-        mine = cells[learner] = found
+        mine = cells[learner] = {sys.intern(c): cell for c, cell in found.items()}
         # Only when every competency is one of the reference data's own: a competency outside the frameworks
         # loaded (a framework's uri named as a competency, say) is judged by which frameworks this grid's
         # other learners brought in, which no key of hers covers.
         if cache and all(c in ref.competencies for c in found):
             aligned = {c for a in activities_by[learner] for c in ref.alignments.get(a, ())}
-            if len(_GRID_CACHE) >= cache_learners:
-                _GRID_CACHE.clear()
             _GRID_CACHE[(tenant, learner)] = ((common, stamps.get(learner)), mine, named_by[learner] | aligned)
+            _GRID_CACHE.move_to_end((tenant, learner))
+            while len(_GRID_CACHE) > cache_learners:
+                _GRID_CACHE.popitem(last=False)
     return Grid(ref, cells, len(misses))
 
 
