@@ -189,3 +189,32 @@ def test_grid_cells_are_what_progress_gives_under_every_method() -> None:
             full = progress(observations, voided, policy, alignments=aligned, now_us=NOW, trend=False)
             cells = grid_cells(observations, voided, policy, alignments=aligned, now_us=NOW)
             assert cells == {c: GridCell.of(p) for c, p in full.items()}
+
+
+async def test_nothing_is_kept_when_the_reference_views_moved_during_the_read(log: EventLog, monkeypatch: Any) -> None:
+    from proficio_projector.competency import _reads
+
+    await import_framework(log, TENANT, EXAMPLE.read_bytes(), source="test")
+    for n, learner in enumerate(LEARNERS):
+        await stored(log, learner, statement(learner, "GP.A.MATH.1", 0.25 * (n + 1), 2 + n))
+    settings = RunnerSettings(owner="t", **FAST)
+    for projection in (CompetencyEvidence(), Frameworks(), CompetencyReference()):
+        await build(log, projection, settings)
+    _reads._GRID_CACHE.clear()
+    _reads._REFERENCES.clear()
+    stamp_of = _reads._reference_stamp
+    calls = 0
+
+    async def moved(*args: Any) -> Any:  # the second read (after scoring) sees a fold of the reference views
+        nonlocal calls
+        calls += 1
+        stamp, marks = await stamp_of(*args)
+        return (stamp, (*marks, ("mark:moved", 0, calls))) if calls % 2 == 0 else (stamp, marks)
+
+    monkeypatch.setattr(_reads, "_reference_stamp", moved)
+    assert (await grid(log))[1] == 3
+    assert not _reads._GRID_CACHE
+    assert not _reads._REFERENCES
+    monkeypatch.setattr(_reads, "_reference_stamp", stamp_of)
+    assert (await grid(log))[1] == 3
+    assert (await grid(log))[1] == 0

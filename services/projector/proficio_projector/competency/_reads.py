@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from proficio_events import select_in
+from proficio_events._schema import checkpoints
 
 from .._store import ACTIVE, Generation, ViewStore, active_generation, list_generations
 from ._case import DEFAULT_SCALE, Level
@@ -120,7 +121,7 @@ def order_key(c: Competency) -> tuple[str, int, str, str]:
     return (c.framework, c.sequence if c.sequence is not None else 1 << 30, c.code or "", c.uri)
 
 
-async def _active_generations(conn: AsyncConnection) -> dict[str, Generation | None]:
+async def active_generations(conn: AsyncConnection) -> dict[str, Generation | None]:
     """Every view's active generation, in one query (a grid needs three, several times over)."""
     found: dict[str, Generation | None] = {}
     for generation in await list_generations(conn):
@@ -329,8 +330,14 @@ async def framework_exists(conn: AsyncConnection, tenant: str, framework: str) -
     return row.first() is not None
 
 
-async def section(conn: AsyncConnection, tenant: str, section_id: str) -> dict[str, Any] | None:
-    generation = await _generation(conn, CompetencyReference.name, required=False)
+async def section(
+    conn: AsyncConnection,
+    tenant: str,
+    section_id: str,
+    *,
+    generations: Mapping[str, Generation | None] | None = None,
+) -> dict[str, Any] | None:
+    generation = await _generation(conn, CompetencyReference.name, required=False, known=generations)
     if generation is None:
         return None
     table = ViewStore(CompetencyReference(), generation).table("sections")
@@ -413,11 +420,15 @@ async def scored(
 
 # --- a section grid's cells, cached per learner -----------------------------------------------------------
 
-#: (tenant, learner) -> (the key the cells were computed under, the cells by competency, the competencies her
+#: (where, learner) -> (the key the cells were computed under, the cells by competency, the competencies her
 #: observations name or her activities are aligned to); least recently read first out (~15 KB per learner of
 #: 50 competencies).
-_GRID_CACHE: OrderedDict[tuple[str, str], tuple[Any, dict[str, GridCell], frozenset[str]]] = OrderedDict()
+_GRID_CACHE: OrderedDict[tuple[Any, str], tuple[Any, dict[str, GridCell], frozenset[str]]] = OrderedDict()
 GRID_CACHE_LEARNERS = 2000
+#: The reference data of recent grids (what it was loaded for and the stamp of its tables) -> the data; not
+#: to be changed by its readers.
+_REFERENCES: OrderedDict[Any, Reference] = OrderedDict()
+_REFERENCES_KEPT = 64
 _DAY_US = 86_400_000_000
 
 
@@ -442,6 +453,7 @@ async def grid_scored(
     override: MasteryPolicy | None = None,
     stall: StallRule = DEFAULT_STALL,
     cache_learners: int = GRID_CACHE_LEARNERS,
+    generations: Mapping[str, Generation | None] | None = None,
 ) -> Grid:
     """The grid cells of these learners (``scored(..., trend=False)``'s progress, as cells), each learner's
     taken from the cache when nothing her cells depend on has changed since they were computed.
@@ -454,28 +466,32 @@ async def grid_scored(
     scoring reads, the override, the stall rule and the day. Keys are read before the rows they stand
     for (or with them): a change in between leaves cells newer than their key, which the next read
     recomputes.
-    ``cache_learners``: the most learners the cache holds (0: no cache).
+    ``cache_learners``: the most learners the cache holds (0: no cache). The reference data is kept too,
+    keyed by the same stamp of its tables and what it was loaded for. ``generations``: the active
+    generations (``active_generations``), when the caller has them.
     """
     cache = cache_learners > 0
-    known = await _active_generations(conn)
+    where = (conn.engine.url, tenant)  # a process may read more than one database (tests do)
+    known = generations if generations is not None else await active_generations(conn)
     generation = await _generation(conn, CompetencyEvidence.name, required=True, known=known)
     assert generation is not None
     wanted = list(dict.fromkeys(learners))
     hits: dict[str, tuple[Any, dict[str, GridCell], frozenset[str]]] = {}
     common: Any = None
+    reference_stamp: Any = None
     stamps: dict[str, tuple[int, int, int]] = {}
     if cache and wanted:
-        common = (generation.name, generation.generation, await _reference_stamp(conn, tenant, known), override, stall,
-                  now_us // _DAY_US)  # fmt: skip
+        reference_stamp = await _reference_stamp(conn, tenant, known)
+        common = (generation.name, generation.generation, reference_stamp[0], override, stall, now_us // _DAY_US)
         # Only learners with cells cached need their stamps first; the others' come with their rows.
-        cached = [learner for learner in wanted if (tenant, learner) in _GRID_CACHE]
+        cached = [learner for learner in wanted if (where, learner) in _GRID_CACHE]
         if cached:
             stamps = await _evidence_stamps(conn, generation, tenant, cached)
         for learner in cached:
-            entry = _GRID_CACHE.get((tenant, learner))
+            entry = _GRID_CACHE.get((where, learner))
             if entry is not None and entry[0] == (common, stamps.get(learner)):
                 hits[learner] = entry
-                _GRID_CACHE.move_to_end((tenant, learner))  # least recently read first out
+                _GRID_CACHE.move_to_end((where, learner))  # least recently read first out
     misses = [learner for learner in wanted if learner not in hits]
     evidence = await _evidence(conn, generation, tenant, misses, stamps) if misses else {}
     named_by: dict[str, frozenset[str]] = {}
@@ -487,16 +503,31 @@ async def grid_scored(
         named_by[learner] = entry[2]  # what her observations name and what her activities are aligned to
     # What scored() loads for all of them (the grid's columns and labels read it), but the alignments only of
     # the learners scored here: a cached learner's aligned competencies come from her entry.
-    ref = await reference(
-        conn, tenant, competencies=set().union(*named_by.values()), activities=set().union(*activities_by.values()),
-        frameworks=frameworks, override=override, generations=known,
-    )  # fmt: skip
+    wanted_competencies = frozenset().union(*named_by.values())
+    wanted_activities = frozenset().union(*activities_by.values())
+    wanted_frameworks = frozenset(frameworks)
+    reference_key = (where, common, wanted_competencies, wanted_activities, wanted_frameworks)
+    ref = _REFERENCES.get(reference_key) if cache else None
+    loaded = ref is None
+    if ref is None:
+        ref = await reference(conn, tenant, competencies=wanted_competencies, activities=wanted_activities,
+                              frameworks=wanted_frameworks, override=override, generations=known)  # fmt: skip
+    else:
+        _REFERENCES.move_to_end(reference_key)
     rules: dict[str, tuple[Sequence[Level], MasteryPolicy]] = {}  # each competency's, once for all learners
     computed = {
         learner: grid_cells(observations, voided, MasteryPolicy(), alignments=ref.alignments, policy_of=ref.policy_of,
                             scale_of=ref.scale_of, now_us=now_us, stall=stall, rules=rules)
         for learner, (observations, voided) in evidence.items()
     }  # fmt: skip
+    # Kept only if no fold of the reference views committed meanwhile (their checkpoints move in the views'
+    # transactions): the reference data read is then exactly the state its stamp stands for. Without this,
+    # an alignment defined and removed again while a grid was computed would leave its stamp as it was.
+    storable = cache and (bool(misses) or loaded) and await _reference_stamp(conn, tenant, known) == reference_stamp
+    if storable and loaded:
+        _REFERENCES[reference_key] = ref
+        while len(_REFERENCES) > _REFERENCES_KEPT:
+            _REFERENCES.popitem(last=False)
     cells: dict[str, dict[str, GridCell]] = {}
     for learner in wanted:
         if learner in hits:
@@ -507,10 +538,10 @@ async def grid_scored(
         # Only when every competency is one of the reference data's own: a competency outside the frameworks
         # loaded (a framework's uri named as a competency, say) is judged by which frameworks this grid's
         # other learners brought in, which no key of hers covers.
-        if cache and all(c in ref.competencies for c in found):
+        if storable and all(c in ref.competencies for c in found):
             aligned = {c for a in activities_by[learner] for c in ref.alignments.get(a, ())}
-            _GRID_CACHE[(tenant, learner)] = ((common, stamps.get(learner)), mine, named_by[learner] | aligned)
-            _GRID_CACHE.move_to_end((tenant, learner))
+            _GRID_CACHE[(where, learner)] = ((common, stamps.get(learner)), mine, named_by[learner] | aligned)
+            _GRID_CACHE.move_to_end((where, learner))
             while len(_GRID_CACHE) > cache_learners:
                 _GRID_CACHE.popitem(last=False)
     return Grid(ref, cells, len(misses))
@@ -547,12 +578,17 @@ async def _evidence_stamps(
 
 async def _reference_stamp(
     conn: AsyncConnection, tenant: str, known: Mapping[str, Generation | None]
-) -> tuple[Any, ...]:
-    """The reference data scoring reads, as (generation, (rows, newest position) per table) per view:
-    alignments and policies, competencies and frameworks (not sections or rollup rules)."""
+) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+    """(the stamp, the marks) of the reference data ``reference()`` reads, in one query.
+
+    The stamp: per view, its generation and (rows, newest position) of each table read: alignments, policies
+    and rollup rules, competencies and frameworks (not sections). Each view is unpartitioned, so rows are
+    written in log order: any change, a removal included, changes (rows, newest), and a state with the same
+    stamp as an earlier one is that state. The marks: the views' checkpoints, which move with every fold.
+    """
     stamp: list[Any] = []
     queries = []
-    for projection, tables in ((CompetencyReference(), ("alignments", "policies")),
+    for projection, tables in ((CompetencyReference(), ("alignments", "policies", "rollup_rules")),
                                (Frameworks(), ("competencies", "frameworks"))):  # fmt: skip
         generation = await _generation(conn, projection.name, required=False, known=known)
         stamp.append(None if generation is None else generation.generation)
@@ -565,10 +601,16 @@ async def _reference_stamp(
                 sa.select(sa.literal(f"{projection.name}.{name}"), sa.func.count(), sa.func.max(table.c.last_position))
                 .where(table.c.tenant == tenant)
             )  # fmt: skip
+        queries.append(
+            sa.select(sa.literal(f"mark:{generation.consumer}"), checkpoints.c.partition, checkpoints.c.position)
+            .where(checkpoints.c.consumer == generation.consumer)
+        )  # fmt: skip
+    marks: list[Any] = []
     if queries:
         rows = await conn.execute(sa.union_all(*queries))
-        stamp.extend(sorted((name, int(count), newest) for name, count, newest in rows))
-    return tuple(stamp)
+        for name, count, newest in sorted(rows, key=lambda r: (r[0], r[1])):
+            (marks if name.startswith("mark:") else stamp).append((name, int(count), newest))
+    return tuple(stamp), tuple(marks)
 
 
 def reference_from_rows(
