@@ -4,6 +4,8 @@
     .venv/bin/python -m bench.competency_throughput --statements 100000      # a smaller log
     .venv/bin/python -m bench.competency_throughput --sqlite-statements 0    # PostgreSQL only
     .venv/bin/python -m bench.competency_throughput --skip-reads             # the fold and the rebuild only
+    .venv/bin/python -m bench.competency_throughput --statements 100000 --sqlite-statements 0 \
+        --keep-database bench_competency_100k --reads grid                   # the grid only, on a kept log
 
 Each backend gets a log of its own (PostgreSQL: a database created and dropped here; SQLite: a file in
 a temporary directory) filled the way ingest stores statements (one ``StatementStored`` event per
@@ -16,7 +18,9 @@ assessment items, aligned-only items, completions, launches, a few voids by inst
 3. ``proficio serve`` (one worker, projectors off: the views are built here first) answers
    ``GET /competency/progress?learner=`` for random learners, 1 and 8 clients (wrk): p50/p99;
 4. sections of 30 learners set with ``PUT /competency/sections/{id}`` (folded into the reference view
-   here), then ``GET /competency/sections/{id}/grid`` (30 learners x 50 competencies) the same way.
+   here), then ``GET /competency/sections/{id}/grid`` (30 learners x 50 competencies) the same way: once
+   with the server's per-learner cache of grid cells (every grid read again and again: warm), once from a
+   server started without it (``PROFICIO_GRID_CACHE_LEARNERS=0``: every learner scored on every read).
 
 Besides rates and latencies it prints CPU time per statement (fold) or per request (reads), of the
 process doing the work and of its PostgreSQL backends: on a busy shared machine the steadier measure
@@ -446,7 +450,9 @@ def measure_progress(target: ReadTarget, learners: list[str], seconds: float) ->
     measure_gets(target, "GET /competency/progress", paths, seconds)
 
 
-def measure_grid(target: ReadTarget, learners: list[str], seconds: float, sections: int = 20) -> None:
+def measure_grid(
+    target: ReadTarget, learners: list[str], seconds: float, sections: int = 20, label: str = "GET section grid"
+) -> None:
     """Sections of 30 learners set through PUT, folded into the reference view here, then their grids read."""
     server = target.server
     headers = {**server.headers, "Content-Type": "application/json"}
@@ -467,7 +473,7 @@ def measure_grid(target: ReadTarget, learners: list[str], seconds: float, sectio
         grid = response.json()
     print(f"  (a grid: {len(grid['learners'])} learners x {len(grid['competencies'])} competencies, "
           f"{len(response.content):,} bytes)")  # fmt: skip
-    measure_gets(target, "GET section grid", paths, seconds)
+    measure_gets(target, label, paths, seconds)
 
 
 async def catch_up(url: str, projection: Projection) -> None:
@@ -482,9 +488,9 @@ async def catch_up(url: str, projection: Projection) -> None:
 
 
 @contextlib.contextmanager
-def serving(data_dir: Path, url: str | None) -> Iterator[RunningServer]:
+def serving(data_dir: Path, url: str | None, **more_env: str) -> Iterator[RunningServer]:
     """``proficio serve`` on the filled log, with a credential of the bench tenant (projectors off)."""
-    env = {"PROFICIO_RUN_PROJECTORS": "false"}
+    env = {"PROFICIO_RUN_PROJECTORS": "false", **more_env}
     with running_server(data_dir, url, env=env) as server:
         full_env = {**os.environ, **env}
         full_env.pop("PROFICIO_DATABASE_URL", None)
@@ -497,10 +503,16 @@ def serving(data_dir: Path, url: str | None) -> Iterator[RunningServer]:
 # -- running it ---------------------------------------------------------------------------------
 
 
-async def prepare_log(url: str, statements: int, learners: int, label: str) -> Workload:
+async def prepare_log(url: str, statements: int, learners: int, label: str, *, fill_it: bool = True,
+                      time_fold: bool = True) -> Workload:  # fmt: skip
+    """The workload; with ``fill_it``, the log filled with it and the views built (the fold and the rebuild
+    timed unless ``time_fold`` is false). Without it, the log is one filled before with the same sizes."""
     package = framework_package(50)
     uris = [c["uri"] for c in parse_package(package).competencies if c["type"] == "Competency"]
     workload = Workload.make(uris, learners)
+    if not fill_it:
+        print(f"  {label} log kept from an earlier run: {statements:,} statements, {learners:,} learners")
+        return workload
     log = await open_event_log(url)
     try:
         await migrate_runtime(log)
@@ -508,15 +520,28 @@ async def prepare_log(url: str, statements: int, learners: int, label: str) -> W
         await fill(log, workload, statements, package)
         print(f"  {label} log filled: {statements:,} statements, {learners:,} learners in "
               f"{time.perf_counter() - started:.0f} s")  # fmt: skip
-        await fold_and_rebuild(log, statements, label)
+        if time_fold:
+            await fold_and_rebuild(log, statements, label)
+        else:
+            await build_views(log)
     finally:
         await log.close()
     return workload
 
 
-def run_backend(label: str, url: str | None, data_dir: Path, args: argparse.Namespace, statements: int) -> None:
+async def build_views(log: EventLog) -> None:
+    """The views the reads need, built without timing (``--skip-fold``)."""
+    settings = RunnerSettings(owner="bench", idle_timeout=0.1)
+    for projection in (CompetencyEvidence(), Frameworks(), CompetencyReference()):
+        await build(log, projection, settings)
+
+
+def run_backend(
+    label: str, url: str | None, data_dir: Path, args: argparse.Namespace, statements: int, *, fill_it: bool = True
+) -> None:
     learners = max(30, statements // args.per_learner)
-    workload = asyncio.run(prepare_log(url or sqlite_url(data_dir), statements, learners, label))
+    workload = asyncio.run(prepare_log(url or sqlite_url(data_dir), statements, learners, label, fill_it=fill_it,
+                                       time_fold=not args.skip_fold))  # fmt: skip
     if args.skip_reads:
         return
     if not wrk.available():
@@ -525,8 +550,16 @@ def run_backend(label: str, url: str | None, data_dir: Path, args: argparse.Name
     with serving(data_dir, url) as server:
         target = ReadTarget(server, url or sqlite_url(data_dir), server_pid(data_dir))
         everyone = learners_with_evidence(workload)
-        measure_progress(target, everyone, args.seconds)
-        measure_grid(target, everyone, args.seconds)
+        if args.reads in ("all", "progress"):
+            measure_progress(target, everyone, args.seconds)
+        if args.reads in ("all", "grid") and args.grid_cache != "off":
+            measure_grid(target, everyone, args.seconds, label="GET section grid (cells cached)")
+    if args.reads in ("all", "grid") and args.grid_cache != "on":
+        # Every learner of every grid scored from the views: what a grid costs the first time it is read, or
+        # when her evidence has changed since.
+        with serving(data_dir, url, PROFICIO_GRID_CACHE_LEARNERS="0") as server:
+            target = ReadTarget(server, url or sqlite_url(data_dir), server_pid(data_dir))
+            measure_grid(target, learners_with_evidence(workload), args.seconds, label="GET section grid (no cache)")
 
 
 def main() -> None:
@@ -536,13 +569,24 @@ def main() -> None:
     parser.add_argument("--per-learner", type=int, default=250, help="statements per learner (sets the learners)")
     parser.add_argument("--seconds", type=float, default=15, help="length of each read measurement")
     parser.add_argument("--skip-reads", action="store_true", help="only the fold and the rebuild")
+    parser.add_argument("--skip-fold", action="store_true", help="build the views without timing fold and rebuild")
+    parser.add_argument("--reads", choices=("all", "progress", "grid"), default="all", help="which reads to measure")
+    parser.add_argument("--grid-cache", choices=("on", "off", "both"), default="both",
+                        help="the grid with its per-learner cache (on), a server without it (off), both")  # fmt: skip
+    parser.add_argument("--keep-database", metavar="NAME",
+                        help="PostgreSQL: fill database NAME and keep it; a later run with the same NAME (and "
+                             "--statements) reuses it, with no fill, fold or rebuild (drop it by hand)")  # fmt: skip
     args = parser.parse_args()
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, CPython {platform.python_version()}")
     if args.statements:
         from tests.support.postgres import running_postgres
 
         with running_postgres() as pg, tempfile.TemporaryDirectory() as tmp:
-            run_backend("PostgreSQL", pg.url, Path(tmp), args, args.statements)
+            url, fill_it = pg.url, True
+            if args.keep_database:
+                fill_it = not pg.database_exists(args.keep_database)
+                url = pg.create_database(args.keep_database) if fill_it else pg.url_for(args.keep_database)
+            run_backend("PostgreSQL", url, Path(tmp), args, args.statements, fill_it=fill_it)
     if args.sqlite_statements:
         with tempfile.TemporaryDirectory() as tmp:
             run_backend("SQLite", None, Path(tmp), args, args.sqlite_statements)

@@ -65,6 +65,9 @@ class PostgresServer:
         _psql(f'CREATE DATABASE "{name}" OWNER {ROLE}')
         return self.url_for(name)
 
+    def database_exists(self, name: str) -> bool:
+        return _psql(f"SELECT 1 FROM pg_database WHERE datname = '{name}'") == "1"
+
     def drop_database(self, name: str) -> None:
         _psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 

@@ -196,6 +196,7 @@ def install(
 
     stream = stream or StreamSettings()
     chosen = stream
+    app.state.grid_cache_learners = stream.grid_cache_learners
     app.include_router(router(projections, stream))
 
     async def consistency(request: Request, name: str) -> dict[str, str]:

@@ -22,6 +22,10 @@ class StreamSettings(StoreSettings):
     #: Whether ``proficio serve`` runs the projectors in its own process when no Kafka is configured
     #: (the embedded default); with false they run only as ``proficio project`` processes.
     run_projectors: bool = True
+    #: How many learners' section-grid cells each server process keeps (~15 KB each for 50 competencies; the
+    #: least recently read go first), checked against the views on every read; 0: none, every grid is scored
+    #: from the views.
+    grid_cache_learners: int = 2000
 
     def runner(self, **changes: object) -> RunnerSettings:
         """Runner settings for the relay and projectors from these settings."""

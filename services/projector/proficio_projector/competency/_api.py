@@ -59,7 +59,9 @@ from ._ratings import rating_points, record_rating, withdraw_rating
 from ._reads import (
     NotBuilt,
     Reference,
+    active_generations,
     framework_exists,
+    grid_scored,
     learner_evidence,
     learner_rollups,
     order_key,
@@ -591,17 +593,21 @@ def competency_router(consistency: Consistency, learner_id: LearnerId | None) ->
             raise HTTPException(400, f"rows is learners or competencies, not {rows!r}")
         try:
             async with log_of(request).engine.connect() as conn:
-                found = await section(conn, who.tenant, section_id)
+                known = await active_generations(conn)
+                found = await section(conn, who.tenant, section_id, generations=known)
                 if found is None:
                     raise HTTPException(404, f"no section {section_id!r}")
                 if framework is not None and not await framework_exists(conn, who.tenant, framework):
                     raise HTTPException(404, f"no framework {framework!r} in this tenant")
                 roster: list[str] = sorted(found["learners"])
-                loaded = await scored(conn, who.tenant, roster, now_us=now_us(), trend=False,
-                                      frameworks=[framework] if framework else [], override=override)  # fmt: skip
+                loaded = await grid_scored(
+                    conn, who.tenant, roster, now_us=now_us(), frameworks=[framework] if framework else [],
+                    override=override, cache_learners=getattr(request.app.state, "grid_cache_learners", 0),
+                    generations=known,
+                )  # fmt: skip
         except NotBuilt as exc:
             raise not_built(exc) from None
-        ref, by_learner = loaded.reference, loaded.progress
+        ref, by_learner = loaded.reference, loaded.cells
         if framework is not None:
             columns = [c.uri for c in sorted(ref.competencies.values(), key=order_key) if c.framework == framework]
         else:

@@ -97,6 +97,8 @@ _DEFAULT_PARAMETER: dict[Method, int] = {
 
 def round_half_up(value: Decimal | float) -> Decimal:
     """2 decimals, half up, as Canvas rounds (Python's round() is half-even: round(4.125, 2) == 4.12)."""
+    if type(value) is Decimal:  # Decimal(str(d)) is d, digit for digit: no need to print and parse it
+        return value.quantize(TWO_PLACES, rounding=ROUND_HALF_UP)
     return Decimal(str(value)).quantize(TWO_PLACES, rounding=ROUND_HALF_UP)
 
 
@@ -238,15 +240,17 @@ def running_scores(
 ) -> list[Decimal | None]:
     """The score after each of ``scores`` (oldest first): ``mastery_score`` of every prefix, equal to it to the
     digit, in one pass for the methods that allow it (a learner's long history is not quadratic in them)."""
-    values = [Decimal(str(s)) for s in scores]
+    values = [s if type(s) is Decimal else Decimal(str(s)) for s in scores]
     given = list(weights) if weights is not None else [Decimal(1)] * len(values)
     method, parameter, mastery = policy.method, policy.effective_parameter, policy.mastery_points
     found: list[Decimal | None] = []
     if method is Method.HIGHEST:
         best: Decimal | None = None
+        rounded: Decimal | None = None
         for v in values:
-            best = v if best is None or v > best else best
-            found.append(round_half_up(best))
+            if best is None or v > best:
+                best, rounded = v, round_half_up(v)
+            found.append(rounded)
     elif method is Method.LATEST:
         found = [round_half_up(v) for v in values]
     elif method in (Method.AVERAGE, Method.N_MASTERY, Method.WEIGHTED_AVERAGE):

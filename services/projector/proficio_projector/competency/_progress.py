@@ -21,11 +21,10 @@ import enum
 import functools
 import operator
 import statistics
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import orjson
 import sqlalchemy as sa
@@ -229,22 +228,29 @@ def evidence_of(
     gone = set(voided)
     found: dict[str, list[Evidence]] = {}
     one = Decimal(1)
-    for o in observations:
-        if o.statement_id in gone:
+    new = tuple.__new__  # Evidence(...) without the named tuple's Python-level __new__: thousands per grid
+    for statement_id, activity, named, norm, success, timestamp_us, stored_us, source, authority, _ in observations:
+        if statement_id in gone:
             continue
-        named = o.competencies
         for competency in named if len(named) < 2 else dict.fromkeys(named):
-            found.setdefault(competency, []).append(
-                Evidence(o.statement_id, competency, o.norm, o.success, o.source, one, o.timestamp_us, o.stored_us,
-                         o.authority)
-            )  # fmt: skip
-        aligned = alignments.get(o.activity) if alignments and o.activity else None
-        for competency, weight in (aligned or {}).items():
-            if competency not in named:  # a competency the statement names counts once, at full weight
-                found.setdefault(competency, []).append(
-                    Evidence(o.statement_id, competency, o.norm, o.success, "alignment", weight, o.timestamp_us,
-                             o.stored_us, o.authority)
-                )  # fmt: skip
+            piece = new(Evidence, (statement_id, competency, norm, success, source, one, timestamp_us, stored_us,
+                                   authority))  # fmt: skip
+            mine = found.get(competency)
+            if mine is None:
+                found[competency] = [piece]
+            else:
+                mine.append(piece)
+        aligned = alignments.get(activity) if alignments and activity else None
+        if aligned:
+            for competency, weight in aligned.items():
+                if competency not in named:  # a competency the statement names counts once, at full weight
+                    piece = new(Evidence, (statement_id, competency, norm, success, "alignment", weight, timestamp_us,
+                                           stored_us, authority))  # fmt: skip
+                    mine = found.get(competency)
+                    if mine is None:
+                        found[competency] = [piece]
+                    else:
+                        mine.append(piece)
     for items in found.values():
         items.sort(key=EVIDENCE_ORDER)
     return found
@@ -271,33 +277,51 @@ def level_for(score: Decimal | None, scale: Sequence[Level]) -> Level | None:
     """The highest level whose points the score reaches (None below the lowest)."""
     if score is None:
         return None
-    for level in _highest_first(tuple(scale)):
+    for level in _highest_first(scale):
         if score >= level.points:
             return level
     return None
 
 
+def _highest_first(scale: Sequence[Level]) -> tuple[Level, ...]:
+    # By identity for the tuples the reference data hands out (hashing a tuple of Levels on every call was
+    # a few percent of a grid); the entry holds the tuple, so its id cannot be reused while it is cached.
+    if type(scale) is tuple:
+        hit = _HIGHEST_FIRST.get(id(scale))
+        if hit is not None and hit[0] is scale:
+            return hit[1]
+        ordered = _highest_first_of(scale)
+        if len(_HIGHEST_FIRST) >= 256:
+            _HIGHEST_FIRST.clear()
+        _HIGHEST_FIRST[id(scale)] = (scale, ordered)
+        return ordered
+    return _highest_first_of(tuple(scale))
+
+
+_HIGHEST_FIRST: dict[int, tuple[tuple[Level, ...], tuple[Level, ...]]] = {}
+
+
 @functools.lru_cache(maxsize=256)
-def _highest_first(scale: tuple[Level, ...]) -> tuple[Level, ...]:
+def _highest_first_of(scale: tuple[Level, ...]) -> tuple[Level, ...]:
     return tuple(sorted(scale, key=lambda level: level.points, reverse=True))
 
 
 def school_days_between(start_us: int, end_us: int) -> int:
     """Monday-to-Friday days after ``start_us``'s date up to and including ``end_us``'s date (UTC)."""
-    first, last = _day(start_us), _day(end_us)
+    # In whole days since the epoch (a Thursday): no date objects, as this runs per competency per learner.
+    first, last = start_us // _DAY_US, end_us // _DAY_US
     if last <= first:
         return 0
-    days = (last - first).days
+    days = last - first
     weeks, rest = divmod(days, 7)
     count = weeks * 5
-    weekday = first.weekday()  # the days counted are first+1 .. first+days
+    weekday = (first + 3) % 7  # the days counted are first+1 .. first+days
     for offset in range(1, rest + 1):
         count += (weekday + offset) % 7 < 5
     return count
 
 
-def _day(us: int) -> date:
-    return datetime.fromtimestamp(us / 1_000_000, UTC).date()
+_DAY_US = 86_400_000_000
 
 
 def progress(
@@ -312,6 +336,7 @@ def progress(
     now_us: int | None = None,
     stall: StallRule = DEFAULT_STALL,
     trend: bool = True,
+    rules: dict[str, tuple[Sequence[Level], MasteryPolicy]] | None = None,
 ) -> dict[str, Progress]:
     """Each competency's progress from a learner's observations, under a policy on a scale.
 
@@ -324,41 +349,100 @@ def progress(
     that score reached mastery (a later drop does not undo the date, and ``mastered`` says where the
     learner stands now). ``now_us`` is the moment the idle rule of ``stall`` is judged at (None: only the
     attempts rule applies, so the result depends on the evidence alone). ``trend=False`` leaves trend_b out
-    (a section grid shows no trend).
+    (a section grid shows no trend). ``rules``: a dict shared by calls with the same policies and scales (one
+    request's reference data, for many learners), where each competency's scale and policy on it are kept.
     """
     result: dict[str, Progress] = {}
+    for competency, items, policy, points, running, level, mastered, stalled in _scored(
+        observations, voided, default_policy, alignments, scale, policy_of, scale_of, now_us, stall, rules
+    ):
+        if policy.method is Method.BKT:
+            reached = (e.timestamp_us for e, s in zip(items, running, strict=True) if is_mastered(policy, s))
+        else:  # is_mastered, inline: a comparison per piece of evidence
+            threshold = policy.mastery_points
+            reached = (e.timestamp_us for e, s in zip(items, running, strict=True) if s is not None and s >= threshold)
+        mastered_at = next(reached, None)
+        fitted = power_law(points, policy.points_possible) if trend else None
+        trend_b = Decimal(str(fitted[1])).quantize(Decimal("0.0001"), ROUND_HALF_UP) if fitted else None
+        result[competency] = Progress(
+            competency, tuple(items), running[-1], level, mastered, mastered_at, items[0].timestamp_us,
+            items[-1].timestamp_us, tuple(points), running, policy, trend_b, stalled,
+            mastered_at is not None and not mastered,
+        )  # fmt: skip
+    return result
+
+
+def grid_cells(
+    observations: Iterable[Observation],
+    voided: Iterable[str],
+    default_policy: MasteryPolicy,
+    *,
+    alignments: Mapping[str, Mapping[str, Decimal]] | None = None,
+    scale: Sequence[Level] = DEFAULT_SCALE,
+    policy_of: Callable[[str], MasteryPolicy] | None = None,
+    scale_of: Callable[[str], Sequence[Level]] | None = None,
+    now_us: int | None = None,
+    stall: StallRule = DEFAULT_STALL,
+    rules: dict[str, tuple[Sequence[Level], MasteryPolicy]] | None = None,
+) -> dict[str, GridCell]:
+    """What a section grid shows of ``progress(..., trend=False)``: each competency's score, level, mastered
+    and stalled, without the rest (mastery date, evidence and score lists) that a grid never shows."""
+    return {
+        competency: GridCell(running[-1], level, mastered, stalled)
+        for competency, _, _, _, running, level, mastered, stalled in _scored(
+            observations, voided, default_policy, alignments, scale, policy_of, scale_of, now_us, stall, rules
+        )
+    }
+
+
+def _scored(
+    observations: Iterable[Observation],
+    voided: Iterable[str],
+    default_policy: MasteryPolicy,
+    alignments: Mapping[str, Mapping[str, Decimal]] | None,
+    scale: Sequence[Level],
+    policy_of: Callable[[str], MasteryPolicy] | None,
+    scale_of: Callable[[str], Sequence[Level]] | None,
+    now_us: int | None,
+    stall: StallRule,
+    rules: dict[str, tuple[Sequence[Level], MasteryPolicy]] | None,
+) -> Iterator[
+    tuple[str, list[Evidence], MasteryPolicy, list[Decimal], tuple[Decimal | None, ...], Level | None, bool, bool]
+]:
+    """Per competency with evidence: (competency, its evidence, the policy on its scale, the evidence points,
+    the running scores, the level reached, mastered, stalled): what ``progress`` and ``grid_cells`` share."""
     for competency, items in evidence_of(observations, voided, alignments).items():
-        levels = scale_of(competency) if scale_of is not None else scale
-        policy = on_scale(policy_of(competency) if policy_of is not None else default_policy, levels)
+        ruled = rules.get(competency) if rules is not None else None
+        if ruled is None:
+            levels = scale_of(competency) if scale_of is not None else scale
+            ruled = levels, on_scale(policy_of(competency) if policy_of is not None else default_policy, levels)
+            if rules is not None:
+                rules[competency] = ruled
+        levels, policy = ruled
         points = [e.norm * policy.points_possible for e in items]
         weights = [e.weight for e in items]
         running = tuple(running_scores(policy, points, weights))
-        reached = (e.timestamp_us for e, s in zip(items, running, strict=True) if is_mastered(policy, s))
-        mastered_at = next(reached, None)
         score = running[-1]
         mastered = is_mastered(policy, score)
-        fitted = power_law(points, policy.points_possible) if trend else None
-        trend_b = Decimal(str(fitted[1])).quantize(Decimal("0.0001"), ROUND_HALF_UP) if fitted else None
         stuck = len(items) >= max(stall.attempts, stall.window + 1) and _standing(
             policy, running[-1], levels
         ) <= _standing(policy, running[-1 - stall.window], levels)
         idle = now_us is not None and school_days_between(items[-1].timestamp_us, now_us) >= stall.idle_school_days
-        result[competency] = Progress(
-            competency, tuple(items), score, None if policy.method is Method.BKT else level_for(score, levels),
-            mastered, mastered_at, items[0].timestamp_us, items[-1].timestamp_us, tuple(points), running, policy,
-            trend_b, not mastered and (stuck or idle), mastered_at is not None and not mastered,
-        )  # fmt: skip
-    return result
+        level = None if policy.method is Method.BKT else level_for(score, levels)
+        yield competency, items, policy, points, running, level, mastered, not mastered and (stuck or idle)
 
 
 def _standing(policy: MasteryPolicy, score: Decimal | None, scale: Sequence[Level]) -> Decimal:
     """What a gain is measured in: the level reached (p(L) under BKT); -1 for none."""
     if score is None:
-        return Decimal(-1)
+        return _NO_STANDING
     if policy.method is Method.BKT:
         return score
     level = level_for(score, scale)
-    return level.points if level else Decimal(-1)
+    return level.points if level else _NO_STANDING
+
+
+_NO_STANDING = Decimal(-1)
 
 
 class RollupRule(enum.StrEnum):
@@ -466,8 +550,34 @@ class GridColumn:
     median: Decimal | None
 
 
+class Standing(Protocol):
+    """What a grid shows of a competency's progress (a ``Progress``, or a grid's ``GridCell``)."""
+
+    @property
+    def score(self) -> Decimal | None: ...
+    @property
+    def level(self) -> Level | None: ...
+    @property
+    def mastered(self) -> bool: ...
+    @property
+    def stalled(self) -> bool: ...
+
+
+class GridCell(NamedTuple):
+    """A grid's cell: what a section grid shows of a learner's progress on a competency (and keeps cached)."""
+
+    score: Decimal | None
+    level: Level | None
+    mastered: bool
+    stalled: bool
+
+    @classmethod
+    def of(cls, p: Progress) -> GridCell:
+        return cls(p.score, p.level, p.mastered, p.stalled)
+
+
 def grid_columns(
-    by_learner: Mapping[str, Mapping[str, Progress]],
+    by_learner: Mapping[str, Mapping[str, Standing]],
     competencies: Sequence[str],
     scale_of: Callable[[str], Sequence[Level]],
 ) -> list[GridColumn]:
