@@ -159,8 +159,9 @@ function done(summary, latency, requests)
     for _, v in ipairs(thread:get("trips")) do trips_[#trips_ + 1] = v end
     failed = failed + thread:get("failures")
   end
+  local errors = summary.errors
   io.write(string.format("summary %d %d %d %d\n", summary.requests, summary.duration, failed,
-    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout + summary.errors.status))
+    errors.connect + errors.read + errors.write + errors.timeout + errors.status))
   dump("put", puts_)
   dump("get", gets_)
   dump("trip", trips_)

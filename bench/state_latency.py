@@ -23,7 +23,6 @@ import platform
 import tempfile
 import time
 from pathlib import Path
-
 from urllib.parse import urlencode
 
 import httpx

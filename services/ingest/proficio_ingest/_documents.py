@@ -67,16 +67,16 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.responses import Response
 
-from proficio_events import ConcurrencyError, EventLog, NewEvent, StoredEvent
+from proficio_events import ConcurrencyError, EventLog, NewEvent, StoredEvent, bulk_insert_many
 
 from ._deps import authenticate, event_log, parameters, settings, xapi_version
 from ._errors import BadRequest, Conflict, NotFound, PreconditionFailed, StatementValidationError
-from ._http import JSONResponse, http_date_from_us, read_body
+from ._http import JSONResponse, PlainRoute, http_date_from_us, read_body
 from ._schema import documents
 from ._tenants import V1
 from ._validation import XAPIVersion, is_uuid, parse_timestamp, validate_agent_json
 
-router = APIRouter(prefix="/xapi")
+router = APIRouter(prefix="/xapi", route_class=PlainRoute)
 
 DOCUMENT_PUT = "DocumentPut"
 DOCUMENT_MERGED = "DocumentMerged"
@@ -268,6 +268,16 @@ def _upsert(dialect: str) -> sa.Executable:
     return _UPSERTS[dialect]
 
 
+_COLUMN_NAMES = tuple(c.name for c in documents.columns)
+# The same upsert on PostgreSQL, as the ON CONFLICT clause of a bulk insert: it goes into one statement with
+# the append's own event rows (the log defers a small batch's insert for that), one round trip per write.
+_PG_CONFLICT = (
+    " ON CONFLICT (tenant, stream) DO UPDATE SET "
+    + ", ".join(f"{name} = excluded.{name}" for name in _COLUMN_NAMES if name not in ("tenant", "stream"))
+    + " WHERE xapi_documents.version < excluded.version"
+)
+
+
 async def apply(conn: AsyncConnection, events: Sequence[StoredEvent]) -> None:
     """Fold newly appended document events into ``xapi_documents`` (inside the append transaction)."""
     latest: dict[tuple[str, str], StoredEvent] = {}
@@ -277,8 +287,13 @@ async def apply(conn: AsyncConnection, events: Sequence[StoredEvent]) -> None:
         seen = latest.get((event.tenant, event.stream))
         if seen is None or seen.stream_version < event.stream_version:
             latest[(event.tenant, event.stream)] = event
-    if latest:
-        await conn.execute(_upsert(conn.dialect.name), [_row(event) for event in latest.values()])
+    if not latest:
+        return
+    if conn.dialect.name == "postgresql":
+        rows = [tuple(_row(event)[name] for name in _COLUMN_NAMES) for event in latest.values()]
+        await bulk_insert_many(conn, [(documents, rows, _PG_CONFLICT)])
+        return
+    await conn.execute(_upsert(conn.dialect.name), [_row(event) for event in latest.values()])
 
 
 # -- reading --------------------------------------------------------------------------------------------
@@ -294,16 +309,29 @@ _DOCUMENT_COLUMNS = (
 )
 
 
+_PG_CURRENT = (
+    "SELECT content, content_type, etag, updated_us, version, deleted FROM xapi_documents"
+    " WHERE tenant = $1 AND stream = $2"
+)
+_PG_CURRENT_WITHOUT_CONTENT = _PG_CURRENT.replace("SELECT content,", "SELECT NULL::bytea,")
+
+
 async def current_document(log: EventLog, tenant: str, stream: str, *, content: bool = True) -> Document | None:
     """The document (or its tombstone) as the table holds it; None if the stream never existed.
 
     Without ``content`` the bytes are not fetched (a PUT or DELETE needs only the ETag and version).
+    On PostgreSQL one prepared statement on the driver connection, outside any transaction (one round
+    trip; SQLAlchemy Core would add a BEGIN, a ROLLBACK and several times the query's own CPU).
     """
-    columns = _DOCUMENT_COLUMNS if content else (sa.null(), *_DOCUMENT_COLUMNS[1:])
     async with log.engine.connect() as conn:
-        row = (
-            await conn.execute(sa.select(*columns).where(documents.c.tenant == tenant, documents.c.stream == stream))
-        ).first()
+        if conn.dialect.name == "postgresql":
+            raw = await conn.get_raw_connection()
+            sql = _PG_CURRENT if content else _PG_CURRENT_WITHOUT_CONTENT
+            row = await raw.driver_connection.fetchrow(sql, tenant, stream)  # type: ignore[union-attr]
+        else:
+            columns = _DOCUMENT_COLUMNS if content else (sa.null(), *_DOCUMENT_COLUMNS[1:])
+            query = sa.select(*columns).where(documents.c.tenant == tenant, documents.c.stream == stream)
+            row = (await conn.execute(query)).first()
     if row is None:
         return None
     body = None if row[0] is None else bytes(row[0])

@@ -12,12 +12,12 @@ from starlette.responses import Response
 from ._agents import IFI_PROPERTIES, identity_key
 from ._deps import authenticate, event_log, parameters
 from ._errors import BadRequest, StatementValidationError
-from ._http import JSONResponse
+from ._http import JSONResponse, PlainRoute
 from ._projection import AGENT, index_condition
 from ._schema import activities, statement_index, statements
 from ._validation import validate_agent_json
 
-router = APIRouter(prefix="/xapi")
+router = APIRouter(prefix="/xapi", route_class=PlainRoute)
 
 #: How many of an agent's most recent statements the Person object is assembled from.
 PERSON_STATEMENTS = 500

@@ -119,6 +119,21 @@ class _PostgresReader(RawReader):
             yield rows
 
 
+class _OpenedTransaction:
+    """A transaction begun on the asyncpg connection by a statement of ours, ended as SQLAlchemy's asyncpg
+    adapter ends the transactions it starts itself (it calls ``commit()`` or ``rollback()`` on this)."""
+
+    def __init__(self, driver: asyncpg.Connection) -> None:
+        self._driver = driver
+
+    async def commit(self) -> None:
+        await self._driver.execute("COMMIT")
+
+    async def rollback(self) -> None:
+        if not self._driver.is_closed():
+            await self._driver.execute("ROLLBACK")
+
+
 class PostgresEventLog(SqlEventLog):
     """The log in a PostgreSQL database."""
 
@@ -142,8 +157,18 @@ class PostgresEventLog(SqlEventLog):
 
     @asynccontextmanager
     async def _writer(self) -> AsyncIterator[AsyncConnection]:
-        async with self.engine.begin() as conn:
-            await conn.execute(sa.text("LOCK TABLE events IN EXCLUSIVE MODE"))
+        async with self.engine.connect() as conn, conn.begin():
+            raw = await conn.get_raw_connection()
+            # BEGIN and the lock in one round trip (a simple query of two statements) on the driver connection,
+            # rather than SQLAlchemy's lazy BEGIN and then the LOCK: the group commit's first ~0.3 ms. SQLAlchemy
+            # is told the transaction is open, and ends it through _OpenedTransaction (COMMIT or ROLLBACK).
+            adapter: Any = raw.dbapi_connection
+            if adapter._started:  # never: a pooled connection comes back with its transaction ended
+                raise RuntimeError("the pooled connection is already in a transaction")
+            driver: asyncpg.Connection = raw.driver_connection
+            adapter._transaction = _OpenedTransaction(driver)
+            adapter._started = True
+            await driver.execute("BEGIN; LOCK TABLE events IN EXCLUSIVE MODE")
             yield conn
 
     _driver_errors = (asyncpg.PostgresError, asyncpg.InterfaceError)
