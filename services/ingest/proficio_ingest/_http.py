@@ -6,6 +6,7 @@ import inspect
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from email.utils import format_datetime
+from functools import lru_cache
 from typing import Any, Protocol
 from urllib.parse import parse_qsl, urlencode
 
@@ -70,7 +71,13 @@ def iso_from_us(recorded_us: int) -> str:
 
 
 def http_date_from_us(recorded_us: int) -> str:
-    return format_datetime(datetime.fromtimestamp(recorded_us / 1_000_000, tz=UTC), usegmt=True)
+    """An HTTP date (whole seconds, as HTTP dates are) for a moment in microseconds since the epoch."""
+    return _http_date(recorded_us // 1_000_000)
+
+
+@lru_cache(maxsize=1024)
+def _http_date(seconds: int) -> str:
+    return format_datetime(datetime.fromtimestamp(seconds, tz=UTC), usegmt=True)
 
 
 class _HasConsistency(Protocol):
