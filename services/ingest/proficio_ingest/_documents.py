@@ -322,16 +322,15 @@ async def current_document(log: EventLog, tenant: str, stream: str, *, content: 
     """The document (or its tombstone) as the table holds it; None if the stream never existed.
 
     Without ``content`` the bytes are not fetched (a PUT or DELETE needs only the ETag and version).
-    On PostgreSQL one prepared statement on the driver connection, outside any transaction (one round
-    trip; SQLAlchemy Core would add a BEGIN, a ROLLBACK and several times the query's own CPU).
+    On PostgreSQL one prepared statement on a driver connection, outside any transaction (one round trip;
+    SQLAlchemy Core would add a BEGIN, a ROLLBACK and several times the query's own CPU).
     """
-    async with log.engine.connect() as conn:
-        if conn.dialect.name == "postgresql":
-            raw = await conn.get_raw_connection()
-            sql = _PG_CURRENT if content else _PG_CURRENT_WITHOUT_CONTENT
-            row = await raw.driver_connection.fetchrow(sql, tenant, stream)  # type: ignore[union-attr]
-        else:
-            columns = _DOCUMENT_COLUMNS if content else (sa.null(), *_DOCUMENT_COLUMNS[1:])
+    row: Sequence[Any] | None
+    if log.engine.dialect.name == "postgresql":
+        row = await log.fetch_row(_PG_CURRENT if content else _PG_CURRENT_WITHOUT_CONTENT, tenant, stream)
+    else:
+        columns = _DOCUMENT_COLUMNS if content else (sa.null(), *_DOCUMENT_COLUMNS[1:])
+        async with log.engine.connect() as conn:
             query = sa.select(*columns).where(documents.c.tenant == tenant, documents.c.stream == stream)
             row = (await conn.execute(query)).first()
     if row is None:
