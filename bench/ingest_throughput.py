@@ -26,6 +26,7 @@ import httpx
 import orjson
 from tests.support.server import running_server
 
+from bench import _cpu as cpu
 from bench import _wrk as wrk
 
 LEARNERS = 10_000
@@ -126,10 +127,14 @@ async def run(base: str, headers: dict[str, str], args: argparse.Namespace) -> N
             ("batched POST (100/request, 8 clients)", batches[0], 100),
             ("single POST (8 clients)", singles[0][1:-1], 1),
         ):
+            before = cpu.sample(args.data_dir, args.database)
             result = wrk.post(url, json_headers, body, clients=8, seconds=args.seconds)
+            server_s, backends_s = cpu.spent(before, cpu.sample(args.data_dir, args.database))
             print(
                 f"  {label:<40}{result.per_second * per_request:>10,.0f} statements/s   "
-                f"p50 {result.p50_ms:6.1f} ms  p99 {result.p99_ms:6.1f} ms   (wrk)"
+                f"p50 {result.p50_ms:6.1f} ms  p99 {result.p99_ms:6.1f} ms   (wrk; load average {cpu.load_average()};"
+                f" CPU per request: server {server_s / result.requests * 1000:.2f} ms,"
+                f" PostgreSQL {backends_s / result.requests * 1000:.2f} ms)"
             )
     else:
         await drive(8, 3, post_batch, base, headers)  # warm-up
@@ -144,7 +149,8 @@ async def run(base: str, headers: dict[str, str], args: argparse.Namespace) -> N
             f"p50 {percentile(latencies, 0.5) * 1000:6.1f} ms  p99 {percentile(latencies, 0.99) * 1000:6.1f} ms"
         )
 
-    await load_and_query(base, headers, args)
+    if not args.skip_gets:
+        await load_and_query(base, headers, args)
 
 
 async def load_and_query(base: str, headers: dict[str, str], args: argparse.Namespace) -> None:
@@ -226,6 +232,7 @@ def main() -> None:
         help="let the server fold the views in its own process too (by default they would run as `proficio project`)",
     )
     parser.add_argument("--skip-posts", action="store_true", help="only load the log and measure queries")
+    parser.add_argument("--skip-gets", action="store_true", help="only the POSTs: no log to fill, no queries")
     args = parser.parse_args()
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, CPython {platform.python_version()}, "
@@ -233,6 +240,7 @@ def main() -> None:
     )
     env = {} if args.with_projectors else {"PROFICIO_RUN_PROJECTORS": "false"}
     with tempfile.TemporaryDirectory() as tmp:
+        args.data_dir, args.database = Path(tmp), None  # where the server's and its database's CPU are found
         if args.sqlite:
             with running_server(Path(tmp), workers=args.workers, env=env) as server:
                 asyncio.run(run(server.base_url, server.headers, args))
@@ -240,6 +248,7 @@ def main() -> None:
         from tests.support.postgres import running_postgres
 
         with running_postgres() as pg, running_server(Path(tmp), pg.url, workers=args.workers, env=env) as server:
+            args.database = pg.database
             asyncio.run(run(server.base_url, server.headers, args))
 
 

@@ -14,10 +14,20 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-_PG_SQL: dict[tuple[str, tuple[str, ...], bool], str] = {}
+#: What an insert does with rows that break a unique constraint: fail (False), skip them (True), or an
+#: ``ON CONFLICT ...`` clause of its own (an upsert), appended to the statement as given.
+Conflicts = bool | str
+
+_PG_SQL: dict[tuple[str, tuple[str, ...], Conflicts], str] = {}
 
 
-def _pg_sql(table: sa.Table, columns: tuple[str, ...], ignore_conflicts: bool) -> str:
+def _on_conflict(ignore_conflicts: Conflicts) -> str:
+    if isinstance(ignore_conflicts, str):
+        return ignore_conflicts
+    return " ON CONFLICT DO NOTHING" if ignore_conflicts else ""
+
+
+def _pg_sql(table: sa.Table, columns: tuple[str, ...], ignore_conflicts: Conflicts) -> str:
     key = (table.name, columns, ignore_conflicts)
     if key not in _PG_SQL:
         dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
@@ -25,7 +35,7 @@ def _pg_sql(table: sa.Table, columns: tuple[str, ...], ignore_conflicts: bool) -
             f"${i}::{table.c[name].type.compile(dialect=dialect)}[]" for i, name in enumerate(columns, start=1)
         )
         sql = f"INSERT INTO {table.name} ({', '.join(columns)}) SELECT * FROM unnest({arrays})"
-        _PG_SQL[key] = sql + (" ON CONFLICT DO NOTHING" if ignore_conflicts else "")
+        _PG_SQL[key] = sql + _on_conflict(ignore_conflicts)
     return _PG_SQL[key]
 
 
@@ -45,11 +55,12 @@ async def bulk_insert(
     rows: Sequence[Sequence[Any]],
     *,
     columns: Sequence[str] | None = None,
-    ignore_conflicts: bool = False,
+    ignore_conflicts: Conflicts = False,
 ) -> None:
     """Insert ``rows`` (tuples in the order of ``columns``, by default the table's) in the open transaction.
 
-    With ``ignore_conflicts``, rows that would break a unique constraint are skipped.
+    With ``ignore_conflicts``, rows that would break a unique constraint are skipped; given as a string, it
+    is the statement's own ``ON CONFLICT`` clause (an upsert).
     """
     if not rows:
         return
@@ -57,9 +68,10 @@ async def bulk_insert(
     if conn.dialect.name == "postgresql":
         await _pg_execute(conn, _pg_sql(table, names, ignore_conflicts), _columns(rows))
         return
-    verb = "INSERT OR IGNORE" if ignore_conflicts else "INSERT"
+    verb = "INSERT OR IGNORE" if ignore_conflicts is True else "INSERT"
+    clause = ignore_conflicts if isinstance(ignore_conflicts, str) else ""
     marks = ", ".join("?" for _ in names)
-    await conn.exec_driver_sql(f"{verb} INTO {table.name} ({', '.join(names)}) VALUES ({marks})", list(rows))
+    await conn.exec_driver_sql(f"{verb} INTO {table.name} ({', '.join(names)}) VALUES ({marks}){clause}", list(rows))
 
 
 #: Where ``defer_insert`` keeps inserts, on the connection, until the next ``bulk_insert_many`` or flush.
@@ -89,7 +101,7 @@ def drop_deferred(conn: AsyncConnection) -> None:
 
 
 async def bulk_insert_many(
-    conn: AsyncConnection, inserts: Sequence[tuple[sa.Table, Sequence[Sequence[Any]], bool]]
+    conn: AsyncConnection, inserts: Sequence[tuple[sa.Table, Sequence[Sequence[Any]], Conflicts]]
 ) -> None:
     """Several ``bulk_insert`` calls ``(table, rows, ignore_conflicts)`` in one round trip on PostgreSQL.
 

@@ -6,7 +6,7 @@ import abc
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -145,6 +145,19 @@ class EventLog(abc.ABC):
     @abc.abstractmethod
     async def close(self) -> None:
         """Release connections and listeners."""
+
+    async def fetch_row(self, sql: str, *args: Any) -> Sequence[Any] | None:
+        """The first row of one read-only query (``$1``-style parameters), outside any transaction; None if none.
+
+        PostgreSQL only: the hot reads of request handlers (a document by its stream, say), prepared once on the
+        driver connection, without SQLAlchemy Core or a BEGIN and ROLLBACK around them.
+        """
+        async with self.engine.connect() as conn:
+            if conn.dialect.name != "postgresql":
+                raise NotImplementedError("fetch_row takes PostgreSQL's SQL; use SQLAlchemy on other backends")
+            raw = await conn.get_raw_connection()
+            row: Sequence[Any] | None = await raw.driver_connection.fetchrow(sql, *args)  # type: ignore[union-attr]
+            return row
 
     async def __aenter__(self) -> EventLog:
         return self

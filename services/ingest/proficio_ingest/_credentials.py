@@ -97,6 +97,9 @@ class CredentialStore:
         self._log = log
         self._engine = log.engine
         self._cache: dict[str, tuple[bytes, Credential, float]] = {}
+        # The same, by the whole Authorization header a credential was verified with: a client sends the same
+        # header on every request, so it is neither decoded nor hashed again until the entry expires.
+        self._verified: dict[str, tuple[Credential, float]] = {}
 
     async def create(self, tenant: str, name: str, scopes: list[str]) -> NewCredential:
         unknown = sorted(set(scopes) - SCOPES)
@@ -138,13 +141,18 @@ class CredentialStore:
                 .values(revoked_us=time.time_ns() // 1000)
             )
         self._cache.pop(key, None)
+        self._verified = {h: entry for h, entry in self._verified.items() if entry[0].key != key}
         return bool(result.rowcount)
 
     async def authenticate(self, header: str | None) -> Credential:
+        verified = self._verified.get(header) if header is not None else None
+        if verified is not None and verified[1] > time.monotonic():
+            return verified[0]
         key, secret = parse_basic(header)
         digest = _hash(secret)
         cached = self._cache.get(key)
         if cached is not None and cached[2] > time.monotonic() and hmac.compare_digest(cached[0], digest):
+            self._remember(header, cached[1], cached[2])
             return cached[1]
         async with self._engine.connect() as conn:
             row = (await conn.execute(sa.select(credentials).where(credentials.c.key == key))).mappings().first()
@@ -153,7 +161,15 @@ class CredentialStore:
         credential = _credential(row)
         # A revoked credential stops working within this many seconds in other processes.
         self._cache[key] = (digest, credential, time.monotonic() + 5.0)
+        self._remember(header, credential, time.monotonic() + 5.0)
         return credential
+
+    def _remember(self, header: str | None, credential: Credential, expires: float) -> None:
+        if header is None:
+            return
+        if len(self._verified) >= 10_000:  # headers of many clients (or made up): start again
+            self._verified.clear()
+        self._verified[header] = (credential, expires)
 
 
 def _credential(row: Any) -> Credential:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+from urllib.parse import parse_qsl
+
 from fastapi import Request
 
 from proficio_events import EventLog
@@ -43,10 +46,25 @@ def xapi_version(request: Request) -> str:
     return version
 
 
+@lru_cache(maxsize=4096)
+def query_pairs(query_string: bytes) -> tuple[tuple[str, str], ...]:
+    """A raw query string's (name, value) pairs, decoded as Starlette's ``request.query_params`` decodes them.
+
+    Cached: content players send the same few query strings (their learner, activity and document) over
+    and over, and percent-decoding them is a tenth of a document request's CPU.
+    """
+    return tuple(parse_qsl(query_string.decode("latin-1"), keep_blank_values=True))
+
+
 def parameters(request: Request, allowed: frozenset[str]) -> dict[str, str]:
     """The query parameters, each at most once, each one the resource knows (names are case-sensitive)."""
+    return query_parameters(request.scope["query_string"], allowed)
+
+
+def query_parameters(query_string: bytes, allowed: frozenset[str]) -> dict[str, str]:
+    """``parameters`` of a raw query string."""
     found: dict[str, str] = {}
-    for name, value in request.query_params.multi_items():
+    for name, value in query_pairs(query_string):
         if name not in allowed:
             known = ", ".join(sorted(allowed)) or "none"
             raise BadRequest(f"unknown query parameter {name!r} (accepted here: {known})")

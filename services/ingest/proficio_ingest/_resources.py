@@ -14,13 +14,13 @@ from proficio_events import identifier_secret, read_keys
 from ._agents import IFI_PROPERTIES, identity_key
 from ._deps import authenticate, event_log, parameters
 from ._errors import BadRequest, StatementValidationError
-from ._http import JSONResponse
+from ._http import JSONResponse, PlainRoute
 from ._projection import AGENT, agent_value, index_condition
 from ._schema import activities, statement_index, statements
 from ._statements import opened_statement
 from ._validation import validate_agent_json
 
-router = APIRouter(prefix="/xapi")
+router = APIRouter(prefix="/xapi", route_class=PlainRoute)
 
 #: How many of an agent's most recent statements the Person object is assembled from.
 PERSON_STATEMENTS = 500

@@ -19,6 +19,7 @@ from ._errors import BadRequest, NotFound, StatementValidationError
 from ._formats import to_canonical, to_ids, to_version_1
 from ._http import (
     JSONResponse,
+    PlainRoute,
     check_version_header,
     consistent_through_header,
     http_date_from_us,
@@ -32,7 +33,7 @@ from ._statements import StatementQuery, new_statement_ids, prepare
 from ._tenants import SUPPORTED_VERSIONS, V1
 from ._validation import is_uuid, parse_timestamp, validate_agent_json, validate_statement
 
-router = APIRouter(prefix="/xapi")
+router = APIRouter(prefix="/xapi", route_class=PlainRoute)
 
 _IRI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:\S+$")
 _QUERY_PARAMETERS = frozenset(

@@ -29,6 +29,8 @@ from .._schema import EVENT_COLUMNS, checkpoints
 from .._sql import GroupState, RawReader, SqlEventLog, prefetched, wait_for_flag
 
 CHANNEL = "proficio_log"
+#: Most connections fetch_row keeps per process (requests beyond wait for one).
+READERS = 8
 #: From this many rows on, a batch goes in by binary COPY rather than one unnest() insert.
 COPY_THRESHOLD = 200
 _TYPES = (
@@ -119,6 +121,21 @@ class _PostgresReader(RawReader):
             yield rows
 
 
+class _OpenedTransaction:
+    """A transaction begun on the asyncpg connection by a statement of ours, ended as SQLAlchemy's asyncpg
+    adapter ends the transactions it starts itself (it calls ``commit()`` or ``rollback()`` on this)."""
+
+    def __init__(self, driver: asyncpg.Connection) -> None:
+        self._driver = driver
+
+    async def commit(self) -> None:
+        await self._driver.execute("COMMIT")
+
+    async def rollback(self) -> None:
+        if not self._driver.is_closed():
+            await self._driver.execute("ROLLBACK")
+
+
 class PostgresEventLog(SqlEventLog):
     """The log in a PostgreSQL database."""
 
@@ -135,6 +152,10 @@ class PostgresEventLog(SqlEventLog):
         self._dsn = asyncpg_dsn(url)
         self._listener: asyncpg.Connection | None = None
         self._listener_lock = asyncio.Lock()
+        # Connections of fetch_row, outside SQLAlchemy's pool: lent and returned as they are, with no checkout,
+        # reset or transaction (each query is a statement of its own), ~40 µs less CPU per read than the pool.
+        self._readers: list[asyncpg.Connection] = []
+        self._reader_slots = asyncio.Semaphore(READERS)
 
     async def _lock_migrations(self, conn: AsyncConnection) -> None:
         # Two processes starting at once must not both create the schema.
@@ -142,8 +163,18 @@ class PostgresEventLog(SqlEventLog):
 
     @asynccontextmanager
     async def _writer(self) -> AsyncIterator[AsyncConnection]:
-        async with self.engine.begin() as conn:
-            await conn.execute(sa.text("LOCK TABLE events IN EXCLUSIVE MODE"))
+        async with self.engine.connect() as conn, conn.begin():
+            raw = await conn.get_raw_connection()
+            # BEGIN and the lock in one round trip (a simple query of two statements) on the driver connection,
+            # rather than SQLAlchemy's lazy BEGIN and then the LOCK: the group commit's first ~0.3 ms. SQLAlchemy
+            # is told the transaction is open, and ends it through _OpenedTransaction (COMMIT or ROLLBACK).
+            adapter: Any = raw.dbapi_connection
+            if adapter._started:  # never: a pooled connection comes back with its transaction ended
+                raise RuntimeError("the pooled connection is already in a transaction")
+            driver: asyncpg.Connection = raw.driver_connection
+            adapter._transaction = _OpenedTransaction(driver)
+            adapter._started = True
+            await driver.execute("BEGIN; LOCK TABLE events IN EXCLUSIVE MODE")
             yield conn
 
     _driver_errors = (asyncpg.PostgresError, asyncpg.InterfaceError)
@@ -207,6 +238,17 @@ class PostgresEventLog(SqlEventLog):
             )
         )
 
+    async def fetch_row(self, sql: str, *args: Any) -> Sequence[Any] | None:
+        async with self._reader_slots:
+            conn = self._readers.pop() if self._readers else await asyncpg.connect(self._dsn)
+            try:
+                row: Sequence[Any] | None = await conn.fetchrow(sql, *args)
+            except BaseException:
+                conn.terminate()  # failed or cancelled half-way: never lent again
+                raise
+            self._readers.append(conn)
+            return row
+
     def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
         with contextlib.suppress(ValueError):
             self._committed(int(payload))
@@ -229,6 +271,10 @@ class PostgresEventLog(SqlEventLog):
         await wait_for_flag(changed, timeout)
 
     async def close(self) -> None:
+        readers, self._readers = self._readers, []
+        for reader in readers:
+            with contextlib.suppress(Exception):
+                await reader.close()
         if self._listener is not None:
             with contextlib.suppress(Exception):
                 await self._listener.close()
