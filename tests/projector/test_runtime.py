@@ -121,6 +121,23 @@ async def test_rebuild_swaps_in_a_new_generation_while_the_old_one_serves(log: E
     assert "view_learner_activity_g2_learners" in tables
 
 
+async def test_a_rebuilt_generation_is_analyzed_before_it_serves(log: EventLog) -> None:
+    """On PostgreSQL a rebuild fills its tables faster than autovacuum looks: it gathers their statistics."""
+    await append_statements(log, 200, learners=7)
+    generation = await build(log, LearnerActivity(), RunnerSettings(owner="rebuilder", **FAST))
+    table = f"view_learner_activity_g{generation.generation}_learners"
+    async with log.engine.connect() as conn:
+        if log.engine.dialect.name != "postgresql":
+            assert table in await conn.run_sync(lambda sync: sa.inspect(sync).get_table_names())
+            return
+        analyzed = await conn.scalar(
+            sa.text("SELECT last_analyze FROM pg_stat_user_tables WHERE relname = :t"), {"t": table}
+        )
+        rows = await conn.scalar(sa.text("SELECT reltuples FROM pg_class WHERE relname = :t"), {"t": table})
+    assert analyzed is not None
+    assert rows == 7  # the planner knows the table's size
+
+
 class VersionTwo(LearnerActivity):
     """The next code version of the view."""
 

@@ -249,7 +249,21 @@ async def build(
         folder.close()
         await keeper.release()
     logger.info("%s: generation %d is live", projection.name, generation.generation)
+    await _analyze(log, projection, generation)
     return generation
+
+
+async def _analyze(log: EventLog, projection: Projection, generation: Generation) -> None:
+    """Planner statistics for a generation just built (PostgreSQL): its tables were filled far faster than
+    autovacuum's rhythm, and until analyzed the planner guesses their sizes (a section grid's per-learner
+    query cost ten times its due after a rebuild)."""
+    if log.engine.dialect.name != "postgresql":
+        return
+    store = ViewStore(projection, generation)
+    with contextlib.suppress(*RETRYABLE):  # only statistics: autovacuum gets there too
+        async with log.engine.begin() as conn:
+            for table in store.tables.values():
+                await conn.execute(sa.text(f'ANALYZE "{table.name}"'))
 
 
 async def _swap(log: EventLog, projection: Projection, generation: Generation, keeper: LeaseKeeper) -> bool:
