@@ -10,7 +10,7 @@ import random
 import subprocess
 import sys
 import textwrap
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 
 import pytest
@@ -29,7 +29,9 @@ from proficio_events import (
     NewEvent,
     Signer,
     StoredEvent,
+    StreamHead,
     chain_hash,
+    destroy_keys,
     open_event_log,
 )
 
@@ -260,6 +262,82 @@ class LogContract:
         assert [e.data()["n"] for e in stored] == [0, 0, 1, 2, 7]
         assert [e.position for e in stored] == [1, 2, 3, 4, 5]
         assert (await log.verify()).ok
+
+    # -- decided appends: the batch chosen from the streams' heads under the write lock -----------------
+
+    async def test_a_decided_append_sees_each_stream_head_and_appends_what_it_decides(self, log: EventLog) -> None:
+        await log.append(T, [ev("doc", 1), ev("doc", 2)])
+        seen: list[Mapping[str, StreamHead]] = []
+
+        def decide(heads: Mapping[str, StreamHead]) -> list[NewEvent]:
+            seen.append(dict(heads))
+            return [ev("doc", 3, expected_version=heads["doc"].version), ev("new", 4)]
+
+        done = await log.append_decided(T, ["doc", "new"], decide)
+        (heads,) = seen
+        assert (heads["doc"].version, heads["doc"].event_type, heads["doc"].data()) == (
+            2,
+            "Happened",
+            {"n": 2, "text": "éé"},
+        )
+        assert heads["doc"].recorded_us > 0
+        assert not heads["doc"].erased
+        assert heads["new"] == StreamHead("new", 0)
+        assert [(e.stream, e.stream_version) for e in done.events] == [("doc", 3), ("new", 1)]
+        nothing = await log.append_decided(T, ["doc"], lambda heads: [])
+        assert nothing.events == ()
+        assert await log.max_position() == 4
+
+    async def test_decided_appends_in_one_group_see_the_batches_decided_before_them(self, log: EventLog) -> None:
+        """Eight writers that each want to move ``doc`` from the version they find: decided one after the other
+        (whether they share a transaction or not), so every one of them lands, each on the version before it,
+        and a failing decision or a refused batch among them costs the others nothing."""
+        await log.append(T, [ev("doc", 0)])
+        outcomes: list[int] = []
+
+        def step(n: int) -> Callable[[Mapping[str, StreamHead]], list[NewEvent]]:
+            def decide(heads: Mapping[str, StreamHead]) -> list[NewEvent]:
+                if n == 3:
+                    raise LookupError("no, thanks")
+                if n == 5:
+                    return [ev("elsewhere", n)]  # a stream it did not name
+                outcomes.append(heads["doc"].version)
+                return [ev("doc", n, expected_version=heads["doc"].version)]
+
+            return decide
+
+        results = await asyncio.gather(
+            *(log.append_decided(T, ["doc"], step(n)) for n in range(1, 9)),
+            log.append(T, [ev("doc", 99)]),  # a plain append on the same stream, among them
+            return_exceptions=True,
+        )
+        assert isinstance(results[2], LookupError)
+        assert isinstance(results[4], InvalidBatchError)
+        stored = [e for e in await read_all(log) if e.stream == "doc"]
+        assert [e.stream_version for e in stored] == list(range(1, 9))
+        # Six decisions landed, each on a head none of the others saw (the plain append made one of them).
+        assert len(set(outcomes)) == len(outcomes) == 6
+        assert set(outcomes) <= set(range(1, 8))
+        assert sorted(e.data()["n"] for e in stored) == [0, 1, 2, 4, 6, 7, 8, 99]
+        assert (await log.verify()).ok
+
+    async def test_a_decided_append_seals_for_named_learners_and_sees_erased_keys(self, log: EventLog) -> None:
+        def put(heads: Mapping[str, StreamHead]) -> list[NewEvent]:
+            return [NewEvent.of("doc", "Put", {"v": heads["doc"].version}, private=b"mine", seal_for="learner:a")]
+
+        first = (await log.append_decided(T, ["doc"], put, seal_for=["learner:a"])).events[0]
+        assert first.key_id is not None
+        with pytest.raises(InvalidBatchError):
+            await log.append_decided(T, ["doc"], put)  # learner:a not named
+        seen: list[StreamHead] = []
+        await log.append_decided(T, ["doc"], lambda heads: seen.append(heads["doc"]) or [])
+        async with log.transaction() as conn:
+            await destroy_keys(conn, T, "learner:a", erased_by="test", at_us=1)
+        await log.append_decided(T, ["doc"], lambda heads: seen.append(heads["doc"]) or [])
+        assert [(h.version, h.key_id, h.erased) for h in seen] == [(1, first.key_id, False), (1, first.key_id, True)]
+        again = (await log.append_decided(T, ["doc"], put, seal_for=["learner:a"])).events[0]
+        assert again.key_id not in (None, first.key_id)  # a fresh key after the erasure, never the destroyed one
+        assert (again.stream_version, again.data()) == (2, {"v": 1})
 
     # -- concurrency -------------------------------------------------------------------------------
 

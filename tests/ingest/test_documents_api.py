@@ -599,10 +599,12 @@ class ReadGate:
         return found
 
 
-async def race_rounds(
-    client: Client, other: httpx.AsyncClient, gate: ReadGate, rounds: int
-) -> tuple[list[bytes], list[StoredEvent]]:
-    """Each round both clients PUT a different document with the same If-Match: one must win, one get 412."""
+async def race_rounds(client: Client, other: httpx.AsyncClient, rounds: int) -> tuple[list[bytes], list[StoredEvent]]:
+    """Each round both clients PUT a different document with the same If-Match: one must win, one get 412.
+
+    A PUT decides under the log's write lock (``append_decided``), from the document as the log holds it
+    then: the second to get the lock finds the first one's document, whose ETag is not the one it sent.
+    """
     params = state("race")
     assert (await send(client, "PUT", STATE, params, b"start", content_type="text/plain")).status_code == 204
     winners = [b"start"]
@@ -610,40 +612,34 @@ async def race_rounds(
         etag = (await send(client, "GET", STATE, params)).headers["etag"]
         mine, theirs = f"mine {n}".encode(), f"theirs {n}".encode()
         headers = {**client.headers(), "If-Match": etag, "Content-Type": "text/plain"}
-        gate.arm(2)
         a, b = await asyncio.gather(
             client.http.put(STATE, params=params, content=mine, headers=headers),
             other.put(STATE, params=params, content=theirs, headers=headers),
         )
         assert sorted([a.status_code, b.status_code]) == [204, 412], (a.text, b.text)
         winner = mine if a.status_code == 204 else theirs
-        # Both read the same version and passed If-Match: the log's expected version refused the loser.
         loser = b if a.status_code == 204 else a
-        assert "changed by another request" in loser.json()["message"]
+        assert "If-Match does not match the document's current ETag" in loser.json()["message"]
         assert (await send(client, "GET", STATE, params)).content == winner
         winners.append(winner)
     written = await document_events(client.log)
     return winners, [e for e in written if e.stream == written[0].stream]
 
 
-async def test_racing_if_match_writers_one_wins_each_round(client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
-    gate = ReadGate(monkeypatch)
-    winners, events = await race_rounds(client, client.http, gate, rounds=25)
+async def test_racing_if_match_writers_one_wins_each_round(client: Client) -> None:
+    winners, events = await race_rounds(client, client.http, rounds=25)
     assert await opened(client, events) == winners  # exactly the winning writes, in order
     assert [e.stream_version for e in events] == list(range(1, 27))
 
 
-async def test_racing_writers_on_separate_log_instances(
-    client: Client, store_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_racing_writers_on_separate_log_instances(client: Client, store_url: str) -> None:
     """Two apps, two logs (two connection pools) on one database: the log's lock decides, not the process."""
     second: FastAPI = create_app(IngestSettings(database_url=store_url))
     async with second.router.lifespan_context(second):
         assert second.state.log is not client.log
         transport = httpx.ASGITransport(app=second)
         async with httpx.AsyncClient(transport=transport, base_url="http://lrs.test") as other:
-            gate = ReadGate(monkeypatch)
-            winners, events = await race_rounds(client, other, gate, rounds=15)
+            winners, events = await race_rounds(client, other, rounds=15)
     assert await opened(client, events) == winners
     assert (await client.log.verify()).ok
 
@@ -664,6 +660,7 @@ async def test_racing_unconditional_merges_are_both_applied(client: Client, monk
 
 
 async def test_a_writer_that_keeps_losing_gets_409(client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A merge (POST) reads the document before it appends, and re-reads when another writer won the race."""
     await send(client, "PUT", STATE, state(), {"v": 0})
     stale = Document(b"{}", "application/json", "0" * 40, 0, 0, False)  # always a version behind
 
@@ -671,9 +668,41 @@ async def test_a_writer_that_keeps_losing_gets_409(client: Client, monkeypatch: 
         return stale
 
     monkeypatch.setattr(documents_module, "current_document", read)
-    response = await send(client, "PUT", STATE, state(), {"v": 1})
+    response = await send(client, "POST", STATE, state(), {"v": 1})
     assert response.status_code == 409
-    conditional = await send(client, "PUT", STATE, state(), {"v": 1}, If_Match='"' + "0" * 40 + '"')
+    conditional = await send(client, "POST", STATE, state(), {"v": 1}, If_Match='"' + "0" * 40 + '"')
     assert conditional.status_code == 412
     monkeypatch.undo()
     assert (await send(client, "GET", STATE, state())).json() == {"v": 0}
+
+
+async def test_eight_puts_with_one_if_match_one_wins(client: Client) -> None:
+    """Eight players PUT with the ETag they all read, at once: they share a group commit, where each decides on
+    the document the ones before it left, so exactly one lands and seven get 412; the stream has no gap."""
+    assert (await send(client, "PUT", STATE, state("crowd"), {"v": 0})).status_code == 204
+    etag = (await send(client, "GET", STATE, state("crowd"))).headers["etag"]
+    answers = await asyncio.gather(
+        *(send(client, "PUT", STATE, state("crowd"), {"v": n}, If_Match=etag) for n in range(1, 9))
+    )
+    assert sorted(a.status_code for a in answers) == [204] + [412] * 7
+    (winner,) = [n for n, a in enumerate(answers, start=1) if a.status_code == 204]
+    assert (await send(client, "GET", STATE, state("crowd"))).json() == {"v": winner}
+    assert [e.stream_version for e in await document_events(client.log)] == [1, 2]
+
+
+async def test_a_put_finds_an_erased_learners_document_gone(client: Client) -> None:
+    """Her key destroyed, her document is gone for a write too: its old ETag no longer matches, and
+    If-None-Match: * may create it anew (sealed under a fresh key)."""
+    params = state("erased", agent={"mbox": "mailto:gone@example.org"})
+    assert (await send(client, "PUT", STATE, params, {"v": 1})).status_code == 204
+    etag = (await send(client, "GET", STATE, params)).headers["etag"]
+    erased = await client.http.post(
+        "/audit/learner/erase", json={"agent": {"mbox": "mailto:gone@example.org"}}, headers=client.auth
+    )
+    assert erased.status_code == 200, erased.text
+    assert (await send(client, "PUT", STATE, params, {"v": 2}, If_Match=etag)).status_code == 412
+    assert (await send(client, "PUT", STATE, params, {"v": 3}, If_None_Match="*")).status_code == 204
+    assert (await send(client, "GET", STATE, params)).json() == {"v": 3}
+    put1, put3 = await document_events(client.log)
+    assert (put1.stream_version, put3.stream_version) == (1, 2)
+    assert put3.key_id not in (None, put1.key_id)

@@ -22,6 +22,7 @@ from ._envelope import (
     ChainProblem,
     NewEvent,
     StoredEvent,
+    StreamHead,
     VerifyReport,
     chain_hash,
 )
@@ -47,7 +48,7 @@ from ._keyring import (
     scrub_keys,
     tenant_secret,
 )
-from ._log import EventLog, InlineHandler
+from ._log import Decide, EventLog, InlineHandler
 from ._open import make_event_log, open_event_log, sqlite_url
 from ._settings import StoreSettings
 from ._sql import run_alembic_env
@@ -62,6 +63,7 @@ __all__ = [
     "CheckpointOutcome",
     "CheckpointSettings",
     "ConcurrencyError",
+    "Decide",
     "DuplicateEventError",
     "EventLog",
     "EventStoreError",
@@ -78,6 +80,7 @@ __all__ = [
     "StoreSettings",
     "StoreUnavailableError",
     "StoredEvent",
+    "StreamHead",
     "VerifyReport",
     "bulk_insert",
     "bulk_insert_many",

@@ -168,6 +168,27 @@ class StoredEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class StreamHead:
+    """A stream's newest event as a decided append sees it under the write lock (``EventLog.append_decided``).
+
+    ``version`` 0: the stream has no event. ``erased``: the event's private data was sealed under a key that
+    has since been destroyed (its learner was erased), so what it carried is gone.
+    """
+
+    stream: str
+    version: int
+    event_type: str | None = None
+    recorded_us: int = 0
+    payload: bytes | None = None
+    key_id: str | None = None
+    erased: bool = False
+
+    def data(self) -> Any:
+        """The newest event's payload, decoded (None for an empty stream)."""
+        return None if self.payload is None else orjson.loads(self.payload)
+
+
+@dataclass(frozen=True, slots=True)
 class AppendResult:
     """What an append did: ``events`` line up with the batch; ``created[i]`` is False for a repeat."""
 

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from ._envelope import AppendResult, NewEvent, StoredEvent, VerifyReport
+from ._envelope import AppendResult, NewEvent, StoredEvent, StreamHead, VerifyReport
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 #: Work done inside the append transaction with the newly stored events (inline projections,
 #: such as the statement query tables). If it raises, nothing of the batch is written.
 InlineHandler = Callable[[AsyncConnection, Sequence[StoredEvent]], Awaitable[None]]
+#: The batch a decided append stores, chosen from the heads of the streams it named (``append_decided``).
+Decide = Callable[[Mapping[str, StreamHead]], Sequence[NewEvent]]
 
 
 class EventLog(abc.ABC):
@@ -36,6 +38,27 @@ class EventLog(abc.ABC):
         self, tenant: str, events: Sequence[NewEvent], *, inline: InlineHandler | None = None
     ) -> AppendResult:
         """Append a batch atomically: every event or none."""
+
+    async def append_decided(
+        self,
+        tenant: str,
+        streams: Collection[str],
+        decide: Decide,
+        *,
+        seal_for: Collection[str] = (),
+        inline: InlineHandler | None = None,
+    ) -> AppendResult:
+        """Append the batch ``decide`` chooses from the current heads of ``streams``, read under the write lock.
+
+        For a write that depends on what a stream holds now (a document PUT with If-Match, say): no read before
+        the append and no race to lose, since nothing can append to those streams between the read and the
+        insert. ``decide`` runs in the append transaction with a head for every named stream (version 0 if the
+        stream is empty) and returns the events to store, only on those streams, without uniqueness keys and
+        sealing private data only for learners named in ``seal_for``; an empty batch stores nothing. What it
+        raises is raised here, and nothing of it is stored. It must be quick and must not await: on backends
+        with group commit it runs inside another request's transaction too.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not decide appends under its write lock")
 
     @abc.abstractmethod
     async def read_after(self, position: int, limit: int = 1000, *, tenant: str | None = None) -> list[StoredEvent]:

@@ -10,9 +10,9 @@ import abc
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Collection, Iterable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +32,7 @@ from ._envelope import (
     ChainProblem,
     NewEvent,
     StoredEvent,
+    StreamHead,
     VerifyReport,
     chain_hash,
 )
@@ -44,7 +45,7 @@ from ._errors import (
     StoreUnavailableError,
 )
 from ._keyring import DataKey, live_keys, seal
-from ._log import EventLog, InlineHandler
+from ._log import Decide, EventLog, InlineHandler
 from ._schema import EVENT_COLUMNS, checkpoints, events, signed_checkpoints
 
 if TYPE_CHECKING:
@@ -56,12 +57,22 @@ _COLUMNS = [events.c[name] for name in EVENT_COLUMNS]
 MAX_GROUP_EVENTS = 20_000
 
 
+@dataclass(frozen=True)
+class _Decided:
+    """An append whose batch is chosen under the write lock (``append_decided``)."""
+
+    streams: frozenset[str]
+    seal_for: frozenset[str]
+    decide: Decide
+
+
 @dataclass
 class _Request:
     tenant: str
     batch: list[NewEvent]
     inline: InlineHandler | None
     future: asyncio.Future[AppendResult]
+    decided: _Decided | None = None
 
 
 @dataclass
@@ -71,6 +82,8 @@ class GroupState:
     chain: dict[str, bytes]
     head_position: int
     head_recorded_us: int
+    #: Per tenant, the newest event of each stream a decided append named.
+    heads: dict[str, dict[str, StreamHead]] = field(default_factory=dict)
 
 
 class _InlineFailed(Exception):
@@ -121,6 +134,25 @@ def _row(event: StoredEvent) -> tuple[Any, ...]:
         event.recorded_us, event.key, event.fingerprint, event.payload, event.sealed, event.key_id,
         event.prev_hash, event.hash,
     )  # fmt: skip
+
+
+def _decide(tenant: str, decided: _Decided, heads: Mapping[str, StreamHead]) -> list[NewEvent]:
+    """A decided append's batch, from the heads of its streams, held to what it declared."""
+    batch = list(decided.decide({s: heads[s] for s in decided.streams}))
+    _validate(tenant, batch)
+    for index, event in enumerate(batch):
+        if event.stream not in decided.streams:
+            raise InvalidBatchError(f"event {index} is on stream {event.stream!r}, which the append did not name")
+        if event.key is not None:
+            raise InvalidBatchError(f"event {index} of a decided append has a key")
+        if event.private is not None and event.seal_for not in decided.seal_for:
+            raise InvalidBatchError(f"event {index} is sealed for a learner the append did not name")
+    return batch
+
+
+def _head(event: StoredEvent) -> StreamHead:
+    return StreamHead(event.stream, event.stream_version, event.event_type, event.recorded_us, event.payload,
+                      event.key_id)  # fmt: skip
 
 
 def now_us() -> int:
@@ -266,7 +298,27 @@ class SqlEventLog(EventLog):
         _validate(tenant, batch)
         if not batch:
             return AppendResult((), ())
-        request = _Request(tenant, batch, inline, asyncio.get_running_loop().create_future())
+        return await self._queue(_Request(tenant, batch, inline, asyncio.get_running_loop().create_future()))
+
+    async def append_decided(
+        self,
+        tenant: str,
+        streams: Collection[str],
+        decide: Decide,
+        *,
+        seal_for: Collection[str] = (),
+        inline: InlineHandler | None = None,
+    ) -> AppendResult:
+        """Decided in the group commit: the heads come in the group's one read under the lock (no round trip
+        of its own), and a decision sees the batches of the group decided before it."""
+        if not tenant:
+            raise InvalidBatchError("an event batch needs a tenant")
+        if not streams:
+            raise InvalidBatchError("a decided append must name the streams it may append to")
+        decided = _Decided(frozenset(streams), frozenset(seal_for), decide)
+        return await self._queue(_Request(tenant, [], inline, asyncio.get_running_loop().create_future(), decided))
+
+    async def _queue(self, request: _Request) -> AppendResult:
         self._pending.append(request)
         if self._draining is None or self._draining.done():
             self._draining = asyncio.create_task(self._drain())
@@ -341,9 +393,16 @@ class SqlEventLog(EventLog):
             )
             for tenant in tenants
         }
-        found = await self._group_state(conn, wanted)
+        heads_wanted: dict[str, set[str]] = {}
+        for r in group:
+            if r.decided is not None:
+                heads_wanted.setdefault(r.tenant, set()).update(r.decided.streams)
+        found = await self._group_state(conn, wanted, heads_wanted)
         known: dict[tuple[str, str], StoredEvent] = found.known
         versions: dict[str, dict[str, int]] = found.versions
+        heads: dict[str, dict[str, StreamHead]] = found.heads
+        for tenant, found_heads in heads.items():
+            versions[tenant].update((s, h.version) for s, h in found_heads.items() if h.version)
         chain: dict[str, bytes] = dict(found.chain)
         position: int = found.head_position
         # Recorded times never go backwards, even if the clock does: they become xAPI `stored`.
@@ -355,9 +414,19 @@ class SqlEventLog(EventLog):
         new_by_handler: dict[InlineHandler, list[StoredEvent]] = {}
         for request in group:
             tenant = request.tenant
+            batch = request.batch
+            if request.decided is not None:
+                try:
+                    batch = _decide(tenant, request.decided, heads[tenant])
+                except Exception as exc:  # the request's own failure (a precondition, say): the group goes on
+                    outcomes.append(exc)
+                    continue
+                if not batch:
+                    outcomes.append(AppendResult((), ()))
+                    continue
             conflicts = sorted(
                 e.key
-                for e in request.batch
+                for e in batch
                 if e.key is not None and (tenant, e.key) in known and known[(tenant, e.key)].fingerprint != e.identity()
             )
             if conflicts:
@@ -369,7 +438,7 @@ class SqlEventLog(EventLog):
             fresh: list[StoredEvent] = []
             prev = chain[tenant]
             failure: Exception | None = None
-            for new in request.batch:
+            for new in batch:
                 if new.key is not None and (tenant, new.key) in known:
                     out.append(known[(tenant, new.key)])
                     created.append(False)
@@ -394,9 +463,12 @@ class SqlEventLog(EventLog):
             versions[tenant] = stream_versions
             chain[tenant] = prev
             position += len(fresh)
+            tenant_heads = heads.get(tenant)
             for appended in fresh:
                 if appended.key is not None:
                     known[(tenant, appended.key)] = appended
+                if tenant_heads is not None and appended.stream in tenant_heads:
+                    tenant_heads[appended.stream] = _head(appended)
                 rows.append(_row(appended))
             if fresh and request.inline is not None:
                 new_by_handler.setdefault(request.inline, []).extend(fresh)
@@ -429,6 +501,8 @@ class SqlEventLog(EventLog):
             return {}
         learners: dict[str, set[str]] = {}
         for request in group:
+            if request.decided is not None and request.decided.seal_for:
+                learners.setdefault(request.tenant, set()).update(request.decided.seal_for)
             for e in request.batch:
                 if e.private is not None and e.seal_for and (e.key is None or (request.tenant, e.key) not in known):
                     learners.setdefault(request.tenant, set()).add(e.seal_for)
@@ -438,9 +512,15 @@ class SqlEventLog(EventLog):
                 keys[(tenant, learner)] = key
         return keys
 
-    async def _group_state(self, conn: AsyncConnection, wanted: dict[str, tuple[list[str], set[str]]]) -> GroupState:
+    async def _group_state(
+        self,
+        conn: AsyncConnection,
+        wanted: dict[str, tuple[list[str], set[str]]],
+        heads: Mapping[str, Collection[str]] | None = None,
+    ) -> GroupState:
         """What a group commit must know, under the write lock: per tenant, the events already stored under
-        the batches' keys, the current version of their streams and the tenant's last hash; and the head."""
+        the batches' keys, the current version of their streams and the tenant's last hash; the head; and the
+        newest event of each stream in ``heads`` (those of decided appends)."""
         known: dict[tuple[str, str], StoredEvent] = {}
         versions: dict[str, dict[str, int]] = {}
         for tenant, (keys, streams) in wanted.items():
@@ -466,7 +546,34 @@ class SqlEventLog(EventLog):
             )
         ).one()
         chain = {tenant: last_hash or GENESIS for tenant, last_hash in zip(tenants, head[2:], strict=True)}
-        return GroupState(known, versions, chain, head[0] or 0, head[1] or 0)
+        found_heads = {tenant: await self._stream_heads(conn, tenant, names) for tenant, names in (heads or {}).items()}
+        return GroupState(known, versions, chain, head[0] or 0, head[1] or 0, found_heads)
+
+    async def _stream_heads(
+        self, conn: AsyncConnection, tenant: str, streams: Collection[str]
+    ) -> dict[str, StreamHead]:
+        """The newest event of each stream (one index probe each), and whether its key is destroyed."""
+        found: dict[str, StreamHead] = {}
+        for stream in sorted(streams):
+            row = (
+                await conn.execute(
+                    sa.select(events.c.stream_version, events.c.event_type, events.c.recorded_us, events.c.payload,
+                              events.c.key_id)
+                    .where(events.c.tenant == tenant, events.c.stream == stream)
+                    .order_by(events.c.stream_version.desc())
+                    .limit(1)
+                )
+            ).first()  # fmt: skip
+            if row is None:
+                found[stream] = StreamHead(stream, 0)
+            else:
+                found[stream] = StreamHead(stream, int(row[0]), row[1], int(row[2]), bytes(row[3]), row[4])
+        live = await _keyring.read_keys(conn, tenant, [h.key_id for h in found.values()])
+        return {
+            s: h if h.key_id is None or h.key_id in live else StreamHead(s, h.version, h.event_type, h.recorded_us,
+                                                                         h.payload, h.key_id, True)
+            for s, h in found.items()
+        }  # fmt: skip
 
     @abc.abstractmethod
     async def _stream_versions(self, conn: AsyncConnection, tenant: str, streams: set[str]) -> dict[str, int]:

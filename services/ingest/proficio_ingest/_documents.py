@@ -75,6 +75,7 @@ from proficio_events import (
     EventLog,
     NewEvent,
     StoredEvent,
+    StreamHead,
     bulk_insert_many,
     identifier_secret,
     open_sealed,
@@ -636,6 +637,28 @@ async def _append(
     raise Conflict("the document is being changed by other requests too often; nothing was changed, try again")
 
 
+def head_document(head: StreamHead) -> Document | None:
+    """The document as its stream's newest event leaves it, without its bytes (what a write decides on): the
+    table's row, read from the log under the write lock. None if the stream never existed."""
+    if head.version == 0:
+        return None
+    deleted = head.event_type == DOCUMENT_DELETED or head.erased
+    data = {} if deleted else head.data()
+    return Document(None, data.get("contentType"), data.get("sha1"), head.recorded_us, head.version, deleted)
+
+
+async def _append_decided(
+    log: EventLog, tenant: str, target: Target, decide: Callable[[Document | None], list[NewEvent]]
+) -> None:
+    """Decide and append under the log's write lock, from the document as the log holds it then: no read before
+    the append (a round trip less per write) and no race to lose, so neither a 412 for a lost race nor a retry."""
+    stream = target.stream(tenant)
+    learners = (target.learner,) if target.learner is not None else ()
+    await log.append_decided(
+        tenant, (stream,), lambda heads: decide(head_document(heads[stream])), seal_for=learners, inline=apply
+    )
+
+
 def _write_event(
     target: Target,
     tenant: str,
@@ -684,7 +707,6 @@ async def _put(request: Request, tenant: str, target: Target, version: XAPIVersi
             raise BadRequest(f"the document is labelled application/json but is not valid JSON: {exc}") from exc
     conditions = Preconditions.of(request)
     log = event_log(request)
-    stream = target.stream(tenant)
 
     def decide(current: Document | None) -> list[NewEvent]:
         conditions.check_write(current)
@@ -696,7 +718,7 @@ async def _put(request: Request, tenant: str, target: Target, version: XAPIVersi
                 raise BadRequest(f"a PUT of {target.kind.what} needs an If-Match or If-None-Match header")
         return [_write_event(target, tenant, DOCUMENT_PUT, content, content_type, current)]
 
-    await _append(log, tenant, conditions.present, lambda: current_document(log, tenant, stream, content=False), decide)
+    await _append_decided(log, tenant, target, decide)
 
 
 async def _post(request: Request, tenant: str, target: Target) -> None:
@@ -734,7 +756,6 @@ async def _post(request: Request, tenant: str, target: Target) -> None:
 async def _delete_one(request: Request, tenant: str, target: Target) -> None:
     conditions = Preconditions.of(request)
     log = event_log(request)
-    stream = target.stream(tenant)
 
     def decide(current: Document | None) -> list[NewEvent]:
         conditions.check_write(current)
@@ -742,7 +763,7 @@ async def _delete_one(request: Request, tenant: str, target: Target) -> None:
             return []  # deleting what is not there changes nothing, and appends nothing
         return [_delete_event(target, tenant, current)]
 
-    await _append(log, tenant, conditions.present, lambda: current_document(log, tenant, stream, content=False), decide)
+    await _append_decided(log, tenant, target, decide)
 
 
 async def _delete_context(request: Request, tenant: str, target: Target) -> None:

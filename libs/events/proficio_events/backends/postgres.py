@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -24,7 +24,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from .._chain import Row
-from .._envelope import GENESIS, StoredEvent
+from .._envelope import GENESIS, StoredEvent, StreamHead
 from .._schema import EVENT_COLUMNS, checkpoints
 from .._sql import GroupState, RawReader, SqlEventLog, prefetched, wait_for_flag
 
@@ -64,7 +64,8 @@ _STREAM_VERSIONS = sa.text(
 # The group commit's reads for one tenant in one round trip, on the driver connection of the append
 # transaction (SQLAlchemy Core would cost several times the query here): rows of kind 0 are the events
 # already stored under the batches' keys, kind 1 the current version of each stream (in `position`),
-# kind 2 the log's head (position, recorded_us) and the tenant's last hash (in `hash`).
+# kind 2 the log's head (position, recorded_us) and the tenant's last hash (in `hash`), kind 3 the newest
+# event of each stream of a decided append (version in `position`; `hash` not NULL when its key is destroyed).
 _GROUP_STATE = f"""
 SELECT 0 AS kind, {", ".join("e." + c for c in EVENT_COLUMNS)}
   FROM events e WHERE e.tenant = $1 AND e.key = ANY($2::text[])
@@ -80,6 +81,15 @@ SELECT 2, h.position, NULL, NULL, NULL::int, NULL, NULL::smallint, h.recorded_us
        (SELECT t.hash FROM events t WHERE t.tenant = $1 ORDER BY t.position DESC LIMIT 1)
   FROM (SELECT 1) AS one
   LEFT JOIN LATERAL (SELECT position, recorded_us FROM events ORDER BY position DESC LIMIT 1) AS h ON true
+UNION ALL
+SELECT 3, coalesce(d.stream_version, 0)::bigint, NULL, s.stream, NULL::int, d.event_type, NULL::smallint,
+       d.recorded_us, NULL, NULL::bytea, d.payload, NULL::bytea, d.key_id, NULL::bytea,
+       CASE WHEN d.key_id IS NOT NULL AND NOT EXISTS (
+           SELECT 1 FROM learner_keys k WHERE k.tenant = $1 AND k.key_id = d.key_id AND k.data_key IS NOT NULL
+       ) THEN '\\x01'::bytea END
+  FROM unnest($4::text[]) AS s(stream)
+  LEFT JOIN LATERAL (SELECT v.stream_version, v.event_type, v.recorded_us, v.payload, v.key_id FROM events v
+                     WHERE v.tenant = $1 AND v.stream = s.stream ORDER BY v.stream_version DESC LIMIT 1) AS d ON true
 """
 
 
@@ -199,16 +209,25 @@ class PostgresEventLog(SqlEventLog):
         else:
             await driver.execute(_INSERT, *(list(column) for column in zip(*rows, strict=True)))
 
-    async def _group_state(self, conn: AsyncConnection, wanted: dict[str, tuple[list[str], set[str]]]) -> GroupState:
+    async def _group_state(
+        self,
+        conn: AsyncConnection,
+        wanted: dict[str, tuple[list[str], set[str]]],
+        heads: Mapping[str, Collection[str]] | None = None,
+    ) -> GroupState:
         raw = await conn.get_raw_connection()
         driver: asyncpg.Connection = raw.driver_connection
         known: dict[tuple[str, str], StoredEvent] = {}
         versions: dict[str, dict[str, int]] = {}
         chain: dict[str, bytes] = {}
+        found_heads: dict[str, dict[str, StreamHead]] = {}
         position = recorded = 0
         for tenant, (keys, streams) in wanted.items():
             versions[tenant] = {}
-            for row in await driver.fetch(_GROUP_STATE, tenant, keys, sorted(streams)):
+            head_streams = sorted((heads or {}).get(tenant, ()))
+            if head_streams:
+                found_heads[tenant] = {}
+            for row in await driver.fetch(_GROUP_STATE, tenant, keys, sorted(streams), head_streams):
                 kind = row[0]
                 if kind == 0:
                     event = StoredEvent(*row[1:])
@@ -216,10 +235,15 @@ class PostgresEventLog(SqlEventLog):
                 elif kind == 1:
                     if row[1] is not None:
                         versions[tenant][row[3]] = int(row[1])
+                elif kind == 3:
+                    payload = None if row[10] is None else bytes(row[10])
+                    found_heads[tenant][row[3]] = StreamHead(
+                        row[3], int(row[1]), row[5], int(row[7] or 0), payload, row[12], row[14] is not None
+                    )
                 else:
                     position, recorded = row[1] or 0, row[7] or 0
                     chain[tenant] = row[14] or GENESIS
-        return GroupState(known, versions, chain, position, recorded)
+        return GroupState(known, versions, chain, position, recorded, found_heads)
 
     async def _stream_versions(self, conn: AsyncConnection, tenant: str, streams: set[str]) -> dict[str, int]:
         rows = await conn.execute(_STREAM_VERSIONS, {"tenant": tenant, "streams": list(streams)})
