@@ -84,6 +84,8 @@ class GroupState:
     head_recorded_us: int
     #: Per tenant, the newest event of each stream a decided append named.
     heads: dict[str, dict[str, StreamHead]] = field(default_factory=dict)
+    #: The live keys of the learners asked for, by (tenant, learner), if the backend read them with the rest.
+    keys: dict[tuple[str, str], DataKey] | None = None
 
 
 class _InlineFailed(Exception):
@@ -148,6 +150,18 @@ def _decide(tenant: str, decided: _Decided, heads: Mapping[str, StreamHead]) -> 
         if event.private is not None and event.seal_for not in decided.seal_for:
             raise InvalidBatchError(f"event {index} is sealed for a learner the append did not name")
     return batch
+
+
+def _learners(group: list[_Request]) -> dict[str, set[str]]:
+    """Per tenant, every learner the group may seal private data for (repeats too: a read costs nothing more)."""
+    found: dict[str, set[str]] = {}
+    for request in group:
+        if request.decided is not None and request.decided.seal_for:
+            found.setdefault(request.tenant, set()).update(request.decided.seal_for)
+        for e in request.batch:
+            if e.private is not None and e.seal_for:
+                found.setdefault(request.tenant, set()).add(e.seal_for)
+    return found
 
 
 def _head(event: StoredEvent) -> StreamHead:
@@ -397,7 +411,7 @@ class SqlEventLog(EventLog):
         for r in group:
             if r.decided is not None:
                 heads_wanted.setdefault(r.tenant, set()).update(r.decided.streams)
-        found = await self._group_state(conn, wanted, heads_wanted)
+        found = await self._group_state(conn, wanted, heads_wanted, _learners(group) if _keyring._ENCRYPT else None)
         known: dict[tuple[str, str], StoredEvent] = found.known
         versions: dict[str, dict[str, int]] = found.versions
         heads: dict[str, dict[str, StreamHead]] = found.heads
@@ -407,7 +421,7 @@ class SqlEventLog(EventLog):
         position: int = found.head_position
         # Recorded times never go backwards, even if the clock does: they become xAPI `stored`.
         recorded = max(now_us(), found.head_recorded_us)
-        keys = await self._sealing_keys(conn, group, known)
+        keys = await self._sealing_keys(conn, group, known, found.keys)
 
         outcomes: list[AppendResult | Exception] = []
         rows: list[tuple[Any, ...]] = []
@@ -492,11 +506,16 @@ class SqlEventLog(EventLog):
         return outcomes
 
     async def _sealing_keys(
-        self, conn: AsyncConnection, group: list[_Request], known: dict[tuple[str, str], StoredEvent]
+        self,
+        conn: AsyncConnection,
+        group: list[_Request],
+        known: dict[tuple[str, str], StoredEvent],
+        found: dict[tuple[str, str], DataKey] | None = None,
     ) -> dict[tuple[str, str], DataKey]:
         """The live data key of every learner whose private data the group will store, created if she has
-        none: one query per tenant, in the append transaction, so no event commits without its key. Events
-        already stored (repeats) are left out: they create no key."""
+        none: one query per tenant (none when the group's read brought them, ``found``), in the append
+        transaction, so no event commits without its key. Events already stored (repeats) are left out: they
+        create no key."""
         if not _keyring._ENCRYPT:
             return {}
         learners: dict[str, set[str]] = {}
@@ -508,6 +527,12 @@ class SqlEventLog(EventLog):
                     learners.setdefault(request.tenant, set()).add(e.seal_for)
         keys: dict[tuple[str, str], DataKey] = {}
         for tenant, wanted in learners.items():
+            if found is not None:
+                have = {learner for learner in wanted if (tenant, learner) in found}
+                keys.update(((tenant, learner), found[(tenant, learner)]) for learner in have)
+                wanted = wanted - have
+                if not wanted:
+                    continue
             for learner, key in (await live_keys(conn, tenant, wanted)).items():
                 keys[(tenant, learner)] = key
         return keys
@@ -517,10 +542,12 @@ class SqlEventLog(EventLog):
         conn: AsyncConnection,
         wanted: dict[str, tuple[list[str], set[str]]],
         heads: Mapping[str, Collection[str]] | None = None,
+        learners: Mapping[str, Collection[str]] | None = None,
     ) -> GroupState:
         """What a group commit must know, under the write lock: per tenant, the events already stored under
         the batches' keys, the current version of their streams and the tenant's last hash; the head; and the
-        newest event of each stream in ``heads`` (those of decided appends)."""
+        newest event of each stream in ``heads`` (those of decided appends). A backend may also read the live
+        keys of ``learners`` (those the group may seal for) in the same round trip; this one leaves them."""
         known: dict[tuple[str, str], StoredEvent] = {}
         versions: dict[str, dict[str, int]] = {}
         for tenant, (keys, streams) in wanted.items():

@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from .._chain import Row
 from .._envelope import GENESIS, StoredEvent, StreamHead
+from .._keyring import DataKey
 from .._schema import EVENT_COLUMNS, checkpoints
 from .._sql import GroupState, RawReader, SqlEventLog, prefetched, wait_for_flag
 
@@ -65,7 +66,8 @@ _STREAM_VERSIONS = sa.text(
 # transaction (SQLAlchemy Core would cost several times the query here): rows of kind 0 are the events
 # already stored under the batches' keys, kind 1 the current version of each stream (in `position`),
 # kind 2 the log's head (position, recorded_us) and the tenant's last hash (in `hash`), kind 3 the newest
-# event of each stream of a decided append (version in `position`; `hash` not NULL when its key is destroyed).
+# event of each stream of a decided append (version in `position`; `hash` not NULL when its key is destroyed),
+# kind 4 the live data key of each learner the group may seal for (learner in `stream`, key in `sealed`).
 _GROUP_STATE = f"""
 SELECT 0 AS kind, {", ".join("e." + c for c in EVENT_COLUMNS)}
   FROM events e WHERE e.tenant = $1 AND e.key = ANY($2::text[])
@@ -90,6 +92,10 @@ SELECT 3, coalesce(d.stream_version, 0)::bigint, NULL, s.stream, NULL::int, d.ev
   FROM unnest($4::text[]) AS s(stream)
   LEFT JOIN LATERAL (SELECT v.stream_version, v.event_type, v.recorded_us, v.payload, v.key_id FROM events v
                      WHERE v.tenant = $1 AND v.stream = s.stream ORDER BY v.stream_version DESC LIMIT 1) AS d ON true
+UNION ALL
+SELECT 4, NULL::bigint, NULL, k.learner, NULL::int, NULL, NULL::smallint, NULL::bigint, NULL, NULL::bytea, NULL::bytea,
+       k.data_key, k.key_id, NULL::bytea, NULL::bytea
+  FROM learner_keys k WHERE k.tenant = $1 AND k.learner = ANY($5::text[]) AND k.erased_us IS NULL
 """
 
 
@@ -214,6 +220,7 @@ class PostgresEventLog(SqlEventLog):
         conn: AsyncConnection,
         wanted: dict[str, tuple[list[str], set[str]]],
         heads: Mapping[str, Collection[str]] | None = None,
+        learners: Mapping[str, Collection[str]] | None = None,
     ) -> GroupState:
         raw = await conn.get_raw_connection()
         driver: asyncpg.Connection = raw.driver_connection
@@ -221,13 +228,15 @@ class PostgresEventLog(SqlEventLog):
         versions: dict[str, dict[str, int]] = {}
         chain: dict[str, bytes] = {}
         found_heads: dict[str, dict[str, StreamHead]] = {}
+        keys: dict[tuple[str, str], DataKey] | None = None if learners is None else {}
         position = recorded = 0
-        for tenant, (keys, streams) in wanted.items():
+        for tenant, (event_keys, streams) in wanted.items():
             versions[tenant] = {}
             head_streams = sorted((heads or {}).get(tenant, ()))
             if head_streams:
                 found_heads[tenant] = {}
-            for row in await driver.fetch(_GROUP_STATE, tenant, keys, sorted(streams), head_streams):
+            sealing = sorted((learners or {}).get(tenant, ()))
+            for row in await driver.fetch(_GROUP_STATE, tenant, event_keys, sorted(streams), head_streams, sealing):
                 kind = row[0]
                 if kind == 0:
                     event = StoredEvent(*row[1:])
@@ -235,6 +244,9 @@ class PostgresEventLog(SqlEventLog):
                 elif kind == 1:
                     if row[1] is not None:
                         versions[tenant][row[3]] = int(row[1])
+                elif kind == 4:
+                    if keys is not None:
+                        keys[(tenant, row[3])] = DataKey(row[12], bytes(row[11]))
                 elif kind == 3:
                     payload = None if row[10] is None else bytes(row[10])
                     found_heads[tenant][row[3]] = StreamHead(
@@ -243,7 +255,7 @@ class PostgresEventLog(SqlEventLog):
                 else:
                     position, recorded = row[1] or 0, row[7] or 0
                     chain[tenant] = row[14] or GENESIS
-        return GroupState(known, versions, chain, position, recorded, found_heads)
+        return GroupState(known, versions, chain, position, recorded, found_heads, keys)
 
     async def _stream_versions(self, conn: AsyncConnection, tenant: str, streams: set[str]) -> dict[str, int]:
         rows = await conn.execute(_STREAM_VERSIONS, {"tenant": tenant, "streams": list(streams)})
