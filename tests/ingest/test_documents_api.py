@@ -706,3 +706,18 @@ async def test_a_put_finds_an_erased_learners_document_gone(client: Client) -> N
     put1, put3 = await document_events(client.log)
     assert (put1.stream_version, put3.stream_version) == (1, 2)
     assert put3.key_id not in (None, put1.key_id)
+
+
+async def test_one_query_in_two_tenants_is_keyed_per_tenant(client: Client) -> None:
+    """The keyed parameters of a query are cached; the cache must keep tenants (and their secrets) apart: the
+    same State query in two tenants stores two rows, each with its tenant's keyed digest of the agent."""
+    elsewhere = await client.credential("all", tenant="district-9")
+    for auth, body in ((client.auth, {"t": "default"}), (elsewhere, {"t": "district-9"})):
+        for _ in range(2):  # the second time from the cache
+            assert (await send(client, "PUT", STATE, state("keyed"), body, auth=auth)).status_code == 204
+        assert (await send(client, "GET", STATE, state("keyed"), auth=auth)).json() == body
+    async with client.log.engine.connect() as conn:
+        rows = (await conn.execute(sa.select(documents.c.tenant, documents.c.agent, documents.c.learner))).all()
+    assert sorted(r.tenant for r in rows) == ["default", "district-9"]
+    assert len({r.agent for r in rows}) == 2  # each tenant's own keyed digest
+    assert len({r.learner for r in rows}) == 2

@@ -574,12 +574,26 @@ def _parse_query(kind: Kind, method: str, version: XAPIVersion, query_string: by
     return Parsed(Target(kind, activity_id, agent, registration, document_id), since_us, as_of_us, agent_object)
 
 
-async def _keyed(log: EventLog, tenant: str, parsed: Parsed) -> Parsed:
-    """The agent as stored: its keyed digest (no identifier in the log or the table), and her learner id."""
-    target = parsed.target
-    if target.agent is None or parsed.agent is None:
+async def _keyed(log: EventLog, tenant: str, request: Request, kind: Kind, version: XAPIVersion) -> Parsed:
+    """The request's parameters with the agent as stored: its keyed digest (no identifier in the log or the
+    table), and her learner id."""
+    parsed = _parse(request, kind, version)
+    if parsed.target.agent is None or parsed.agent is None:
         return parsed
     secret = await identifier_secret(log, tenant)
+    return _keyed_query(secret, tenant, kind, request.method, version, request.scope["query_string"])
+
+
+@lru_cache(maxsize=4096)
+def _keyed_query(
+    secret: bytes, tenant: str, kind: Kind, method: str, version: XAPIVersion, query_string: bytes
+) -> Parsed:
+    """``_keyed`` of a raw query string with an agent. Cached like ``_parse_query`` (a player sends the same query
+    over and over): the HMAC and the learner id are pure functions of the tenant's secret and the query."""
+    parsed = _parse_query(kind, method, version, query_string)
+    target = parsed.target
+    assert target.agent is not None
+    assert parsed.agent is not None
     keyed = replace(target, agent=agent_value(secret, target.agent), learner=learner_stream(tenant, parsed.agent))
     return replace(parsed, target=keyed)
 
@@ -846,7 +860,7 @@ async def _serve(request: Request, kind: Kind) -> Response:
     credential.require(
         kind.read_scopes if reading else kind.write_scopes, f"{'read' if reading else 'write'} {kind.what}"
     )
-    parsed = await _keyed(event_log(request), credential.tenant, _parse(request, kind, version))
+    parsed = await _keyed(event_log(request), credential.tenant, request, kind, version)
     tenant, target = credential.tenant, parsed.target
     if reading:
         if target.document_id is None:
