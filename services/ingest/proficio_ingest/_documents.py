@@ -17,9 +17,12 @@ Concurrency. ``If-Match`` / ``If-None-Match`` are evaluated as RFC 7232 says (41
 GET whose If-None-Match matches is 304). A PUT without either header on an existing profile document
 (and, in xAPI 2.0, state document) is 409; in xAPI 1.0.3 a profile PUT without either header is 400
 even when the document is new, as that version makes the header a client MUST. Every document is a
-stream of the log, and every write appends with ``expected_version`` = the version it read, so of
-two racing writers exactly one wins; the other's conditional request is 412, while an unconditional
-one is re-read and re-applied (two concurrent merges both land, neither is lost).
+stream of the log. A PUT and a DELETE of one document decide under the log's write lock
+(``EventLog.append_decided``), from the document as its stream's newest event leaves it: of two racing
+writers with the same If-Match, the first to get the lock wins and the other finds a different ETag (412).
+A merge (POST), which needs the stored bytes, appends with ``expected_version`` = the version it read; a
+conditional one that lost the race is 412, an unconditional one is re-read and re-applied (two concurrent
+merges both land, neither is lost).
 
 Events, one per document write (a State DELETE of many documents appends one per document, in one
 batch), on the stream ``document:<sha256 of tenant, resource and keys>``:
