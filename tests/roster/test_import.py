@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from proficio_events import ConcurrencyError, EventLog, StoredEvent
-from proficio_ingest import learner_stream
+from proficio_ingest import find_learner_id
 from proficio_projector import fold
 from proficio_projector.competency import CompetencyReference, section_roster_event
 from proficio_projector.roster import (
@@ -77,7 +77,7 @@ async def test_the_sample_imports_as_events_with_learner_ids_and_no_personal_dat
     )
     assert (result.first_position, result.last_position) == (1, 96)
     emails = student_emails()
-    learners = {user: learner_of(email) for user, email in emails.items()}
+    learners = {user: await learner_of(log, email) for user, email in emails.items()}
     # Each student is the learner ingest files their statements under (actor = their email).
     roster = fold(Roster(), events)
     assert {row["user_sourced_id"]: row["learner"] for row in rows_of(roster, "learners")} == learners
@@ -135,7 +135,7 @@ async def test_a_changed_demographic_closes_the_membership_and_opens_another(log
     result = await import_package(log, package, effective=NEW_TERM)
 
     changed = [e.data() for e in await log.read_after(head)]
-    learner = learner_of(student_emails()["usr-s-203"])
+    learner = await learner_of(log, student_emails()["usr-s-203"])
     assert result.appended == {"GroupMembershipChanged": 4}
     assert changed == [
         {"learner": learner, "factor": "race_ethnicity", "value": "black_or_african_american",
@@ -194,7 +194,7 @@ async def test_students_and_classes_that_leave_end_their_enrollments_sections_an
     assert {(m["effective_from"], m["effective_to"]) for m in added} == {("2025-09-01", "2026-01-12")}
     events = await whole_log(log)
     roster = fold(Roster(), events)
-    leaving = {learner_of(student_emails()[u]) for u in gone}
+    leaving = {await learner_of(log, student_emails()[u]) for u in gone}
     assert not leaving & {row["learner"] for row in rows_of(roster, "learners")}
     assert not leaving & {row["learner"] for row in rows_of(roster, "school_learners")}
     dropped = {row["enrollment"]: row["dropped_on"] for row in rows_of(roster, "enrollments")
@@ -225,8 +225,8 @@ async def test_account_actors_give_the_learner_ids_of_account_statements(log: Ev
     home = "https://lms.maplevalley.example.org"
     await import_package(log, SAMPLE, actor=ActorMapping(ActorSource.SOURCED_ID, home))
     rows = rows_of(fold(Roster(), await whole_log(log)), "learners")
-    assert {r["user_sourced_id"]: r["learner"] for r in rows}["usr-s-201"] == learner_stream(
-        TENANT, {"objectType": "Agent", "account": {"homePage": home, "name": "usr-s-201"}}
+    assert {r["user_sourced_id"]: r["learner"] for r in rows}["usr-s-201"] == await find_learner_id(
+        log, TENANT, {"objectType": "Agent", "account": {"homePage": home, "name": "usr-s-201"}}
     )
     with pytest.raises(ValueError, match="give the LMS's home page"):
         ActorMapping(ActorSource.USERNAME)

@@ -12,10 +12,11 @@ import contextlib
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Collection, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import orjson
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
@@ -26,6 +27,7 @@ from . import _keyring
 from ._bulk import bulk_insert, defer_insert, drop_deferred, flush_deferred
 from ._chain import BrokenLink, ChainWalk, Row, row_hash
 from ._checkpoints import Checkpoint, Signer, key_id_of
+from ._directory import PENDING_LEARNER, enroll_learners, find_learners
 from ._envelope import (
     GENESIS,
     AppendResult,
@@ -71,6 +73,8 @@ class GroupState:
     chain: dict[str, bytes]
     head_position: int
     head_recorded_us: int
+    #: (tenant, directory digest) -> learner id, for the digests the directory holds (``NewEvent.learner_of``).
+    learners: dict[tuple[str, str], str] = field(default_factory=dict)
 
 
 class _InlineFailed(Exception):
@@ -140,6 +144,8 @@ def _validate(tenant: str, batch: Sequence[NewEvent]) -> None:
             if event.key in seen:
                 raise InvalidBatchError(f"key {event.key!r} appears twice in one batch")
             seen.add(event.key)
+        if event.learner_of is None and PENDING_LEARNER in (event.stream, event.seal_for):
+            raise InvalidBatchError(f"event {index} wants its learner's id but names no learner (learner_of)")
         if event.private is not None:
             if not event.seal_for:
                 raise InvalidBatchError(f"event {index} has private data but no learner to seal it for")
@@ -161,7 +167,21 @@ def _seal(event: NewEvent, tenant: str, keys: dict[tuple[str, str], DataKey]) ->
         sealed, key_id = seal(key, tenant, event.stream, event.private), key.key_id
     # The constructor, not dataclasses.replace (several times slower, and this runs for every statement).
     return NewEvent(event.stream, event.event_type, event.payload, event.key, event.fingerprint, event.expected_version,
-                    event.schema_version, sealed, key_id, event.decoded, None, event.seal_for)  # fmt: skip
+                    event.schema_version, sealed, key_id, event.decoded, None, event.seal_for,
+                    event.learner_of)  # fmt: skip
+
+
+def _bind(event: NewEvent, learner: str) -> NewEvent:
+    """The event with its learner's id where it has ``PENDING_LEARNER`` (see ``NewEvent.learner_of``)."""
+    stream = learner if event.stream == PENDING_LEARNER else event.stream
+    seal_for = learner if event.seal_for == PENDING_LEARNER else event.seal_for
+    payload, decoded = event.payload, event.decoded
+    if isinstance(decoded, dict) and decoded.get("learner") == PENDING_LEARNER:
+        decoded = {**decoded, "learner": learner}
+        payload = orjson.dumps(decoded)
+    return NewEvent(stream, event.event_type, payload, event.key, event.fingerprint, event.expected_version,
+                    event.schema_version, event.sealed, event.key_id, decoded, event.private, seal_for,
+                    event.learner_of)  # fmt: skip
 
 
 def run_migrations(
@@ -337,7 +357,8 @@ class SqlEventLog(EventLog):
         wanted = {
             tenant: (
                 sorted({e.key for r in group if r.tenant == tenant for e in r.batch if e.key is not None}),
-                {e.stream for r in group if r.tenant == tenant for e in r.batch},
+                {e.stream for r in group if r.tenant == tenant for e in r.batch if e.stream != PENDING_LEARNER},
+                sorted({e.learner_of for r in group if r.tenant == tenant for e in r.batch if e.learner_of}),
             )
             for tenant in tenants
         }
@@ -348,16 +369,17 @@ class SqlEventLog(EventLog):
         position: int = found.head_position
         # Recorded times never go backwards, even if the clock does: they become xAPI `stored`.
         recorded = max(now_us(), found.head_recorded_us)
-        keys = await self._sealing_keys(conn, group, known)
+        batches = await self._bind_learners(conn, group, found)
+        keys = await self._sealing_keys(conn, group, batches, known)
 
         outcomes: list[AppendResult | Exception] = []
         rows: list[tuple[Any, ...]] = []
         new_by_handler: dict[InlineHandler, list[StoredEvent]] = {}
-        for request in group:
+        for request, batch in zip(group, batches, strict=True):
             tenant = request.tenant
             conflicts = sorted(
                 e.key
-                for e in request.batch
+                for e in batch
                 if e.key is not None and (tenant, e.key) in known and known[(tenant, e.key)].fingerprint != e.identity()
             )
             if conflicts:
@@ -369,7 +391,7 @@ class SqlEventLog(EventLog):
             fresh: list[StoredEvent] = []
             prev = chain[tenant]
             failure: Exception | None = None
-            for new in request.batch:
+            for new in batch:
                 if new.key is not None and (tenant, new.key) in known:
                     out.append(known[(tenant, new.key)])
                     created.append(False)
@@ -419,8 +441,51 @@ class SqlEventLog(EventLog):
             await self._announce(conn, position)
         return outcomes
 
+    async def _bind_learners(
+        self, conn: AsyncConnection, group: list[_Request], found: GroupState
+    ) -> list[list[NewEvent]]:
+        """Each request's batch with its learners' ids in place (``NewEvent.learner_of``).
+
+        ``found`` has the ids the directory holds (looked up with the group's state); the missing ones are
+        created here, one insert per tenant, in the append transaction: the group's batches share them, and an
+        erasure (same lock) cannot come between. Repeats (events already stored) create no row and stay unbound
+        (they are answered with the stored event). The requests' own batches are left as they are: if the
+        transaction rolls back and a batch is retried, its learners are resolved again.
+        """
+        learners = found.learners
+        missing: dict[str, set[str]] = {}
+        for request in group:
+            for e in request.batch:
+                stored = e.key is not None and (request.tenant, e.key) in found.known
+                if e.learner_of and (request.tenant, e.learner_of) not in learners and not stored:
+                    missing.setdefault(request.tenant, set()).add(e.learner_of)
+        for tenant, digests in missing.items():
+            resolved, created = await enroll_learners(conn, tenant, digests, found={})
+            older = {learner for learner in resolved.values() if learner not in created}
+            if older:  # written meanwhile by a transaction outside the log's lock (a roster import): its stream
+                found.versions[tenant].update(await self._stream_versions(conn, tenant, older))
+            learners.update(((tenant, d), learner) for d, learner in resolved.items())
+        batches: list[list[NewEvent]] = []
+        for request in group:
+            if not any(e.learner_of for e in request.batch):
+                batches.append(request.batch)
+                continue
+            batches.append(
+                [
+                    _bind(e, learners[(request.tenant, e.learner_of)])
+                    if e.learner_of and (request.tenant, e.learner_of) in learners
+                    else e
+                    for e in request.batch
+                ]
+            )
+        return batches
+
     async def _sealing_keys(
-        self, conn: AsyncConnection, group: list[_Request], known: dict[tuple[str, str], StoredEvent]
+        self,
+        conn: AsyncConnection,
+        group: list[_Request],
+        batches: list[list[NewEvent]],
+        known: dict[tuple[str, str], StoredEvent],
     ) -> dict[tuple[str, str], DataKey]:
         """The live data key of every learner whose private data the group will store, created if she has
         none: one query per tenant, in the append transaction, so no event commits without its key. Events
@@ -428,8 +493,8 @@ class SqlEventLog(EventLog):
         if not _keyring._ENCRYPT:
             return {}
         learners: dict[str, set[str]] = {}
-        for request in group:
-            for e in request.batch:
+        for request, batch in zip(group, batches, strict=True):
+            for e in batch:
                 if e.private is not None and e.seal_for and (e.key is None or (request.tenant, e.key) not in known):
                     learners.setdefault(request.tenant, set()).add(e.seal_for)
         keys: dict[tuple[str, str], DataKey] = {}
@@ -438,16 +503,22 @@ class SqlEventLog(EventLog):
                 keys[(tenant, learner)] = key
         return keys
 
-    async def _group_state(self, conn: AsyncConnection, wanted: dict[str, tuple[list[str], set[str]]]) -> GroupState:
+    async def _group_state(
+        self, conn: AsyncConnection, wanted: dict[str, tuple[list[str], set[str], list[str]]]
+    ) -> GroupState:
         """What a group commit must know, under the write lock: per tenant, the events already stored under
-        the batches' keys, the current version of their streams and the tenant's last hash; and the head."""
+        the batches' keys, the learner ids the directory holds for the batches' digests, the current version of
+        their streams (and those learners' streams) and the tenant's last hash; and the head."""
         known: dict[tuple[str, str], StoredEvent] = {}
         versions: dict[str, dict[str, int]] = {}
-        for tenant, (keys, streams) in wanted.items():
+        learners: dict[tuple[str, str], str] = {}
+        for tenant, (keys, streams, digests) in wanted.items():
             if keys:
                 for key, event in (await self._events_by_keys(conn, tenant, keys)).items():
                     known[(tenant, key)] = event
-            versions[tenant] = await self._stream_versions(conn, tenant, streams)
+            found = await find_learners(conn, tenant, digests)
+            learners.update(((tenant, d), learner) for d, learner in found.items())
+            versions[tenant] = await self._stream_versions(conn, tenant, streams | set(found.values()))
         tenants = sorted(wanted)
         head = (
             await conn.execute(
@@ -466,7 +537,7 @@ class SqlEventLog(EventLog):
             )
         ).one()
         chain = {tenant: last_hash or GENESIS for tenant, last_hash in zip(tenants, head[2:], strict=True)}
-        return GroupState(known, versions, chain, head[0] or 0, head[1] or 0)
+        return GroupState(known, versions, chain, head[0] or 0, head[1] or 0, learners)
 
     @abc.abstractmethod
     async def _stream_versions(self, conn: AsyncConnection, tenant: str, streams: set[str]) -> dict[str, int]:

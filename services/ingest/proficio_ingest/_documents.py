@@ -30,7 +30,8 @@ batch), on the stream ``document:<sha256 of tenant, resource and keys>``:
 ``DocumentDeleted``  a DELETE: the document no longer exists
 
 The payload is JSON: the resource, its keys (the agent as a keyed digest of its identifier, with the
-tenant's identifier secret, and the learner id it belongs to), ``contentType`` and ``sha1``. The document
+tenant's identifier secret, and the learner id it belongs to, from the learner directory), ``contentType`` and
+``sha1``. The document
 bytes themselves go in the envelope's ``sealed`` body: no base64 inflation or JSON escaping of large
 binary documents, hashed into the chain like the payload. A document of an agent (State, Agent Profile)
 is that learner's personal data: the log seals it under her key (``NewEvent.private``), and erasing her
@@ -71,6 +72,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.responses import Response
 
 from proficio_events import (
+    PENDING_LEARNER,
     ConcurrencyError,
     EventLog,
     NewEvent,
@@ -84,9 +86,9 @@ from proficio_events import (
 from ._deps import authenticate, event_log, query_parameters, settings, xapi_version
 from ._errors import BadRequest, Conflict, NotFound, PreconditionFailed, StatementValidationError
 from ._http import JSONResponse, PlainRoute, http_date_from_us, read_body
+from ._learners import learner_digest
 from ._projection import agent_value
 from ._schema import documents
-from ._statements import learner_stream
 from ._tenants import V1
 from ._validation import XAPIVersion, is_uuid, parse_timestamp, validate_agent_json
 
@@ -188,7 +190,8 @@ class Target:
     agent: str | None  # agent_key(agent) as parsed; its keyed digest once ``keyed`` (what is stored)
     registration: str | None
     document_id: str | None
-    learner: str | None = None  # whose personal data the document is (agent documents)
+    learner: str | None = None  # whose personal data the document is (agent documents): PENDING_LEARNER
+    learner_of: str | None = None  # her directory digest: the log puts her learner id in place of PENDING_LEARNER
 
     def stream(self, tenant: str) -> str:
         assert self.document_id is not None
@@ -579,7 +582,14 @@ async def _keyed(log: EventLog, tenant: str, parsed: Parsed) -> Parsed:
     if target.agent is None or parsed.agent is None:
         return parsed
     secret = await identifier_secret(log, tenant)
-    keyed = replace(target, agent=agent_value(secret, target.agent), learner=learner_stream(tenant, parsed.agent))
+    # Her learner id is resolved by the log when a write appends (from the learner directory, created there if
+    # she has none); a read needs none, and creates nothing.
+    keyed = replace(
+        target,
+        agent=agent_value(secret, target.agent),
+        learner=PENDING_LEARNER,
+        learner_of=learner_digest(secret, parsed.agent),
+    )
     return replace(parsed, target=keyed)
 
 
@@ -658,6 +668,7 @@ def _write_event(
             data,
             private=content,
             seal_for=target.learner,
+            learner_of=target.learner_of,
             expected_version=0 if current is None else current.version,
         )
     return NewEvent.of(
@@ -670,7 +681,13 @@ def _write_event(
 
 
 def _delete_event(target: Target, tenant: str, current: Document) -> NewEvent:
-    return NewEvent.of(target.stream(tenant), DOCUMENT_DELETED, target.keys(), expected_version=current.version)
+    return NewEvent.of(
+        target.stream(tenant),
+        DOCUMENT_DELETED,
+        target.keys(),
+        expected_version=current.version,
+        learner_of=target.learner_of,
+    )
 
 
 async def _put(request: Request, tenant: str, target: Target, version: XAPIVersion) -> None:
@@ -757,7 +774,7 @@ async def _delete_context(request: Request, tenant: str, target: Target) -> None
             rows = (await conn.execute(query)).all()
         return [
             (
-                Target(target.kind, target.activity_id, target.agent, registration, document_id, target.learner),
+                replace(target, registration=registration, document_id=document_id),
                 Document(None, None, None, int(updated_us), int(version), False),
             )
             for registration, document_id, version, updated_us in rows

@@ -64,7 +64,9 @@ _STREAM_VERSIONS = sa.text(
 # The group commit's reads for one tenant in one round trip, on the driver connection of the append
 # transaction (SQLAlchemy Core would cost several times the query here): rows of kind 0 are the events
 # already stored under the batches' keys, kind 1 the current version of each stream (in `position`),
-# kind 2 the log's head (position, recorded_us) and the tenant's last hash (in `hash`).
+# kind 2 the log's head (position, recorded_us) and the tenant's last hash (in `hash`), kind 3 the learner ids the
+# directory holds for the batches' digests (`NewEvent.learner_of`; digest in `key`, learner in `stream`) with the
+# current version of each one's stream (in `position`).
 _GROUP_STATE = f"""
 SELECT 0 AS kind, {", ".join("e." + c for c in EVENT_COLUMNS)}
   FROM events e WHERE e.tenant = $1 AND e.key = ANY($2::text[])
@@ -80,6 +82,12 @@ SELECT 2, h.position, NULL, NULL, NULL::int, NULL, NULL::smallint, h.recorded_us
        (SELECT t.hash FROM events t WHERE t.tenant = $1 ORDER BY t.position DESC LIMIT 1)
   FROM (SELECT 1) AS one
   LEFT JOIN LATERAL (SELECT position, recorded_us FROM events ORDER BY position DESC LIMIT 1) AS h ON true
+UNION ALL
+SELECT 3, (SELECT v.stream_version FROM events v WHERE v.tenant = $1 AND v.stream = d.learner
+           ORDER BY v.stream_version DESC LIMIT 1)::bigint,
+       NULL, d.learner, NULL::int, NULL, NULL::smallint, NULL::bigint, d.digest, NULL::bytea, NULL::bytea,
+       NULL::bytea, NULL, NULL::bytea, NULL::bytea
+  FROM learner_directory d WHERE d.tenant = $1 AND d.digest = ANY($4::text[])
 """
 
 
@@ -199,27 +207,32 @@ class PostgresEventLog(SqlEventLog):
         else:
             await driver.execute(_INSERT, *(list(column) for column in zip(*rows, strict=True)))
 
-    async def _group_state(self, conn: AsyncConnection, wanted: dict[str, tuple[list[str], set[str]]]) -> GroupState:
+    async def _group_state(
+        self, conn: AsyncConnection, wanted: dict[str, tuple[list[str], set[str], list[str]]]
+    ) -> GroupState:
         raw = await conn.get_raw_connection()
         driver: asyncpg.Connection = raw.driver_connection
         known: dict[tuple[str, str], StoredEvent] = {}
         versions: dict[str, dict[str, int]] = {}
         chain: dict[str, bytes] = {}
+        learners: dict[tuple[str, str], str] = {}
         position = recorded = 0
-        for tenant, (keys, streams) in wanted.items():
+        for tenant, (keys, streams, digests) in wanted.items():
             versions[tenant] = {}
-            for row in await driver.fetch(_GROUP_STATE, tenant, keys, sorted(streams)):
+            for row in await driver.fetch(_GROUP_STATE, tenant, keys, sorted(streams), digests):
                 kind = row[0]
                 if kind == 0:
                     event = StoredEvent(*row[1:])
                     known[(tenant, event.key or "")] = event
-                elif kind == 1:
+                elif kind == 1 or kind == 3:
+                    if kind == 3:
+                        learners[(tenant, row[8])] = row[3]
                     if row[1] is not None:
                         versions[tenant][row[3]] = int(row[1])
                 else:
                     position, recorded = row[1] or 0, row[7] or 0
                     chain[tenant] = row[14] or GENESIS
-        return GroupState(known, versions, chain, position, recorded)
+        return GroupState(known, versions, chain, position, recorded, learners)
 
     async def _stream_versions(self, conn: AsyncConnection, tenant: str, streams: set[str]) -> dict[str, int]:
         rows = await conn.execute(_STREAM_VERSIONS, {"tenant": tenant, "streams": list(streams)})

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from enum import StrEnum
@@ -52,8 +52,9 @@ CLASSES_STREAM = "roster:classes"
 LEARNERS_STREAM = "roster:learners"
 ENROLLMENTS_STREAM = "roster:enrollments"
 
-#: Turns (tenant, xAPI actor) into the views' learner id: ``proficio_ingest.learner_stream``.
-LearnerId = Callable[[str, Any], str]
+#: Turns (log, tenant, xAPI actors) into the views' learner ids, enrolling in the learner directory the actors it
+#: does not know (a roster names students before they send anything): ``proficio_ingest.enroll_learner_ids``.
+LearnerIds = Callable[[EventLog, str, Sequence[Any]], Awaitable[list[str]]]
 
 
 class ActorSource(StrEnum):
@@ -130,7 +131,7 @@ async def import_roster(
     tenant: str,
     package: RosterPackage,
     *,
-    learner_id: LearnerId,
+    learner_ids: LearnerIds,
     actor: ActorMapping | None = None,
     effective: date,
 ) -> RosterImportResult:
@@ -140,7 +141,7 @@ async def import_roster(
     large for a section, or a group change would be dated before the learner's latest recorded change.
     """
     mapping = actor or ActorMapping()
-    learners = _learner_ids(package, tenant, mapping, learner_id)
+    learners = await _learner_ids(log, package, tenant, mapping, learner_ids)
     previous = _Previous()
     for stream in (ORGS_STREAM, CLASSES_STREAM, LEARNERS_STREAM, ENROLLMENTS_STREAM):
         await _load_roster_stream(log, tenant, stream, previous)
@@ -175,12 +176,15 @@ async def import_roster(
     return dataclasses.replace(result, first_position=min(positions), last_position=max(positions))
 
 
-def _learner_ids(package: RosterPackage, tenant: str, mapping: ActorMapping, learner_id: LearnerId) -> dict[str, str]:
+async def _learner_ids(
+    log: EventLog, package: RosterPackage, tenant: str, mapping: ActorMapping, learner_ids: LearnerIds
+) -> dict[str, str]:
     """Student sourcedId -> learner id; every student needs an actor, and no two students the same one."""
     column = mapping.source.value
     problems: list[Problem] = []
     found: dict[str, str] = {}
     owner: dict[str, User] = {}
+    students: list[tuple[User, Any]] = []
     for user in sorted(package.users.values(), key=lambda u: u.row):
         if user.role != "student":
             continue
@@ -189,7 +193,11 @@ def _learner_ids(package: RosterPackage, tenant: str, mapping: ActorMapping, lea
             problems.append(Problem("users.csv", f"a student needs a value here to be an xAPI actor (--actor "
                                     f"{column})", user.row, column))  # fmt: skip
             continue
-        learner = learner_id(tenant, agent)
+        students.append((user, agent))
+    if problems:
+        raise RosterError(problems)
+    ids = await learner_ids(log, tenant, [agent for _user, agent in students]) if students else []
+    for (user, _agent), learner in zip(students, ids, strict=True):
         if learner in owner:
             problems.append(Problem("users.csv", f"the same xAPI actor as row {owner[learner].row}: two students "
                                     "would be one learner", user.row, column))  # fmt: skip
