@@ -229,15 +229,15 @@ def old_row(secret: bytes, agent: dict[str, Any]) -> dict[str, Any]:
 
 
 async def test_the_backfill_maps_learners_stored_before_the_directory_to_their_old_ids(client: Client) -> None:
-    ada, bea = someone("ada"), someone("bea")
+    ada, bea, cy = someone("ada"), someone("bea"), someone("cy")
     log = client.log
     # A database from before the directory: statements on the old, hash-derived streams; the table empty. (The
     # rows are written here only so that ingest uses the old ids, then deleted, as migration 0005 would find it.)
     async with log.transaction() as conn:
         secret = await tenant_secret(conn, "default", create=True)
         assert secret is not None
-        await conn.execute(learner_directory.insert(), [old_row(secret, agent) for agent in (ada, bea)])
-    assert (await client.post([statement(ada, 1), statement(bea, 2)])).status_code == 200
+        await conn.execute(learner_directory.insert(), [old_row(secret, agent) for agent in (ada, bea, cy)])
+    assert (await client.post([statement(ada, 1), statement(bea, 2), statement(cy, 3)])).status_code == 200
     sha1 = {"mbox_sha1sum": hashlib.sha1(ada["mbox"].encode()).hexdigest()}
     async with log.transaction() as conn:
         await conn.execute(learner_directory.insert(), [old_row(secret, sha1)])
@@ -252,7 +252,11 @@ async def test_the_backfill_maps_learners_stored_before_the_directory_to_their_o
     )
     assert erased.json()["erased"] is True
 
-    assert await backfill_directory(log, "default") == 2  # Ada's mbox and its sha1sum; Bea's key is gone
+    # Ada's mbox and its sha1sum (her documents' id), Cy's mbox (not his sha1sum: no data has its id); Bea's key is
+    # gone, so her identity cannot be read, nor mapped back.
+    assert await backfill_directory(log, "default") == 3
+    cy_sha1 = {"mbox_sha1sum": hashlib.sha1(cy["mbox"].encode()).hexdigest()}
+    assert await find_learner_id(log, "default", cy_sha1) is None
     assert await find_learner_id(log, "default", ada) == legacy_learner_stream("default", ada)
     assert await find_learner_id(log, "default", sha1) == legacy_learner_stream("default", sha1)
     assert await find_learner_id(log, "default", bea) is None
