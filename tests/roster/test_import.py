@@ -4,7 +4,7 @@ effective-dated group memberships, and packages refused whole."""
 from __future__ import annotations
 
 import collections
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -12,8 +12,8 @@ from typing import Any
 import orjson
 import pytest
 
-from proficio_events import ConcurrencyError, EventLog, StoredEvent
-from proficio_ingest import find_learner_id
+from proficio_events import ConcurrencyError, EventLog, StoredEvent, forget_learners
+from proficio_ingest import enroll_learner_ids, find_learner_id
 from proficio_projector import fold
 from proficio_projector.competency import CompetencyReference, section_roster_event
 from proficio_projector.roster import (
@@ -24,6 +24,8 @@ from proficio_projector.roster import (
     StudentGroups,
     groups_as_of,
     groups_stream,
+    import_roster,
+    read_package,
 )
 from tests.projector.support import rows_of, whole_log
 
@@ -292,3 +294,26 @@ async def test_an_import_racing_another_change_appends_nothing(
     with pytest.raises(ConcurrencyError):
         await import_package(log, package, effective=NEW_TERM)
     assert await log.max_position() == head + 1  # the section edit only
+
+
+async def test_a_student_erased_while_the_roster_is_imported_fails_the_import_whole(log: EventLog) -> None:
+    """The import enrolls its students in the learner directory, then appends: an erasure committing in between
+    (her directory row deleted) must not leave the roster naming her erased id."""
+    erased: list[str] = []
+
+    async def enroll_then_erase(log_: EventLog, tenant: str, actors: Sequence[Any]) -> list[str]:
+        ids = await enroll_learner_ids(log_, tenant, actors)
+        if not erased:
+            async with log_.transaction() as conn:  # what erasure does to the directory, committed meanwhile
+                await forget_learners(conn, tenant, [ids[0]])
+            erased.append(ids[0])
+        return ids
+
+    with pytest.raises(RosterError, match="was erased while the roster was imported"):
+        await import_roster(log, TENANT, read_package(SAMPLE), learner_ids=enroll_then_erase, effective=EFFECTIVE)
+    assert await log.max_position() == 0  # nothing appended
+    assert (await import_package(log, SAMPLE)).changed  # run again: she is enrolled afresh
+    roster = fold(Roster(), await whole_log(log))
+    learners = {row["learner"] for row in rows_of(roster, "learners")}
+    assert len(learners) == 12
+    assert erased[0] not in learners

@@ -21,7 +21,9 @@ from enum import StrEnum
 from typing import Any
 from urllib.parse import urlsplit
 
-from proficio_events import EventLog, NewEvent
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from proficio_events import EventLog, InlineHandler, NewEvent, StoredEvent, directory_rows_of
 
 from ..competency._reference import MAX_SECTION, SECTION_SET, section_roster_event, section_stream
 from ._groups import (
@@ -171,9 +173,25 @@ async def import_roster(
     )
     if not events:
         return result
-    appended = await log.append(tenant, events)
+    appended = await log.append(tenant, events, inline=_still_enrolled(tenant, learners))
     positions = [e.position for e in appended.events]
     return dataclasses.replace(result, first_position=min(positions), last_position=max(positions))
+
+
+def _still_enrolled(tenant: str, learners: Mapping[str, str]) -> InlineHandler:
+    """A check in the append's transaction, under the log's lock: every student's learner id is still in the learner
+    directory. The ids were enrolled before (in a transaction of their own); a student erased since would have the
+    roster name her erased id, which her next statements no longer get: the import fails whole instead (run again,
+    it enrolls her afresh)."""
+
+    async def check(conn: AsyncConnection, _events: Sequence[StoredEvent]) -> None:
+        known = set(await directory_rows_of(conn, tenant, learners.values()))
+        gone = sorted(user for user, learner in learners.items() if learner not in known)
+        if gone:
+            raise RosterError([Problem("users.csv", f"student {user!r} was erased while the roster was imported;"
+                                       " import it again") for user in gone])  # fmt: skip
+
+    return check
 
 
 async def _learner_ids(
