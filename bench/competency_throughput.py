@@ -52,7 +52,7 @@ from tests.support.server import RunningServer, create_credential, running_serve
 from bench import _wrk as wrk
 from bench.stream_throughput import timed
 from proficio_events import EventLog, NewEvent, open_event_log, sqlite_url
-from proficio_ingest import learner_stream
+from proficio_ingest import enroll_learner_ids, find_learner_ids
 from proficio_ingest._statements import STATEMENT_KEY
 from proficio_projector import Projection, RunnerSettings, SqlProjector, active_generation, build, migrate_runtime
 from proficio_projector._runtime import sql_checkpoints
@@ -240,11 +240,12 @@ class StatementSource:
         return statement
 
 
-def statement_event(statement: dict[str, Any]) -> NewEvent:
-    """The event ingest appends for a statement (see ``StatementService.store``)."""
+def statement_event(statement: dict[str, Any], learner_ids: dict[str, str]) -> NewEvent:
+    """The event ingest appends for a statement (see ``StatementService.store``), on its learner's stream
+    (``learner_ids``: mbox -> the learner directory's id)."""
     voiding = statement["verb"]["id"] == VERB + "voided"
     return NewEvent.of(
-        learner_stream(TENANT, statement["actor"]),
+        learner_ids[statement["actor"]["mbox"]],
         "StatementVoided" if voiding else "StatementStored",
         {"statement": statement, "credential": "bench", "define": False},
         key=STATEMENT_KEY + statement["id"],
@@ -258,9 +259,12 @@ async def fill(log: EventLog, workload: Workload, statements: int, package: byte
         for competency in competencies:
             await define_alignment(log, TENANT, activity, competency, weight="1" if len(competencies) == 1 else "0.5")
     source = StatementSource(workload)
+    # The learners' ids, as ingest gets them: from the learner directory (created for new identities).
+    actors = [actor(n) for n in range(workload.learners)]
+    ids = dict(zip([a["mbox"] for a in actors], await enroll_learner_ids(log, TENANT, actors), strict=True))
     for start in range(0, statements, APPEND_BATCH):
         size = min(APPEND_BATCH, statements - start)
-        await log.append(TENANT, [statement_event(source.next(statements)) for _ in range(size)])
+        await log.append(TENANT, [statement_event(source.next(statements), ids) for _ in range(size)])
         if start in ANALYZE_AT or (start and start % 250_000 == 0):
             await analyze_log(log)
 
@@ -376,8 +380,18 @@ async def fold_and_rebuild(log: EventLog, statements: int, label: str) -> None:
 # -- the reads, through a real server -----------------------------------------------------------
 
 
-def learners_with_evidence(workload: Workload) -> list[str]:
-    return [learner_stream(TENANT, actor(n)) for n in range(workload.learners)]
+def learners_with_evidence(url: str, workload: Workload) -> list[str]:
+    """The workload's learner ids, looked up in the learner directory of the filled log."""
+
+    async def lookup() -> list[str]:
+        log = await open_event_log(url, migrate=False)
+        try:
+            found = await find_learner_ids(log, TENANT, [actor(n) for n in range(workload.learners)])
+        finally:
+            await log.close()
+        return [learner for learner in found if learner is not None]
+
+    return asyncio.run(lookup())
 
 
 @dataclass(frozen=True)
@@ -563,7 +577,7 @@ def run_backend(
         return
     with serving(data_dir, url) as server:
         target = ReadTarget(server, url or sqlite_url(data_dir), server_pid(data_dir))
-        everyone = learners_with_evidence(workload)
+        everyone = learners_with_evidence(url or sqlite_url(data_dir), workload)
         if args.reads in ("all", "progress"):
             measure_progress(target, everyone, args.seconds)
         if args.reads in ("all", "grid") and args.grid_cache != "off":
@@ -573,7 +587,8 @@ def run_backend(
         # when her evidence has changed since.
         with serving(data_dir, url, PROFICIO_GRID_CACHE_LEARNERS="0") as server:
             target = ReadTarget(server, url or sqlite_url(data_dir), server_pid(data_dir))
-            measure_grid(target, learners_with_evidence(workload), args.seconds, label="GET section grid (no cache)")
+            everyone = learners_with_evidence(url or sqlite_url(data_dir), workload)
+            measure_grid(target, everyone, args.seconds, label="GET section grid (no cache)")
 
 
 def main() -> None:

@@ -71,7 +71,8 @@ from bench.competency_throughput import (
 )
 from proficio_cli._demo_district import FLAG_SHARES, RACE_SHARES, SMALL_GROUPS
 from proficio_events import EventLog, NewEvent, open_event_log
-from proficio_ingest._statements import STATEMENT_KEY, learner_stream
+from proficio_ingest import enroll_learner_ids
+from proficio_ingest._statements import STATEMENT_KEY
 from proficio_projector import RunnerSettings, SqlProjector, build, default_projections, migrate_runtime
 from proficio_projector.competency import CompetencyEvidence
 from proficio_projector.competency._reference import section_roster_event
@@ -96,10 +97,6 @@ AUTHORITY = {"objectType": "Agent", "account": {"homePage": "https://proficio.ex
 # -- the district -------------------------------------------------------------------------------
 
 
-def learner_id(n: int) -> str:
-    return learner_stream(TENANT, actor(n))
-
-
 def actor(n: int) -> dict[str, Any]:
     return {"objectType": "Agent", "mbox": f"mailto:learner{n}@district.example.org"}
 
@@ -118,16 +115,17 @@ class District:
     school_names: list[str]
 
 
-def make_district(learners: int, schools: int, seed: int = 7) -> District:
-    """Schools of unequal size; groups drawn from the demo district's shares (roughly a US district's), with
-    1.5% in the two small race groups, 1% of gender "other", and 2% with no race recorded (unknown)."""
+def make_district(learner_ids: list[str], schools: int, seed: int = 7) -> District:
+    """``learner_ids`` (learner ``n`` is ``actor(n)``, her id the learner directory's) in schools of unequal size;
+    groups drawn from the demo district's shares (roughly a US district's), with 1.5% in the two small race groups,
+    1% of gender "other", and 2% with no race recorded (unknown)."""
     rng = random.Random(seed)
     names = [school_name(k) for k in range(schools)]
     weights = [rng.uniform(0.4, 1.6) for _ in names]
     race = [*RACE_SHARES, (SMALL_GROUPS[0], 0.01), (SMALL_GROUPS[1], 0.005)]
     placed: list[list[str]] = []
     groups: list[dict[str, str]] = []
-    for _ in range(learners):
+    for _ in learner_ids:
         first = rng.choices(names, weights)[0]
         placed.append([first, rng.choice(names)] if rng.random() < 0.01 else [first])
         mine: dict[str, str] = {}
@@ -137,7 +135,7 @@ def make_district(learners: int, schools: int, seed: int = 7) -> District:
         for flag, share in FLAG_SHARES.items():
             mine[flag] = "true" if rng.random() < share else "false"
         groups.append(mine)
-    return District([learner_id(n) for n in range(learners)], placed, groups, names)
+    return District(list(learner_ids), placed, groups, names)
 
 
 def _draw(rng: random.Random, shares: Sequence[tuple[str, float]]) -> str:
@@ -614,9 +612,12 @@ def report_rounds(
 
 
 async def prepare(url: str, args: argparse.Namespace, today: date) -> District:
-    district = make_district(args.learners, args.schools)
     log = await open_event_log(url)
     try:
+        # Their ids from the learner directory, as ingest (or the roster import) would give them.
+        district = make_district(
+            await enroll_learner_ids(log, TENANT, [actor(n) for n in range(args.learners)]), args.schools
+        )
         await migrate_runtime(log)
         await set_up(log, district, args.per_learner, today)
         await catch_up(log)

@@ -36,7 +36,11 @@ async def test_a_learners_history_views_as_of_and_diff(tmp_path: Path) -> None:
     with running_server(tmp_path) as server:
         agent = orjson.dumps(ADA).decode()
         async with httpx.AsyncClient(base_url=server.base_url, headers=server.headers, timeout=10) as http:
-            await wait_for(http, {"agent": agent, "framework": FRAMEWORK}, lambda b: bool(b["competencies"]))
+            # The framework folded first (asked about a learner id no one has: her agent is no learner before she
+            # sends anything, a 404).
+            assert (await http.get("/competency/progress", params={"agent": agent})).status_code == 404
+            nobody = "learner:" + "0" * 32
+            await wait_for(http, {"learner": nobody, "framework": FRAMEWORK}, lambda b: bool(b["competencies"]))
             first = [tagged(ADA, "GP.A.MATH.1", 0.5, 2), tagged(ADA, "GP.A.MATH.1", 0.9, 3)]
             await send(server, first)
             await wait_for(http, {"agent": agent}, lambda b: sum(c["n_evidence"] for c in b["competencies"]) == 2)

@@ -42,9 +42,9 @@ def run_binary(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[b
 
 
 async def fill(log: EventLog) -> None:
-    from proficio_ingest import learner_stream
+    from proficio_ingest import enroll_learner_ids
 
-    ann = learner_stream(T, json.loads(AGENT))
+    [ann] = await enroll_learner_ids(log, T, [json.loads(AGENT)])  # her id in the learner directory
     for n in range(8):
         stream = ann if n % 2 else "learner:" + "b" * 32
         await log.append(T if n != 5 else "district-2", [NewEvent.of(stream, "StatementStored", {"n": n})])

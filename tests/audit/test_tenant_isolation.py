@@ -15,7 +15,6 @@ from typing import Any
 import httpx
 import orjson
 
-from proficio_ingest import learner_stream
 from tests.competency.test_competency_api import EXAMPLE, FRAMEWORK, URI, cli, tagged
 from tests.support.server import create_credential, running_server
 
@@ -36,7 +35,10 @@ async def fill(http: httpx.AsyncClient, actor: dict[str, str], tenant: str, tag:
     assert (await http.post("/xapi/statements", json=voiding)).status_code == 200
     state_params = {**STATE, "agent": orjson.dumps(actor).decode()}
     assert (await http.put("/xapi/activities/state", params=state_params, json={"page": tag})).status_code == 204
-    learner = learner_stream(tenant, actor)
+    # Her learner id, as the learner directory has it since her statements (the API looks her up by agent).
+    access = await http.get("/audit/learner/access", params={"agent": orjson.dumps(actor).decode()})
+    assert access.status_code == 200, access.text
+    learner = access.json()["learner"]
     assert (await http.put(f"/competency/sections/{tag}-sec7", json={"learners": [learner]})).status_code == 204
     plan = {"start": "2026-08-24", "target": "2027-05-28", "sections": [f"{tag}-sec7"],
             "competencies": [{"uri": URI["GP.A.MATH.1"], "tier": "must"}]}  # fmt: skip

@@ -18,8 +18,10 @@ from typing import Any
 
 from proficio_cli._demo import Demo, DemoSettings, LearnerTruth, generate_demo
 from proficio_cli._demo_district import DISENGAGED, STALLED, DistrictSettings, Profile
-from proficio_ingest import learner_stream
+from proficio_events import EventLog
+from proficio_ingest import find_learner_ids
 from proficio_projector.pacing import Pace
+from tests.support.directory import stored_learner_ids
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "graduate-profile.case.json"
 PACKAGE = EXAMPLE.read_bytes()
@@ -65,9 +67,16 @@ def as_of(demo: Demo) -> date:
     return demo.district.as_of
 
 
-def by_learner_id(demo: Demo, tenant: str) -> dict[str, LearnerTruth]:
-    """Each learner's truth under the id the views give her (her mbox's stream in the tenant)."""
-    return {learner_stream(tenant, truth.agent): truth for truth in demo.truth}
+async def by_learner_id(log: EventLog | str, demo: Demo, tenant: str) -> dict[str, LearnerTruth]:
+    """Each learner's truth under the id the views give her (her mbox's learner id in the tenant's learner
+    directory, ``log`` or the store at that URL: after the roster import)."""
+    if isinstance(log, str):
+        ids = await stored_learner_ids(log, tenant, [truth.agent for truth in demo.truth])
+    else:
+        found = await find_learner_ids(log, tenant, [truth.agent for truth in demo.truth])
+        assert None not in found
+        ids = [learner for learner in found if learner is not None]
+    return dict(zip(ids, demo.truth, strict=True))
 
 
 def profile(truth: LearnerTruth) -> Profile:

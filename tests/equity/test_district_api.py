@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 
 from proficio_cli._demo_district import DISENGAGED, STALLED
+from proficio_events import sqlite_url
 from tests.equity.district_demo import (
     LEARNERS,
     METHOD,
@@ -66,7 +67,6 @@ async def test_a_district_runs_the_demo_and_reads_its_pacing_and_equity_views(tm
     demo = district_demo()
     assert demo.district is not None
     day = demo.district.as_of.isoformat()
-    truths = by_learner_id(demo, TENANT)
     out = tmp_path / "demo"
     options = ["--learners", str(LEARNERS), "--seed", str(SEED), "--schools", "2"]
     await proficio(env, "demo", "generate", *options, "--out", str(out))
@@ -74,6 +74,7 @@ async def test_a_district_runs_the_demo_and_reads_its_pacing_and_equity_views(tm
     start = demo.settings.start.isoformat()
     imported = await proficio(env, "roster", "import", str(out / "oneroster"), "--effective", start)
     assert "140 learners" in imported
+    truths = await by_learner_id(sqlite_url(tmp_path), demo, TENANT)  # the ids the roster import gave them
     await proficio(env, "pacing", "set", "plan", str(out / "pacing-plan.json"))
     await proficio(env, "policies", "set", "tenant", "--method", METHOD)
     with running_server(tmp_path) as server:

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from proficio_cli._demo import Demo
 from proficio_cli._demo_district import DISENGAGED, STALLED, expected_primary_cells
 from proficio_events import EventLog, NewEvent
-from proficio_ingest import learner_stream
+from proficio_ingest import enroll_learner_ids
 from proficio_projector.competency import StallRule, define_alignment, import_framework, set_policy
 from proficio_projector.equity import CO, EquityRefresher, Fact, cell_rows, scope_tables, suppress
 from proficio_projector.equity._tables import equity_cells, equity_facts
@@ -61,7 +61,7 @@ async def import_district(log: EventLog, demo: Demo, roster_dir: Path) -> int:
     for name, content in demo.district.roster.items():
         (roster_dir / name).write_bytes(content)
     package = read_package(roster_dir)
-    await import_roster(log, TENANT, package, learner_id=learner_stream, effective=demo.settings.start)
+    await import_roster(log, TENANT, package, learner_ids=enroll_learner_ids, effective=demo.settings.start)
     await import_framework(log, TENANT, PACKAGE, source="demo")
     for alignment in demo.alignments:
         await define_alignment(log, TENANT, alignment["activity"], alignment["competency"], weight=alignment["weight"])
@@ -69,12 +69,17 @@ async def import_district(log: EventLog, demo: Demo, roster_dir: Path) -> int:
     await set_plan(log, TENANT, demo.district.plan)
     seen: set[str] = set()
     events = []
+    # Their learner ids as ingest would give them (the learner directory's; the roster's students have theirs).
+    actors = list({orjson.dumps(s["actor"], option=orjson.OPT_SORT_KEYS): s["actor"] for s in demo.statements}.values())
+    ids = dict(zip([orjson.dumps(a, option=orjson.OPT_SORT_KEYS) for a in actors],
+                   await enroll_learner_ids(log, TENANT, actors), strict=True))  # fmt: skip
     for statement in demo.statements:
         if statement["id"] in seen:  # a retry: the LRS already has it
             continue
         seen.add(statement["id"])
         kind = "StatementVoided" if statement["verb"]["id"] == VOIDED else "StatementStored"
-        events.append(NewEvent.of(learner_stream(TENANT, statement["actor"]), kind, {"statement": statement}))
+        learner = ids[orjson.dumps(statement["actor"], option=orjson.OPT_SORT_KEYS)]
+        events.append(NewEvent.of(learner, kind, {"statement": statement}))
     for start in range(0, len(events), 1000):
         await log.append(TENANT, events[start : start + 1000])
     return len(events)
@@ -113,8 +118,8 @@ async def test_the_views_find_what_the_generator_planted(log: EventLog, tmp_path
     demo = district_demo()
     assert demo.district is not None
     day = demo.district.as_of
-    truths = by_learner_id(demo, TENANT)
     appended = await import_district(log, demo, tmp_path)
+    truths = await by_learner_id(log, demo, TENANT)
     assert appended > 10_000
     await build(log)
     [report] = await EquityRefresher(log).refresh(day)

@@ -14,10 +14,11 @@ from typing import Any
 
 import httpx
 
-from proficio_ingest import learner_stream
+from proficio_events import sqlite_url
 from tests.competency.test_competency_api import cli, send
 from tests.equity.district import write_oneroster
 from tests.equity.test_equity_views import COMPETENCIES, OBJECTIVE, actor, district
+from tests.support.directory import stored_learner_ids
 from tests.support.server import create_credential, running_server
 
 PLAN = "plan:math-8"
@@ -42,9 +43,10 @@ async def test_the_equity_api_end_to_end(tmp_path: Path) -> None:
                     "timestamp": f"2026-10-{5 + k:02d}T10:{n % 60:02d}:00Z",
                 })  # fmt: skip
         await send(server, statements)
+        learners = await stored_learner_ids(sqlite_url(tmp_path), "default", [actor(s) for s in students])
         async with httpx.AsyncClient(base_url=server.base_url, headers=server.headers, timeout=10) as http:
             plan = {"title": "Math 8", "start": "2026-08-24", "target": "2027-05-28",
-                    "learners": sorted(learner_stream("default", actor(s)) for s in students),
+                    "learners": sorted(learners),
                     "competencies": [{"uri": c, "tier": "must"} for c in COMPETENCIES]}  # fmt: skip
             assert (await http.put("/pacing/plans/math-8", json=plan)).status_code == 204
             params = {"scope": PLAN, "factor": "english_learner"}

@@ -14,7 +14,7 @@ import orjson
 import sqlalchemy as sa
 
 from proficio_events import EventLog, NewEvent
-from proficio_ingest import learner_stream
+from proficio_ingest import enroll_learner_ids
 from proficio_projector import RunnerSettings, SqlProjector, default_projections
 from proficio_projector.equity import CO, EquityRefresher, Fact, scope_tables, suppress
 from proficio_projector.equity._tables import equity_cells, equity_facts
@@ -46,14 +46,14 @@ def actor(student: Student) -> dict[str, str]:
     return {"mbox": f"mailto:{student.email}"}
 
 
-def mastery(student: Student, competency: str, day: int) -> NewEvent:
+def mastery(student: Student, competency: str, day: int, learner: str) -> NewEvent:
     statement = {
         "id": str(uuid.uuid4()), "actor": actor(student), "verb": {"id": "http://adlnet.gov/expapi/verbs/passed"},
         "object": {"id": f"{competency}/quiz"}, "result": {"score": {"scaled": 1.0}, "success": True},
         "context": {"contextActivities": {"other": [{"id": competency, "definition": {"type": OBJECTIVE}}]}},
         "timestamp": f"2026-10-{day:02d}T10:00:00Z",
     }  # fmt: skip
-    return NewEvent.of(learner_stream(TENANT, actor(student)), "StatementStored", {"statement": statement})
+    return NewEvent.of(learner, "StatementStored", {"statement": statement})
 
 
 async def build(log: EventLog) -> None:
@@ -79,8 +79,11 @@ async def cells(log: EventLog, audience: str, level: str, factor: str) -> dict[s
 async def test_equity_views_find_a_planted_gap_and_hide_small_groups(log: EventLog, tmp_path: Path) -> None:
     students = district()
     package = read_package(write_oneroster(tmp_path / "oneroster", students, ["school-a", "school-b"]))
-    await import_roster(log, TENANT, package, learner_id=learner_stream, effective=date(2026, 8, 24))
-    learners = sorted(learner_stream(TENANT, actor(s)) for s in students)
+    await import_roster(log, TENANT, package, learner_ids=enroll_learner_ids, effective=date(2026, 8, 24))
+    # The ids the roster import gave them (the learner directory's), under which their statements go.
+    ids = dict(zip([s.email for s in students], await enroll_learner_ids(log, TENANT, [actor(s) for s in students]),
+                   strict=True))  # fmt: skip
+    learners = sorted(ids.values())
     await set_plan(log, TENANT, {
         "plan": "math-8", "title": "Math 8", "start": "2026-08-24", "target": "2027-05-28", "learners": learners,
         "competencies": [{"uri": c, "tier": "must"} for c in COMPETENCIES],
@@ -88,7 +91,7 @@ async def test_equity_views_find_a_planted_gap_and_hide_small_groups(log: EventL
     # The gap planted: English learners have mastered 1 of 6, the others 4 of 6.
     for student in students:
         done = COMPETENCIES[: 1 if student.english_learner else 4]
-        events = [mastery(student, c, 5 + k) for k, c in enumerate(done)]
+        events = [mastery(student, c, 5 + k, ids[student.email]) for k, c in enumerate(done)]
         await log.append(TENANT, events)
     await build(log)
     refresher = EquityRefresher(log)
@@ -114,8 +117,8 @@ async def test_equity_views_find_a_planted_gap_and_hide_small_groups(log: EventL
     async with log.engine.connect() as conn:
         facts = [Fact(r["learner"], r["scope"], r["pct_mastered"], r["mastered"], r["on_track"], r["stalled"],
                       r["velocity"]) for r in (await conn.execute(sa.select(equity_facts))).mappings()]  # fmt: skip
-    schools = {learner_stream(TENANT, actor(s)): [s.school] for s in students}
-    groups = {learner_stream(TENANT, actor(s)): {"english_learner": "true" if s.english_learner else "false",
+    schools = {ids[s.email]: [s.school] for s in students}
+    groups = {ids[s.email]: {"english_learner": "true" if s.english_learner else "false",
                                                  "gender": "male" if s.sex == "male" else "female",
                                                  "race_ethnicity": "white", "economically_disadvantaged": "false",
                                                  "disability": "false"} for s in students}  # fmt: skip
@@ -127,7 +130,7 @@ async def test_equity_views_find_a_planted_gap_and_hide_small_groups(log: EventL
     # Nothing changed: nothing to refresh. A new mastery refreshes that learner only.
     assert await refresher.refresh(AS_OF) == []
     first_el = next(s for s in students if s.english_learner)
-    await log.append(TENANT, [mastery(first_el, COMPETENCIES[5], 20)])
+    await log.append(TENANT, [mastery(first_el, COMPETENCIES[5], 20, ids[first_el.email])])
     await build(log)
     [again] = await refresher.refresh(AS_OF)
     assert (again.learners_refreshed, again.learners_total) == (1, 80)

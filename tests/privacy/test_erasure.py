@@ -24,9 +24,10 @@ import orjson
 import pytest
 import sqlalchemy as sa
 
-from proficio_events import EventLog
-from proficio_events._schema import learner_keys
-from proficio_ingest import learner_stream
+from proficio_events import EventLog, tenant_secret
+from proficio_events._schema import learner_directory, learner_keys
+from proficio_ingest import find_learner_id, learner_digest, legacy_learner_stream
+from proficio_ingest._agents import stream_identity
 from proficio_ingest._personal import ERASED_HOME_PAGE
 from proficio_projector import Relay, RunnerSettings, migrate_runtime, relay_consumer
 from tests.ingest.conftest import Client
@@ -57,6 +58,20 @@ SECRETS = [
 HER = {"objectType": "Agent", "mbox": MBOX, "name": NAME}
 HER_ACCOUNT = {"objectType": "Agent", "account": ACCOUNT, "name": NAME}
 VERSION = {"X-Experience-API-Version": "1.0.3"}
+
+
+def public_functions(tenant: str) -> list[str]:
+    """Learner ids anyone could compute from her identifiers without a secret: the old scheme (an unkeyed SHA-256 of
+    tenant and identity) and its obvious variants (other hashes, with or without the tenant, of each form of her
+    identity and of the raw identifiers), as the 32 hex digits a learner id carries. None may be a learner id."""
+    forms = [HER, HER_ACCOUNT, {"mbox_sha1sum": hashlib.sha1(MBOX.encode()).hexdigest()}]
+    texts = [stream_identity(agent) for agent in forms] + [MBOX, MBOX.removeprefix("mailto:"), ACCOUNT["name"]]
+    found = {legacy_learner_stream(tenant, agent).removeprefix("learner:") for agent in forms}
+    for text in texts:
+        for data in (text, f"{tenant}\x00{text}", f"{tenant}{text}"):
+            for name in ("sha256", "sha1", "md5", "blake2b", "sha512"):
+                found.add(hashlib.new(name, data.encode()).hexdigest()[:32])
+    return sorted(found)
 
 
 def statements() -> list[dict[str, Any]]:
@@ -103,16 +118,16 @@ async def relay_all(log: EventLog, kafka: KafkaBroker, topic: str) -> None:
         await eventually(done, "the relay caught up")
 
 
-def _found(files: list[Path], needles: list[str]) -> dict[str, list[str]]:
+def _found(files: list[Path], needles: list[str | bytes]) -> dict[str | bytes, list[str]]:
     """For each needle, the files whose raw bytes contain it."""
-    hits: dict[str, list[str]] = {n: [] for n in needles}
+    hits: dict[str | bytes, list[str]] = {n: [] for n in needles}
     for path in files:
         try:
             data = path.read_bytes()
         except (FileNotFoundError, PermissionError):
             continue  # a WAL segment recycled while we looked
         for needle in needles:
-            if needle.encode() in data:
+            if (needle.encode() if isinstance(needle, str) else needle) in data:
                 hits[needle].append(str(path))
     return hits
 
@@ -131,7 +146,11 @@ def database_files(store_url: str, started: float) -> dict[str, list[Path]]:
     if store_url.startswith("sqlite"):
         path = Path(store_url.removeprefix("sqlite:///"))
         with sqlite3.connect(path) as conn:
-            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            deadline = time.monotonic() + 30
+            # Busy while a reader holds an old snapshot: the -wal would keep pages written before the erasure.
+            while conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] != 0:
+                assert time.monotonic() < deadline, "the -wal could not be checkpointed"
+                time.sleep(0.05)
         return {"sqlite": _files(*[p for p in (path, path.with_name(path.name + "-wal")) if p.exists()])}
     database = store_url.rsplit("/", 1)[1].split("?", 1)[0]
     _psql("CHECKPOINT")
@@ -178,6 +197,28 @@ async def test_an_erased_learner_is_unrecoverable_anywhere(
     got = await client.http.get("/xapi/agents/profile", params=profile, headers=client.headers())
     assert got.content == PROFILE_TEXT.encode()
     totals_before = (await client.get(activity=CONTROL)).json()["statements"]
+    # Her learner ids are the learner directory's: random, no function of her identity.
+    learner = await find_learner_id(log, "default", HER)
+    account_learner = await find_learner_id(log, "default", HER_ACCOUNT)
+    assert learner is not None
+    assert account_learner is not None
+    assert learner != account_learner
+    computable = public_functions("default")
+    assert not {learner.removeprefix("learner:"), account_learner.removeprefix("learner:")} & set(computable)
+    async with log.engine.connect() as conn:
+        secret = await tenant_secret(conn, "default", create=False)
+        assert secret is not None
+        digests = [learner_digest(secret, agent) for agent in (HER, HER_ACCOUNT)]
+        mapped = dict((await conn.execute(sa.select(learner_directory.c.digest, learner_directory.c.learner))).all())
+        # Her data keys: destroyed by the erasure, so gone from the database files too.
+        her_keys = [
+            bytes(k)
+            for k in await conn.scalars(
+                sa.select(learner_keys.c.data_key).where(learner_keys.c.learner.in_([learner, account_learner]))
+            )
+        ]
+    assert len(her_keys) == 2
+    assert (mapped[digests[0]], mapped[digests[1]]) == (learner, account_learner)
     await relay_all(log, kafka, topic)
 
     # Erase her, by each of her identities (each is a learner of its own to the LRS), through the API.
@@ -193,8 +234,15 @@ async def test_an_erased_learner_is_unrecoverable_anywhere(
     assert refused.status_code == 403
     await relay_all(log, kafka, topic)
 
-    # After: pseudonymous statements, nothing found by her identifiers, documents gone, the chain whole.
-    learner = learner_stream("default", HER)
+    # After: pseudonymous statements, nothing found by her identifiers, documents gone, the chain whole; her
+    # identities map to no learner id (her directory rows went with the erasure; Otto's stays).
+    assert await find_learner_id(log, "default", HER) is None
+    assert await find_learner_id(log, "default", HER_ACCOUNT) is None
+    async with log.engine.connect() as conn:
+        left = (await conn.execute(sa.select(learner_directory.c.digest, learner_directory.c.learner))).all()
+    assert len(left) == 1
+    assert not {digest for digest, _ in left} & set(digests)
+    assert not {mine for _, mine in left} & {learner, account_learner}
     assert (await client.get(agent=orjson.dumps({"mbox": MBOX}).decode())).json()["statements"] == []
     assert (await client.get(agent=orjson.dumps({"account": ACCOUNT}).decode())).json()["statements"] == []
     assert "name" not in (await client.get("/xapi/agents", agent=orjson.dumps({"mbox": MBOX}).decode())).json()
@@ -222,10 +270,19 @@ async def test_an_erased_learner_is_unrecoverable_anywhere(
     assert history == ["StatementStored", "LearnerErased"]
 
     # The raw bytes: of the database and of the Kafka log segments.
-    places = database_files(store_url, started)
+    places = await asyncio.to_thread(database_files, store_url, started)  # the app's readers go on meanwhile
     places["kafka segments"] = _files(*kafka.log_dir.glob(f"{topic}-*"))
     for place, files in places.items():
         assert files, f"no files found for {place}"
-        hits = _found(files, [CONTROL, *SECRETS])
+        # Nothing computable from her identifiers is a learner id anywhere (events' streams, keys, directory, views:
+        # these were never written); her directory digests are gone from the database (not from pg_wal, which keeps
+        # the inserted rows until its segments are recycled: see docs/privacy.md).
+        # Nor are her destroyed data keys (the scrub rewrote the key table once older transactions had ended).
+        # pg_wal is the whole cluster's: another database there (a checkout with the old scheme running this very
+        # test) may write the old ids of her identifiers, so only what this database alone could write is sought.
+        needles: list[str | bytes] = list(SECRETS)
+        if place != "postgresql wal":
+            needles += [*computable, *digests, *her_keys]
+        hits = _found(files, [CONTROL, *needles])
         assert hits[CONTROL], f"the control string is not in the {place} files: the search cannot find things"
         assert {needle: where for needle, where in hits.items() if needle != CONTROL and where} == {}, place

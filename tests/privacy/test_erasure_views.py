@@ -15,7 +15,7 @@ import orjson
 import sqlalchemy as sa
 
 from proficio_events import EventLog
-from proficio_ingest import learner_stream
+from proficio_ingest import enroll_learner_ids, find_learner_id
 from proficio_projector import migrate_runtime
 from proficio_projector.audit._replay import views_as_of
 from proficio_projector.equity import EquityRefresher
@@ -50,10 +50,10 @@ async def test_equity_totals_are_unchanged_by_an_erasure(client: Client, tmp_pat
     await migrate_runtime(log)
     students = district()
     package = read_package(write_oneroster(tmp_path / "oneroster", students, ["school-a", "school-b"]))
-    await import_roster(log, TENANT, package, learner_id=learner_stream, effective=date(2026, 8, 24))
+    await import_roster(log, TENANT, package, learner_ids=enroll_learner_ids, effective=date(2026, 8, 24))
     await set_plan(log, TENANT, {
         "plan": "math-8", "title": "Math 8", "start": "2026-08-24", "target": "2027-05-28",
-        "learners": sorted(learner_stream(TENANT, actor(s)) for s in students),
+        "learners": sorted(await enroll_learner_ids(log, TENANT, [actor(s) for s in students])),
         "competencies": [{"uri": c, "tier": "must"} for c in COMPETENCIES],
     })  # fmt: skip
     statements = [
@@ -72,7 +72,8 @@ async def test_equity_totals_are_unchanged_by_an_erasure(client: Client, tmp_pat
     everyone = next(r for r in before["equity_cells"] if r[1:6] == ("public", "plan:math-8", "district", "all", "all"))
     assert everyone[6] == 80
     erased = next(s for s in students if s.english_learner)
-    learner = learner_stream(TENANT, actor(erased))
+    learner = await find_learner_id(log, TENANT, actor(erased))
+    assert learner is not None
     now_us = int(datetime.now(UTC).timestamp() * 1_000_000)
     her_views = (await views_as_of(log, TENANT, learner, now_us)).as_dict()
 
@@ -86,6 +87,7 @@ async def test_equity_totals_are_unchanged_by_an_erasure(client: Client, tmp_pat
     mine = await client.http.get("/xapi/statements", params={"agent": orjson.dumps(actor(erased)).decode()},
                                  headers=auth)  # fmt: skip
     assert mine.json()["statements"] == []
+    assert await find_learner_id(log, TENANT, actor(erased)) is None  # her identity maps to no learner any more
 
 
 def test_erase_on_the_command_line(tmp_path: Path) -> None:
@@ -106,7 +108,8 @@ def test_erase_on_the_command_line(tmp_path: Path) -> None:
         found: dict[str, Any] = orjson.loads(done.stdout)
         return found
 
-    learner = learner_stream("default", agent)
+    [learner] = asyncio.run(_learner_ids(tmp_path, agent))
+    assert learner is not None
     first = erase(learner)
     assert (first["erased"], first["keys_destroyed"], first["statements"]) == (True, 1, 1)
     assert erase(orjson.dumps(agent).decode())["erased"] is False  # nothing left to erase
@@ -114,6 +117,18 @@ def test_erase_on_the_command_line(tmp_path: Path) -> None:
                               env=env, timeout=60)  # fmt: skip
     assert verified.returncode == 0, verified.stdout + verified.stderr
     assert asyncio.run(_history(tmp_path, learner)) == ["StatementStored", "LearnerErased"]
+    assert asyncio.run(_learner_ids(tmp_path, agent)) == [None]  # her directory row went with the erasure
+
+
+async def _learner_ids(data_dir: Path, agent: dict[str, Any]) -> list[str | None]:
+    from proficio_events import open_event_log, sqlite_url
+    from proficio_ingest import find_learner_ids
+
+    log = await open_event_log(sqlite_url(data_dir))
+    try:
+        return await find_learner_ids(log, "default", [agent])
+    finally:
+        await log.close()
 
 
 async def _history(data_dir: Path, learner: str) -> list[str]:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from proficio_events import EventLog
-from proficio_ingest import learner_stream
+from proficio_ingest import enroll_learner_ids, find_learner_id
 from proficio_projector.roster import ActorMapping, RosterImportResult, import_roster, read_package
 
 SAMPLE = Path(__file__).resolve().parents[2] / "examples" / "oneroster"
@@ -59,9 +59,12 @@ def drop_column(package: Path, file: str, column: str) -> None:
                                                                      for r in rows])  # fmt: skip
 
 
-def learner_of(email: str, tenant: str = TENANT) -> str:
-    """The learner id ingest gives statements whose actor is this email."""
-    return learner_stream(tenant, {"mbox": f"mailto:{email}"})
+async def learner_of(log: EventLog, email: str, tenant: str = TENANT) -> str:
+    """The learner id ingest gives statements whose actor is this email (the learner directory's, which the roster
+    import filled)."""
+    found = await find_learner_id(log, tenant, {"mbox": f"mailto:{email}"})
+    assert found is not None, email
+    return found
 
 
 def student_emails() -> dict[str, str]:
@@ -73,5 +76,5 @@ def student_emails() -> dict[str, str]:
 async def import_package(
     log: EventLog, package: Path, *, effective: date = EFFECTIVE, actor: ActorMapping | None = None, **kwargs: Any
 ) -> RosterImportResult:
-    return await import_roster(log, TENANT, read_package(package), learner_id=learner_stream, actor=actor,
+    return await import_roster(log, TENANT, read_package(package), learner_ids=enroll_learner_ids, actor=actor,
                                effective=effective, **kwargs)  # fmt: skip

@@ -30,7 +30,7 @@ async def test_only_the_all_scope_reads_the_protected_view(store_url: str) -> No
             token = base64.b64encode(f"{created.credential.key}:{created.secret}".encode()).decode()
             return {"Authorization": f"Basic {token}"}
 
-        learner = learner_of(student_emails()["usr-s-201"])
+        learner = await learner_of(log, student_emails()["usr-s-201"])
         one = f"/views/student_groups/memberships/{learner}/gender/2025-09-01"
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://lrs.test") as http:

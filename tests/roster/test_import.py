@@ -4,7 +4,7 @@ effective-dated group memberships, and packages refused whole."""
 from __future__ import annotations
 
 import collections
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -12,8 +12,8 @@ from typing import Any
 import orjson
 import pytest
 
-from proficio_events import ConcurrencyError, EventLog, StoredEvent
-from proficio_ingest import learner_stream
+from proficio_events import ConcurrencyError, EventLog, StoredEvent, forget_learners
+from proficio_ingest import enroll_learner_ids, find_learner_id
 from proficio_projector import fold
 from proficio_projector.competency import CompetencyReference, section_roster_event
 from proficio_projector.roster import (
@@ -24,6 +24,8 @@ from proficio_projector.roster import (
     StudentGroups,
     groups_as_of,
     groups_stream,
+    import_roster,
+    read_package,
 )
 from tests.projector.support import rows_of, whole_log
 
@@ -77,7 +79,7 @@ async def test_the_sample_imports_as_events_with_learner_ids_and_no_personal_dat
     )
     assert (result.first_position, result.last_position) == (1, 96)
     emails = student_emails()
-    learners = {user: learner_of(email) for user, email in emails.items()}
+    learners = {user: await learner_of(log, email) for user, email in emails.items()}
     # Each student is the learner ingest files their statements under (actor = their email).
     roster = fold(Roster(), events)
     assert {row["user_sourced_id"]: row["learner"] for row in rows_of(roster, "learners")} == learners
@@ -135,7 +137,7 @@ async def test_a_changed_demographic_closes_the_membership_and_opens_another(log
     result = await import_package(log, package, effective=NEW_TERM)
 
     changed = [e.data() for e in await log.read_after(head)]
-    learner = learner_of(student_emails()["usr-s-203"])
+    learner = await learner_of(log, student_emails()["usr-s-203"])
     assert result.appended == {"GroupMembershipChanged": 4}
     assert changed == [
         {"learner": learner, "factor": "race_ethnicity", "value": "black_or_african_american",
@@ -194,7 +196,7 @@ async def test_students_and_classes_that_leave_end_their_enrollments_sections_an
     assert {(m["effective_from"], m["effective_to"]) for m in added} == {("2025-09-01", "2026-01-12")}
     events = await whole_log(log)
     roster = fold(Roster(), events)
-    leaving = {learner_of(student_emails()[u]) for u in gone}
+    leaving = {await learner_of(log, student_emails()[u]) for u in gone}
     assert not leaving & {row["learner"] for row in rows_of(roster, "learners")}
     assert not leaving & {row["learner"] for row in rows_of(roster, "school_learners")}
     dropped = {row["enrollment"]: row["dropped_on"] for row in rows_of(roster, "enrollments")
@@ -225,8 +227,8 @@ async def test_account_actors_give_the_learner_ids_of_account_statements(log: Ev
     home = "https://lms.maplevalley.example.org"
     await import_package(log, SAMPLE, actor=ActorMapping(ActorSource.SOURCED_ID, home))
     rows = rows_of(fold(Roster(), await whole_log(log)), "learners")
-    assert {r["user_sourced_id"]: r["learner"] for r in rows}["usr-s-201"] == learner_stream(
-        TENANT, {"objectType": "Agent", "account": {"homePage": home, "name": "usr-s-201"}}
+    assert {r["user_sourced_id"]: r["learner"] for r in rows}["usr-s-201"] == await find_learner_id(
+        log, TENANT, {"objectType": "Agent", "account": {"homePage": home, "name": "usr-s-201"}}
     )
     with pytest.raises(ValueError, match="give the LMS's home page"):
         ActorMapping(ActorSource.USERNAME)
@@ -292,3 +294,26 @@ async def test_an_import_racing_another_change_appends_nothing(
     with pytest.raises(ConcurrencyError):
         await import_package(log, package, effective=NEW_TERM)
     assert await log.max_position() == head + 1  # the section edit only
+
+
+async def test_a_student_erased_while_the_roster_is_imported_fails_the_import_whole(log: EventLog) -> None:
+    """The import enrolls its students in the learner directory, then appends: an erasure committing in between
+    (her directory row deleted) must not leave the roster naming her erased id."""
+    erased: list[str] = []
+
+    async def enroll_then_erase(log_: EventLog, tenant: str, actors: Sequence[Any]) -> list[str]:
+        ids = await enroll_learner_ids(log_, tenant, actors)
+        if not erased:
+            async with log_.transaction() as conn:  # what erasure does to the directory, committed meanwhile
+                await forget_learners(conn, tenant, [ids[0]])
+            erased.append(ids[0])
+        return ids
+
+    with pytest.raises(RosterError, match="was erased while the roster was imported"):
+        await import_roster(log, TENANT, read_package(SAMPLE), learner_ids=enroll_then_erase, effective=EFFECTIVE)
+    assert await log.max_position() == 0  # nothing appended
+    assert (await import_package(log, SAMPLE)).changed  # run again: she is enrolled afresh
+    roster = fold(Roster(), await whole_log(log))
+    learners = {row["learner"] for row in rows_of(roster, "learners")}
+    assert len(learners) == 12
+    assert erased[0] not in learners

@@ -16,6 +16,15 @@ from ._checkpoints import (
     load_signer,
     public_key_file_for,
 )
+from ._directory import (
+    PENDING_LEARNER,
+    directory_digest,
+    directory_rows_of,
+    enroll_learners,
+    find_learners,
+    forget_learners,
+    new_learner_id,
+)
 from ._envelope import (
     GENESIS,
     AppendResult,
@@ -55,6 +64,7 @@ from ._sql import run_alembic_env
 
 __all__ = [
     "GENESIS",
+    "PENDING_LEARNER",
     "Anchor",
     "AppendResult",
     "ChainProblem",
@@ -88,7 +98,12 @@ __all__ = [
     "chain_hash",
     "checkpoint_tenants",
     "destroy_keys",
+    "directory_digest",
+    "directory_rows_of",
+    "enroll_learners",
     "export_segment",
+    "find_learners",
+    "forget_learners",
     "generate_key_files",
     "identifier_secret",
     "keyed_digest",
@@ -96,6 +111,7 @@ __all__ = [
     "load_public_key",
     "load_signer",
     "make_event_log",
+    "new_learner_id",
     "open_event_log",
     "open_sealed",
     "public_key_file_for",

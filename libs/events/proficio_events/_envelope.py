@@ -85,6 +85,11 @@ class NewEvent:
     transaction, under the data key of learner ``seal_for`` and stores the ciphertext as ``sealed`` (with
     ``key_id``). It is never stored in clear. A keyed event with ``private`` needs its own ``fingerprint``
     (the ciphertext differs every time, so it cannot be the content's identity).
+
+    ``learner_of`` names the event's learner by the directory digest of her identity (see ``_directory``):
+    the log resolves it to her learner id inside the append transaction (creating her directory row, and so
+    her id, if she has none) and puts that id where the event has ``PENDING_LEARNER``: its stream, its
+    ``seal_for``, the top-level ``learner`` field of its payload (then re-serialised from ``decoded``).
     """
 
     stream: str
@@ -101,6 +106,7 @@ class NewEvent:
     #: Personal data to seal under ``seal_for``'s key; the log replaces it by ``sealed`` and ``key_id``.
     private: bytes | None = field(default=None, repr=False)
     seal_for: str | None = None
+    learner_of: str | None = None
 
     @classmethod
     def of(cls, stream: str, event_type: str, data: Any, **kwargs: Any) -> NewEvent:

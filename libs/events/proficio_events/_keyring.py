@@ -33,8 +33,10 @@ hold the key row; see docs/privacy.md.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hmac
+import logging
 import os
 import secrets
 import time
@@ -50,7 +52,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ._bulk import bulk_insert
-from ._schema import learner_keys, tenant_secrets
+from ._schema import learner_directory, learner_keys, tenant_secrets
 
 if TYPE_CHECKING:
     from ._log import EventLog
@@ -64,6 +66,7 @@ _HMAC_DOMAIN = b"proficio:identifier:1\x00"
 #: With it off the private part is stored in clear in ``sealed`` (and ``key_id`` stays None).
 _ENCRYPT = True
 
+_log = logging.getLogger("proficio.keyring")
 _secrets_cache: dict[tuple[int, str], bytes] = {}
 _PG_READ_KEYS = (
     "SELECT key_id, data_key FROM learner_keys WHERE tenant = $1 AND key_id = ANY($2::text[]) AND data_key IS NOT NULL"
@@ -267,16 +270,41 @@ async def destroy_keys(conn: AsyncConnection, tenant: str, learner: str, *, eras
     return key_ids
 
 
-async def scrub_keys(engine: AsyncEngine) -> None:
-    """After an erasure has committed, leave no dead copy of a destroyed key in the key table's files.
+async def _older_transactions_ended(conn: AsyncConnection, wait_s: float) -> bool:
+    """Wait (up to ``wait_s``) until every transaction that was running when this was called has ended, anywhere
+    in the cluster; whether they did.
 
-    PostgreSQL: VACUUM FULL rewrites the (small) table into a new file and drops the old one. SQLite: the
+    VACUUM FULL keeps a dead row as "recently dead" while any snapshot might still see it, and its own snapshot's
+    xmin is the oldest transaction running in the whole cluster (another database's too): right after the
+    erasure's commit, a transaction that began before it, anywhere, would keep the old key row in the new file.
+    """
+    horizon = await conn.scalar(sa.text("SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint"))
+    deadline = time.monotonic() + wait_s
+    while True:
+        oldest = await conn.scalar(sa.text("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint"))
+        if oldest >= horizon:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.05)
+
+
+async def scrub_keys(engine: AsyncEngine, *, wait_s: float = 30.0) -> None:
+    """After an erasure has committed, leave no dead copy of a destroyed key in the key table's files (nor of a
+    deleted learner directory row in the directory's).
+
+    PostgreSQL: VACUUM FULL rewrites the (small) table into a new file and drops the old one, once every transaction
+    older than the erasure has ended (up to ``wait_s``; until then it would copy the dead rows along). SQLite: the
     update already zeroed the cell (secure_delete); a checkpoint moves the page into the database file.
     """
     async with engine.connect() as conn:
         if conn.dialect.name == "postgresql":
             live = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            if not await _older_transactions_ended(live, wait_s):
+                _log.warning("transactions older than the erasure still run: the scrub may keep dead rows")
             await live.exec_driver_sql(f"VACUUM FULL {learner_keys.name}")
+            # The learner directory too: the deleted rows that tied her identity's digest to her learner id.
+            await live.exec_driver_sql(f"VACUUM FULL {learner_directory.name}")
         else:
             await conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
 

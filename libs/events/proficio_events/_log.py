@@ -46,6 +46,7 @@ class EventLog(abc.ABC):
         decide: Decide,
         *,
         seal_for: Collection[str] = (),
+        learner_of: str | None = None,
         inline: InlineHandler | None = None,
     ) -> AppendResult:
         """Append the batch ``decide`` chooses from the current heads of ``streams``, read under the write lock.
@@ -54,7 +55,9 @@ class EventLog(abc.ABC):
         the append and no race to lose, since nothing can append to those streams between the read and the
         insert. ``decide`` runs in the append transaction with a head for every named stream (version 0 if the
         stream is empty) and returns the events to store, only on those streams, without uniqueness keys and
-        sealing private data only for learners named in ``seal_for``; an empty batch stores nothing. What it
+        sealing private data only for learners named in ``seal_for``; an empty batch stores nothing. Where
+        ``seal_for`` names ``PENDING_LEARNER``, ``learner_of`` is her directory digest (``NewEvent.learner_of``):
+        her id is resolved (created if she has none) before the decision and put in place in the batch. What it
         raises is raised here, and nothing of it is stored. It must be quick and must not await: on backends
         with group commit it runs inside another request's transaction too.
         """

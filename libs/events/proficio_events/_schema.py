@@ -102,3 +102,15 @@ tenant_secrets = sa.Table(
     sa.Column("secret", sa.LargeBinary, nullable=False),
     sa.Column("created_us", sa.BigInteger, nullable=False),
 )
+
+# The learner directory (see _directory.py): keyed digest of an identity -> its random learner id. Beside the
+# log, never in it: erasure deletes her rows, and nothing then maps her identity to her learner id.
+learner_directory = sa.Table(
+    "learner_directory",
+    metadata,
+    sa.Column("tenant", sa.Text, primary_key=True),
+    sa.Column("digest", sa.Text, primary_key=True),
+    sa.Column("learner", sa.Text, nullable=False),
+    sa.Column("created_us", sa.BigInteger, nullable=False),
+    sa.Index("ix_learner_directory_learner", "tenant", "learner"),
+)

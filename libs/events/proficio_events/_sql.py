@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import orjson
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
@@ -26,6 +27,7 @@ from . import _keyring
 from ._bulk import bulk_insert, defer_insert, drop_deferred, flush_deferred
 from ._chain import BrokenLink, ChainWalk, Row, row_hash
 from ._checkpoints import Checkpoint, Signer, key_id_of
+from ._directory import PENDING_LEARNER, enroll_learners, find_learners
 from ._envelope import (
     GENESIS,
     AppendResult,
@@ -57,13 +59,25 @@ _COLUMNS = [events.c[name] for name in EVENT_COLUMNS]
 MAX_GROUP_EVENTS = 20_000
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Decided:
     """An append whose batch is chosen under the write lock (``append_decided``)."""
 
     streams: frozenset[str]
     seal_for: frozenset[str]
     decide: Decide
+    #: The directory digest of the learner ``PENDING_LEARNER`` stands for (in ``seal_for`` and the events).
+    learner_of: str | None = None
+    #: Her learner id, once the group commit has resolved ``learner_of``.
+    learner: str | None = None
+
+    @property
+    def bound_seal_for(self) -> set[str]:
+        """``seal_for`` with her learner id in place of ``PENDING_LEARNER`` (left out until resolved)."""
+        bound = set(self.seal_for - {PENDING_LEARNER})
+        if PENDING_LEARNER in self.seal_for and self.learner is not None:
+            bound.add(self.learner)
+        return bound
 
 
 @dataclass
@@ -86,6 +100,8 @@ class GroupState:
     heads: dict[str, dict[str, StreamHead]] = field(default_factory=dict)
     #: The live keys of the learners asked for, by (tenant, learner), if the backend read them with the rest.
     keys: dict[tuple[str, str], DataKey] | None = None
+    #: (tenant, directory digest) -> learner id, for the digests the directory holds (``NewEvent.learner_of``).
+    learners: dict[tuple[str, str], str] = field(default_factory=dict)
 
 
 class _InlineFailed(Exception):
@@ -139,7 +155,8 @@ def _row(event: StoredEvent) -> tuple[Any, ...]:
 
 
 def _decide(tenant: str, decided: _Decided, heads: Mapping[str, StreamHead]) -> list[NewEvent]:
-    """A decided append's batch, from the heads of its streams, held to what it declared."""
+    """A decided append's batch, from the heads of its streams, held to what it declared, with its learner's
+    id in place (``learner_of``)."""
     batch = list(decided.decide({s: heads[s] for s in decided.streams}))
     _validate(tenant, batch)
     for index, event in enumerate(batch):
@@ -149,7 +166,11 @@ def _decide(tenant: str, decided: _Decided, heads: Mapping[str, StreamHead]) -> 
             raise InvalidBatchError(f"event {index} of a decided append has a key")
         if event.private is not None and event.seal_for not in decided.seal_for:
             raise InvalidBatchError(f"event {index} is sealed for a learner the append did not name")
-    return batch
+        if event.learner_of is not None and event.learner_of != decided.learner_of:
+            raise InvalidBatchError(f"event {index} names a learner the append did not name")
+    if decided.learner is None:
+        return batch
+    return [_bind(e, decided.learner) if e.learner_of is not None else e for e in batch]
 
 
 def _learners(group: list[_Request]) -> dict[str, set[str]]:
@@ -157,9 +178,9 @@ def _learners(group: list[_Request]) -> dict[str, set[str]]:
     found: dict[str, set[str]] = {}
     for request in group:
         if request.decided is not None and request.decided.seal_for:
-            found.setdefault(request.tenant, set()).update(request.decided.seal_for)
+            found.setdefault(request.tenant, set()).update(request.decided.seal_for - {PENDING_LEARNER})
         for e in request.batch:
-            if e.private is not None and e.seal_for:
+            if e.private is not None and e.seal_for and e.seal_for != PENDING_LEARNER:
                 found.setdefault(request.tenant, set()).add(e.seal_for)
     return found
 
@@ -186,6 +207,8 @@ def _validate(tenant: str, batch: Sequence[NewEvent]) -> None:
             if event.key in seen:
                 raise InvalidBatchError(f"key {event.key!r} appears twice in one batch")
             seen.add(event.key)
+        if event.learner_of is None and PENDING_LEARNER in (event.stream, event.seal_for):
+            raise InvalidBatchError(f"event {index} wants its learner's id but names no learner (learner_of)")
         if event.private is not None:
             if not event.seal_for:
                 raise InvalidBatchError(f"event {index} has private data but no learner to seal it for")
@@ -207,7 +230,21 @@ def _seal(event: NewEvent, tenant: str, keys: dict[tuple[str, str], DataKey]) ->
         sealed, key_id = seal(key, tenant, event.stream, event.private), key.key_id
     # The constructor, not dataclasses.replace (several times slower, and this runs for every statement).
     return NewEvent(event.stream, event.event_type, event.payload, event.key, event.fingerprint, event.expected_version,
-                    event.schema_version, sealed, key_id, event.decoded, None, event.seal_for)  # fmt: skip
+                    event.schema_version, sealed, key_id, event.decoded, None, event.seal_for,
+                    event.learner_of)  # fmt: skip
+
+
+def _bind(event: NewEvent, learner: str) -> NewEvent:
+    """The event with its learner's id where it has ``PENDING_LEARNER`` (see ``NewEvent.learner_of``)."""
+    stream = learner if event.stream == PENDING_LEARNER else event.stream
+    seal_for = learner if event.seal_for == PENDING_LEARNER else event.seal_for
+    payload, decoded = event.payload, event.decoded
+    if isinstance(decoded, dict) and decoded.get("learner") == PENDING_LEARNER:
+        decoded = {**decoded, "learner": learner}
+        payload = orjson.dumps(decoded)
+    return NewEvent(stream, event.event_type, payload, event.key, event.fingerprint, event.expected_version,
+                    event.schema_version, event.sealed, event.key_id, decoded, event.private, seal_for,
+                    event.learner_of)  # fmt: skip
 
 
 def run_migrations(
@@ -321,6 +358,7 @@ class SqlEventLog(EventLog):
         decide: Decide,
         *,
         seal_for: Collection[str] = (),
+        learner_of: str | None = None,
         inline: InlineHandler | None = None,
     ) -> AppendResult:
         """Decided in the group commit: the heads come in the group's one read under the lock (no round trip
@@ -329,7 +367,9 @@ class SqlEventLog(EventLog):
             raise InvalidBatchError("an event batch needs a tenant")
         if not streams:
             raise InvalidBatchError("a decided append must name the streams it may append to")
-        decided = _Decided(frozenset(streams), frozenset(seal_for), decide)
+        if PENDING_LEARNER in seal_for and learner_of is None:
+            raise InvalidBatchError("a decided append sealing for PENDING_LEARNER must name her (learner_of)")
+        decided = _Decided(frozenset(streams), frozenset(seal_for), decide, learner_of)
         return await self._queue(_Request(tenant, [], inline, asyncio.get_running_loop().create_future(), decided))
 
     async def _queue(self, request: _Request) -> AppendResult:
@@ -403,7 +443,11 @@ class SqlEventLog(EventLog):
         wanted = {
             tenant: (
                 sorted({e.key for r in group if r.tenant == tenant for e in r.batch if e.key is not None}),
-                {e.stream for r in group if r.tenant == tenant for e in r.batch},
+                {e.stream for r in group if r.tenant == tenant for e in r.batch if e.stream != PENDING_LEARNER},
+                sorted(
+                    {e.learner_of for r in group if r.tenant == tenant for e in r.batch if e.learner_of}
+                    | {r.decided.learner_of for r in group if r.tenant == tenant and r.decided and r.decided.learner_of}
+                ),
             )
             for tenant in tenants
         }
@@ -421,14 +465,14 @@ class SqlEventLog(EventLog):
         position: int = found.head_position
         # Recorded times never go backwards, even if the clock does: they become xAPI `stored`.
         recorded = max(now_us(), found.head_recorded_us)
-        keys = await self._sealing_keys(conn, group, known, found.keys)
+        batches = await self._bind_learners(conn, group, found)
+        keys = await self._sealing_keys(conn, group, batches, known, found.keys)
 
         outcomes: list[AppendResult | Exception] = []
         rows: list[tuple[Any, ...]] = []
         new_by_handler: dict[InlineHandler, list[StoredEvent]] = {}
-        for request in group:
+        for request, batch in zip(group, batches, strict=True):
             tenant = request.tenant
-            batch = request.batch
             if request.decided is not None:
                 try:
                     batch = _decide(tenant, request.decided, heads[tenant])
@@ -505,10 +549,56 @@ class SqlEventLog(EventLog):
             await self._announce(conn, position)
         return outcomes
 
+    async def _bind_learners(
+        self, conn: AsyncConnection, group: list[_Request], found: GroupState
+    ) -> list[list[NewEvent]]:
+        """Each request's batch with its learners' ids in place (``NewEvent.learner_of``).
+
+        ``found`` has the ids the directory holds (looked up with the group's state); the missing ones are
+        created here, one insert per tenant, in the append transaction: the group's batches share them, and an
+        erasure (same lock) cannot come between. Repeats (events already stored) create no row and stay unbound
+        (they are answered with the stored event). The requests' own batches are left as they are: if the
+        transaction rolls back and a batch is retried, its learners are resolved again.
+        """
+        learners = found.learners
+        missing: dict[str, set[str]] = {}
+        for request in group:
+            decided = request.decided
+            if decided is not None and decided.learner_of and (request.tenant, decided.learner_of) not in learners:
+                # Before the decision (it may yet refuse): like her key, her id may then exist without her data.
+                missing.setdefault(request.tenant, set()).add(decided.learner_of)
+            for e in request.batch:
+                stored = e.key is not None and (request.tenant, e.key) in found.known
+                if e.learner_of and (request.tenant, e.learner_of) not in learners and not stored:
+                    missing.setdefault(request.tenant, set()).add(e.learner_of)
+        for tenant, digests in missing.items():
+            resolved, created = await enroll_learners(conn, tenant, digests, found={})
+            older = {learner for learner in resolved.values() if learner not in created}
+            if older:  # written meanwhile by a transaction outside the log's lock (a roster import): its stream
+                found.versions[tenant].update(await self._stream_versions(conn, tenant, older))
+            learners.update(((tenant, d), learner) for d, learner in resolved.items())
+        batches: list[list[NewEvent]] = []
+        for request in group:
+            if request.decided is not None and request.decided.learner_of:
+                request.decided.learner = learners[(request.tenant, request.decided.learner_of)]
+            if not any(e.learner_of for e in request.batch):
+                batches.append(request.batch)
+                continue
+            batches.append(
+                [
+                    _bind(e, learners[(request.tenant, e.learner_of)])
+                    if e.learner_of and (request.tenant, e.learner_of) in learners
+                    else e
+                    for e in request.batch
+                ]
+            )
+        return batches
+
     async def _sealing_keys(
         self,
         conn: AsyncConnection,
         group: list[_Request],
+        batches: list[list[NewEvent]],
         known: dict[tuple[str, str], StoredEvent],
         found: dict[tuple[str, str], DataKey] | None = None,
     ) -> dict[tuple[str, str], DataKey]:
@@ -519,10 +609,10 @@ class SqlEventLog(EventLog):
         if not _keyring._ENCRYPT:
             return {}
         learners: dict[str, set[str]] = {}
-        for request in group:
+        for request, batch in zip(group, batches, strict=True):
             if request.decided is not None and request.decided.seal_for:
-                learners.setdefault(request.tenant, set()).update(request.decided.seal_for)
-            for e in request.batch:
+                learners.setdefault(request.tenant, set()).update(request.decided.bound_seal_for)
+            for e in batch:
                 if e.private is not None and e.seal_for and (e.key is None or (request.tenant, e.key) not in known):
                     learners.setdefault(request.tenant, set()).add(e.seal_for)
         keys: dict[tuple[str, str], DataKey] = {}
@@ -540,21 +630,26 @@ class SqlEventLog(EventLog):
     async def _group_state(
         self,
         conn: AsyncConnection,
-        wanted: dict[str, tuple[list[str], set[str]]],
+        wanted: dict[str, tuple[list[str], set[str], list[str]]],
         heads: Mapping[str, Collection[str]] | None = None,
-        learners: Mapping[str, Collection[str]] | None = None,
+        sealing: Mapping[str, Collection[str]] | None = None,
     ) -> GroupState:
         """What a group commit must know, under the write lock: per tenant, the events already stored under
-        the batches' keys, the current version of their streams and the tenant's last hash; the head; and the
-        newest event of each stream in ``heads`` (those of decided appends). A backend may also read the live
-        keys of ``learners`` (those the group may seal for) in the same round trip; this one leaves them."""
+        the batches' keys, the learner ids the directory holds for the batches' digests, the current version of
+        their streams (and those learners' streams) and the tenant's last hash; the head; and the newest event of
+        each stream in ``heads`` (those of decided appends). A backend may also read the live keys of the
+        learners in ``sealing`` and of those the digests name (those the group may seal for) in the same round
+        trip; this one leaves them."""
         known: dict[tuple[str, str], StoredEvent] = {}
         versions: dict[str, dict[str, int]] = {}
-        for tenant, (keys, streams) in wanted.items():
+        learners: dict[tuple[str, str], str] = {}
+        for tenant, (keys, streams, digests) in wanted.items():
             if keys:
                 for key, event in (await self._events_by_keys(conn, tenant, keys)).items():
                     known[(tenant, key)] = event
-            versions[tenant] = await self._stream_versions(conn, tenant, streams)
+            found = await find_learners(conn, tenant, digests)
+            learners.update(((tenant, d), learner) for d, learner in found.items())
+            versions[tenant] = await self._stream_versions(conn, tenant, streams | set(found.values()))
         tenants = sorted(wanted)
         head = (
             await conn.execute(
@@ -574,7 +669,7 @@ class SqlEventLog(EventLog):
         ).one()
         chain = {tenant: last_hash or GENESIS for tenant, last_hash in zip(tenants, head[2:], strict=True)}
         found_heads = {tenant: await self._stream_heads(conn, tenant, names) for tenant, names in (heads or {}).items()}
-        return GroupState(known, versions, chain, head[0] or 0, head[1] or 0, found_heads)
+        return GroupState(known, versions, chain, head[0] or 0, head[1] or 0, heads=found_heads, learners=learners)
 
     async def _stream_heads(
         self, conn: AsyncConnection, tenant: str, streams: Collection[str]

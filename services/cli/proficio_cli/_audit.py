@@ -13,6 +13,7 @@ import orjson
 from proficio_events import (
     ChainProblem,
     CheckpointSettings,
+    EventLog,
     SigningKeyError,
     VerifyReport,
     checkpoint_tenants,
@@ -203,16 +204,16 @@ async def checkpoint(data_dir: Path | None, tenant: str | None, as_json: bool) -
     return 1 if any(o.error is not None for o in outcomes) else 0
 
 
-def learner_stream_of(tenant: str, learner: str) -> str:
-    """The stream of ``--learner``: an xAPI agent as JSON, or a learner id (``learner:<32 hex>``)."""
+def parse_learner(learner: str) -> tuple[str | None, dict[str, Any] | None]:
+    """``--learner``: a learner id (``learner:<32 hex>``), or a validated xAPI agent as JSON."""
     if _LEARNER_ID.match(learner):
-        return learner if learner.startswith("learner:") else f"learner:{learner}"
+        return (learner if learner.startswith("learner:") else f"learner:{learner}"), None
     if not learner.lstrip().startswith("{"):
         raise click.BadParameter(
             'give an xAPI agent as JSON ({"mbox": "mailto:..."}) or a learner id (learner:<32 hex digits>)',
             param_hint="--learner",
         )
-    from proficio_ingest import StatementValidationError, learner_stream
+    from proficio_ingest import StatementValidationError
     from proficio_ingest._validation import validate_agent_json
 
     try:
@@ -222,7 +223,22 @@ def learner_stream_of(tenant: str, learner: str) -> str:
         raise click.BadParameter(f"not valid JSON: {exc}", param_hint="--learner") from exc
     except StatementValidationError as exc:
         raise click.BadParameter(f"not an xAPI agent: {exc.message}", param_hint="--learner") from exc
-    return learner_stream(tenant, agent)
+    assert isinstance(agent, dict)
+    return None, agent
+
+
+async def learner_stream_of(log: EventLog, tenant: str, learner: str) -> str:
+    """The stream of ``--learner``: a learner id, or an xAPI agent as JSON looked up in the learner directory (an
+    agent it does not know, never seen or erased, is no learner: an error)."""
+    from proficio_ingest import find_learner_id
+
+    stream, agent = parse_learner(learner)
+    if stream is not None:
+        return stream
+    found = await find_learner_id(log, tenant, agent)
+    if found is None:
+        raise click.ClickException(f"tenant {tenant!r} knows no learner by the agent {learner} (never seen, or erased)")
+    return found
 
 
 @main.command()
@@ -259,10 +275,12 @@ async def export(
 
     if last is not None and last < first:
         raise click.BadParameter(f"--to {last} is before --from {first}", param_hint="--to")
-    stream = learner_stream_of(tenant, learner) if learner is not None else None
+    if learner is not None:
+        parse_learner(learner)  # a usage error before opening anything
     signer = _configured_signer() if sign else None
     async with await open_event_log(_store(data_dir).log_url()) as event_log:
         assert isinstance(event_log, SqlEventLog)
+        stream = await learner_stream_of(event_log, tenant, learner) if learner is not None else None
         target: IO[bytes]
         with out.open("wb") if out is not None else _stdout() as target:
             summary = await export_segment(
@@ -384,14 +402,15 @@ async def erase_learner(data_dir: Path | None, learner: str, tenant: str, erased
 
     from ._main import _ingest_settings
 
+    stream, agent = parse_learner(learner)
     agents: list[dict[str, Any]] = []
-    if learner.lstrip().startswith("{"):
-        stream = learner_stream_of(tenant, learner)  # validates the agent
-        learners, agents = erasure_targets(tenant, orjson.loads(learner))
-        assert stream in learners
-    else:
-        learners = [learner_stream_of(tenant, learner)]
     async with await open_ingest_store(_ingest_settings(data_dir)) as log:
+        if agent is not None:
+            # Her learner ids from the learner directory (none if it does not know her: nothing to erase).
+            learners, agents = await erasure_targets(log, tenant, agent)
+        else:
+            assert stream is not None
+            learners = [stream]
         outcome = await erase_learners(log, tenant, learners, erased_by=erased_by, agents=agents)
     result = {
         "tenant": tenant,
@@ -400,6 +419,7 @@ async def erase_learner(data_dir: Path | None, learner: str, tenant: str, erased
         "keys_destroyed": outcome.keys_destroyed,
         "statements": outcome.statements,
         "documents": outcome.documents,
+        "directory_rows": outcome.directory_rows,
         "positions": list(outcome.positions),
     }
     if as_json:
@@ -410,5 +430,31 @@ async def erase_learner(data_dir: Path | None, learner: str, tenant: str, erased
             f" statement(s) now pseudonymous, {outcome.documents} document(s) removed"
         )
     else:
-        click.echo(f"nothing to erase for {', '.join(learners)} (no live key: never seen, or erased before)")
+        click.echo(
+            f"nothing to erase for {', '.join(learners) or learner} (no live key nor directory row: never seen,"
+            " or erased before)"
+        )
+    return 0
+
+
+@main.group()
+def directory() -> None:
+    """The learner directory: keyed digests of identities -> random learner ids (see docs/privacy.md)."""
+
+
+@directory.command("backfill")
+@store_options
+@click.option("--tenant", required=True, help="The tenant whose learners to map.")
+@_async
+async def directory_backfill(data_dir: Path | None, tenant: str) -> int:
+    """Once, after upgrading a database whose learners predate the learner directory: map their identities (read
+    from their sealed statements, while their keys live) to the ids they already have, so their streams and views
+    go on. Those ids stay hash-derived; erased learners are not mapped back."""
+    from proficio_ingest import backfill_directory, open_ingest_store
+
+    from ._main import _ingest_settings
+
+    async with await open_ingest_store(_ingest_settings(data_dir)) as log:
+        added = await backfill_directory(log, tenant)
+    click.echo(f"{tenant}: {added} identities mapped to their existing learner ids")
     return 0

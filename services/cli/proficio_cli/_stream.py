@@ -28,7 +28,7 @@ def stream_settings(data_dir: Path | None) -> Any:
 
 def create_full_app(settings: Any = None) -> FastAPI:
     """The xAPI service with the views API; on the SQL log (no Kafka configured) it runs the projectors too."""
-    from proficio_ingest import IngestSettings, create_app, learner_stream
+    from proficio_ingest import IngestSettings, create_app, directory_learner_id
     from proficio_projector import StreamSettings, default_projections, install
 
     settings = settings or IngestSettings()
@@ -38,7 +38,7 @@ def create_full_app(settings: Any = None) -> FastAPI:
     runner = stream.runner(batch_size=500)
     install(
         app, default_projections(), stream, runner,
-        run_projectors=stream.run_projectors and not stream.kafka_bootstrap, learner_id=learner_stream,
+        run_projectors=stream.run_projectors and not stream.kafka_bootstrap, learner_id=directory_learner_id,
     )  # fmt: skip
     install_checkpointer(app, CheckpointSettings())
     return app
@@ -333,7 +333,7 @@ async def import_roster_from(
     data_dir: Path | None, path: Path, tenant: str, actor: str, home_page: str | None, effective: date, as_json: bool
 ) -> int:
     from proficio_events import ConcurrencyError
-    from proficio_ingest import learner_stream
+    from proficio_ingest import enroll_learner_ids
     from proficio_projector.roster import ActorMapping, ActorSource, RosterError, import_roster, read_package
 
     try:
@@ -343,7 +343,7 @@ async def import_roster_from(
     try:
         package = read_package(path)
         async with await open_store(data_dir) as log:
-            result = await import_roster(log, tenant, package, learner_id=learner_stream, actor=mapping,
+            result = await import_roster(log, tenant, package, learner_ids=enroll_learner_ids, actor=mapping,
                                          effective=effective)  # fmt: skip
     except RosterError as exc:
         listed = "\n".join(f"  {problem}" for problem in exc.problems)
@@ -402,16 +402,26 @@ async def audit_learner_views(
     data_dir: Path | None, tenant: str, learner: str, at: str | None, between: tuple[str, str] | None
 ) -> int:
     """A learner's history, views as of a moment, or the diff of two moments, printed as JSON."""
-    from proficio_ingest import learner_stream
+    from proficio_ingest import find_learner_id
     from proficio_projector import migrate_runtime
     from proficio_projector.audit import diff, learner_events, summary, views_as_of
 
+    agent: Any = None
     if learner.startswith("{"):
         try:
-            learner = learner_stream(tenant, orjson.loads(learner))
-        except (orjson.JSONDecodeError, ValueError, TypeError, AttributeError, KeyError) as exc:
+            agent = orjson.loads(learner)
+        except orjson.JSONDecodeError as exc:
             raise click.BadParameter(f"not an xAPI agent: {exc}") from None
     async with await open_store(data_dir) as log:
+        if agent is not None:
+            # A lookup in the learner directory: an agent it does not know (never seen, or erased) is no learner.
+            try:
+                found = await find_learner_id(log, tenant, agent)
+            except (ValueError, TypeError, AttributeError, KeyError) as exc:
+                raise click.BadParameter(f"not an xAPI agent: {exc}") from None
+            if found is None:
+                raise click.ClickException("no learner is known by this agent (never seen, or erased)")
+            learner = found
         await migrate_runtime(log)
         events = await learner_events(log, tenant, learner)
         if between:

@@ -14,10 +14,18 @@ from ._errors import (
     Unauthorized,
     XAPIError,
 )
+from ._learners import (
+    backfill_directory,
+    directory_learner_id,
+    enroll_learner_ids,
+    find_learner_id,
+    find_learner_ids,
+    learner_digest,
+    legacy_learner_stream,
+)
 from ._rebuild import rebuild as rebuild_query_tables
 from ._rebuild import rebuild_documents, rebuild_statement_tables
 from ._settings import IngestSettings
-from ._statements import learner_stream
 from ._tenants import SUPPORTED_VERSIONS, TenantPolicy, TenantStore
 
 __all__ = [
@@ -40,10 +48,16 @@ __all__ = [
     "TenantStore",
     "Unauthorized",
     "XAPIError",
+    "backfill_directory",
     "create_app",
+    "directory_learner_id",
+    "enroll_learner_ids",
     "erase_learners",
     "erasure_targets",
-    "learner_stream",
+    "find_learner_id",
+    "find_learner_ids",
+    "learner_digest",
+    "legacy_learner_stream",
     "open_ingest_store",
     "rebuild_documents",
     "rebuild_query_tables",

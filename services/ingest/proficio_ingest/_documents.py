@@ -33,7 +33,8 @@ batch), on the stream ``document:<sha256 of tenant, resource and keys>``:
 ``DocumentDeleted``  a DELETE: the document no longer exists
 
 The payload is JSON: the resource, its keys (the agent as a keyed digest of its identifier, with the
-tenant's identifier secret, and the learner id it belongs to), ``contentType`` and ``sha1``. The document
+tenant's identifier secret, and the learner id it belongs to, from the learner directory), ``contentType`` and
+``sha1``. The document
 bytes themselves go in the envelope's ``sealed`` body: no base64 inflation or JSON escaping of large
 binary documents, hashed into the chain like the payload. A document of an agent (State, Agent Profile)
 is that learner's personal data: the log seals it under her key (``NewEvent.private``), and erasing her
@@ -74,6 +75,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.responses import Response
 
 from proficio_events import (
+    PENDING_LEARNER,
     ConcurrencyError,
     EventLog,
     NewEvent,
@@ -88,9 +90,9 @@ from proficio_events import (
 from ._deps import authenticate, event_log, query_parameters, settings, xapi_version
 from ._errors import BadRequest, Conflict, NotFound, PreconditionFailed, StatementValidationError
 from ._http import JSONResponse, PlainRoute, http_date_from_us, read_body
+from ._learners import learner_digest
 from ._projection import agent_value
 from ._schema import documents
-from ._statements import learner_stream
 from ._tenants import V1
 from ._validation import XAPIVersion, is_uuid, parse_timestamp, validate_agent_json
 
@@ -192,7 +194,8 @@ class Target:
     agent: str | None  # agent_key(agent) as parsed; its keyed digest once ``keyed`` (what is stored)
     registration: str | None
     document_id: str | None
-    learner: str | None = None  # whose personal data the document is (agent documents)
+    learner: str | None = None  # whose personal data the document is (agent documents): PENDING_LEARNER
+    learner_of: str | None = None  # her directory digest: the log puts her learner id in place of PENDING_LEARNER
 
     def stream(self, tenant: str) -> str:
         assert self.document_id is not None
@@ -592,12 +595,20 @@ def _keyed_query(
     secret: bytes, tenant: str, kind: Kind, method: str, version: XAPIVersion, query_string: bytes
 ) -> Parsed:
     """``_keyed`` of a raw query string with an agent. Cached like ``_parse_query`` (a player sends the same query
-    over and over): the HMAC and the learner id are pure functions of the tenant's secret and the query."""
+    over and over): the HMACs are pure functions of the tenant's secret and the query."""
     parsed = _parse_query(kind, method, version, query_string)
     target = parsed.target
     assert target.agent is not None
     assert parsed.agent is not None
-    keyed = replace(target, agent=agent_value(secret, target.agent), learner=learner_stream(tenant, parsed.agent))
+    # Her learner id is resolved by the log when a write appends (from the learner directory, created there if
+    # she has none); a read needs none, and creates nothing. The digest is a pure function of the secret and
+    # the agent, so caching it keeps nothing an erasure must forget.
+    keyed = replace(
+        target,
+        agent=agent_value(secret, target.agent),
+        learner=PENDING_LEARNER,
+        learner_of=learner_digest(secret, parsed.agent),
+    )
     return replace(parsed, target=keyed)
 
 
@@ -672,7 +683,12 @@ async def _append_decided(
     stream = target.stream(tenant)
     learners = (target.learner,) if target.learner is not None else ()
     await log.append_decided(
-        tenant, (stream,), lambda heads: decide(head_document(heads[stream])), seal_for=learners, inline=apply
+        tenant,
+        (stream,),
+        lambda heads: decide(head_document(heads[stream])),
+        seal_for=learners,
+        learner_of=target.learner_of,
+        inline=apply,
     )
 
 
@@ -698,6 +714,7 @@ def _write_event(
             data,
             private=content,
             seal_for=target.learner,
+            learner_of=target.learner_of,
             expected_version=0 if current is None else current.version,
         )
     return NewEvent.of(
@@ -710,7 +727,13 @@ def _write_event(
 
 
 def _delete_event(target: Target, tenant: str, current: Document) -> NewEvent:
-    return NewEvent.of(target.stream(tenant), DOCUMENT_DELETED, target.keys(), expected_version=current.version)
+    return NewEvent.of(
+        target.stream(tenant),
+        DOCUMENT_DELETED,
+        target.keys(),
+        expected_version=current.version,
+        learner_of=target.learner_of,
+    )
 
 
 async def _put(request: Request, tenant: str, target: Target, version: XAPIVersion) -> None:
@@ -795,7 +818,7 @@ async def _delete_context(request: Request, tenant: str, target: Target) -> None
             rows = (await conn.execute(query)).all()
         return [
             (
-                Target(target.kind, target.activity_id, target.agent, registration, document_id, target.learner),
+                replace(target, registration=registration, document_id=document_id),
                 Document(None, None, None, int(updated_us), int(version), False),
             )
             for registration, document_id, version, updated_us in rows

@@ -8,15 +8,18 @@ inline, what goes with it:
   the keyed digest of one of her identities), so a query with her old identifiers finds nothing;
 - her agent documents (State, Agent Profile) become tombstones: gone from the API, their stream versions
   kept so later writes still append in order;
-- her data keys are destroyed (``proficio_events.destroy_keys``).
+- her data keys are destroyed (``proficio_events.destroy_keys``);
+- her learner directory rows are deleted (``proficio_events.forget_learners``): her identity maps to no learner
+  id any more, so nothing computed from her identifier finds her pseudonymous rows and events.
 
 After the commit the key table is scrubbed (``scrub_keys``). Nothing in the log is rewritten, so every hash
 still holds and ``proficio verify`` passes; her statements stay (redacted: the views' totals do not change)
 and GET shows them with a pseudonymous actor. Erasing her again finds no live key and appends nothing.
 
-Statements that arrive for her after the erasure are stored under a fresh key (a new key epoch): an
-erasure removes what was held when it ran, it does not bar the LMS from sending more. Erase again to
-remove those too.
+Statements that arrive for her after the erasure are stored under a fresh key and a fresh learner id (the
+directory no longer knows her identity, so the log creates a new row): an erasure removes what was held when it
+ran, it does not bar the LMS from sending more, and what comes after is not linked to what was erased. Erase
+again to remove those too.
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ from proficio_events import (
     NewEvent,
     StoredEvent,
     destroy_keys,
+    directory_rows_of,
+    forget_learners,
     learners_with_live_keys,
     open_sealed,
     read_keys,
@@ -53,6 +58,7 @@ from ._credentials import Credential
 from ._deps import event_log
 from ._errors import BadRequest, StatementValidationError
 from ._http import JSONResponse
+from ._learners import find_learner_ids
 from ._projection import AGENT_RELATED, agent_value
 from ._schema import documents, statement_index, statements
 from ._validation import validate_agent_json
@@ -73,6 +79,7 @@ class Erasure:
     statements: int = 0
     documents: int = 0
     positions: tuple[int, ...] = ()
+    directory_rows: int = 0
 
 
 def _own_identities(personal: bytes) -> Iterable[str]:
@@ -89,10 +96,13 @@ async def erase_learners(
 
     ``agents`` (when the erasure names her by agent) adds their identities to those removed from the index.
     """
-    live = await learners_with_live_keys(log.engine, tenant, learners)
+    # Those with data to destroy, or a directory row still tying an identity to them (a rostered student who
+    # never sent anything has a row and no key).
+    keyed = await learners_with_live_keys(log.engine, tenant, learners)
+    live = sorted(set(keyed) | set(await directory_rows_of(log.engine, tenant, learners)))
     if not live:
         return Erasure(tuple(learners), erased=False)
-    counts = {"keys": 0, "statements": 0, "documents": 0}
+    counts = {"keys": 0, "statements": 0, "documents": 0, "directory": 0}
     at_us = time.time_ns() // 1000
 
     async def inline(conn: AsyncConnection, new_events: Sequence[StoredEvent]) -> None:
@@ -139,6 +149,7 @@ async def erase_learners(
         counts["statements"] = len(found)
         for learner in live:
             counts["keys"] += len(await destroy_keys(conn, tenant, learner, erased_by=erased_by, at_us=at_us))
+        counts["directory"] = await forget_learners(conn, tenant, live)
 
     events = [
         NewEvent.of(learner, LEARNER_ERASED, {"learner": learner, "erased_by": erased_by, "at_us": at_us})
@@ -158,19 +169,33 @@ async def erase_learners(
         statements=counts["statements"],
         documents=counts["documents"],
         positions=tuple(e.position for e in result.events),
+        directory_rows=counts["directory"],
     )
 
 
-def erasure_targets(tenant: str, agent: dict[str, Any]) -> tuple[list[str], list[dict[str, Any]]]:
-    """The learner ids and agents an erasure by agent covers: her statements' learner id and, for an mbox,
-    that of its mbox_sha1sum too (documents may have been written under either form)."""
-    from ._statements import learner_stream
+async def erasure_targets(log: EventLog, tenant: str, agent: dict[str, Any]) -> tuple[list[str], list[dict[str, Any]]]:
+    """The learner ids and agents an erasure by agent covers: the learner directory's ids of the agent and, for an
+    mbox, of its mbox_sha1sum too (documents may have been written under either form); and the learners of the
+    documents kept under the agent's keyed digest (documents written before the directory, say). An agent the
+    directory does not know (never seen, or erased) covers no learner id of the directory."""
+    from ._documents import agent_key
 
     agents = [agent]
     if isinstance(agent.get("mbox"), str):
         digest = hashlib.sha1(agent["mbox"].encode()).hexdigest()
         agents.append({"objectType": agent.get("objectType", "Agent"), "mbox_sha1sum": digest})
-    return sorted({learner_stream(tenant, a) for a in agents}), agents
+    learners = {learner for learner in await find_learner_ids(log, tenant, agents) if learner is not None}
+    async with log.engine.connect() as conn:
+        secret = await tenant_secret(conn, tenant, create=False)
+        if secret is not None:
+            keyed = sorted({agent_value(secret, agent_key(a)) for a in agents})
+            rows = await conn.scalars(
+                sa.select(documents.c.learner)
+                .where(documents.c.tenant == tenant, documents.c.agent.in_(keyed), documents.c.learner.is_not(None))
+                .distinct()
+            )
+            learners.update(str(r) for r in rows)
+    return sorted(learners), agents
 
 
 # -- the API ----------------------------------------------------------------------------------------------
@@ -186,8 +211,6 @@ async def erase_learner(request: Request) -> Response:
     Destroys her data keys and appends ``LearnerErased`` (recording which credential asked); 200 with what was
     done. Erasing again answers ``"erased": false``: there is nothing left to erase.
     """
-    from ._statements import learner_stream
-
     credential: Credential = await request.app.state.credentials.authenticate(request.headers.get("authorization"))
     credential.require(_ERASE_SCOPES, "erase a learner")
     try:
@@ -203,8 +226,7 @@ async def erase_learner(request: Request) -> Response:
             validate_agent_json(body["agent"], path="agent")
         except StatementValidationError as exc:
             raise BadRequest(f"agent is not an xAPI agent: {exc.message}") from exc
-        learners, agents = erasure_targets(tenant, body["agent"])
-        assert learner_stream(tenant, body["agent"]) in learners
+        learners, agents = await erasure_targets(event_log(request), tenant, body["agent"])
     else:
         if not isinstance(body["learner"], str) or not _LEARNER_ID.match(body["learner"]):
             raise BadRequest("learner must be a learner id (learner:<32 hex digits>)")
@@ -224,6 +246,7 @@ async def erase_learner(request: Request) -> Response:
                 "keys_destroyed": outcome.keys_destroyed,
                 "statements": outcome.statements,
                 "documents": outcome.documents,
+                "directory_rows": outcome.directory_rows,
             }
         )
     )

@@ -28,6 +28,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from proficio_events import (
+    PENDING_LEARNER,
     DuplicateEventError,
     EventLog,
     InlineHandler,
@@ -39,10 +40,10 @@ from proficio_events import (
 )
 
 from . import _projection as projection
-from ._agents import stream_identity
 from ._compare import statement_fingerprint
 from ._credentials import Credential
 from ._errors import Conflict
+from ._learners import learner_digest
 from ._multipart import AttachmentPart
 from ._personal import merge, pseudonymous, split
 from ._schema import attachments, statement_index, statements
@@ -52,12 +53,6 @@ from ._validation import parse_timestamp
 STATEMENT_KEY = "statement:"
 ATTACHMENT_KEY = "attachment:"
 ATTACHMENTS_STREAM = "attachments"
-
-
-def learner_stream(tenant: str, actor: Any) -> str:
-    """The learner's stream: a pseudonym of the actor, so stream keys (and Kafka keys) carry no identifier."""
-    digest = hashlib.sha256(f"{tenant}\x00{stream_identity(actor)}".encode()).hexdigest()
-    return f"learner:{digest[:32]}"
 
 
 def keyed_fingerprint(secret: bytes, statement: dict[str, Any]) -> bytes:
@@ -226,17 +221,19 @@ class StatementService:
                 )
             )
         for statement in prepared:
-            learner = learner_stream(tenant, statement.get("actor"))
             redacted, personal = split(statement)
+            # The stream is her learner id, which the log takes from the learner directory (created there for an
+            # identity it does not know) inside the append: one lookup for the whole group commit.
             events.append(
                 NewEvent.of(
-                    learner,
+                    PENDING_LEARNER,
                     projection.STATEMENT_VOIDED if projection.is_voiding(statement) else projection.STATEMENT_STORED,
                     {"statement": redacted, "credential": credential.key, "define": credential.may_define},
                     key=STATEMENT_KEY + str(statement["id"]).lower(),
                     fingerprint=keyed_fingerprint(secret, statement),
                     private=personal,
-                    seal_for=learner,
+                    seal_for=PENDING_LEARNER,
+                    learner_of=learner_digest(secret, statement.get("actor")),
                 )
             )
         try:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,7 +22,7 @@ from fastapi.responses import Response
 
 from proficio_events import EventLog
 
-from ._http import Caller, record_access
+from ._http import Caller, LearnerId, record_access
 from ._model import Projection
 from ._runtime import RunnerSettings, SqlProjector, active_watermark, status
 from ._settings import StreamSettings
@@ -181,11 +181,12 @@ def install(
     runner: RunnerSettings | None = None,
     *,
     run_projectors: bool = True,
-    learner_id: Callable[[str, Any], str] | None = None,
+    learner_id: LearnerId | None = None,
 ) -> None:
     """Add the views API to ``app`` and, with ``run_projectors``, run the projectors on the SQL log in its lifespan.
 
-    ``learner_id`` turns an xAPI agent into the learner id of the views (the competency API's ``agent=``).
+    ``learner_id`` turns an xAPI agent into the learner id of the views (the competency API's ``agent=``), through
+    the learner directory (``proficio_ingest.directory_learner_id``).
     """
     from .audit._access import AccessRecorder
     from .audit._api import audit_router

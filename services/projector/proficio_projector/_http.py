@@ -21,8 +21,10 @@ CSV_TYPE = "text/csv; charset=utf-8"
 #: The OpenAPI ``responses`` of a read that also answers CSV.
 CSV_OK: dict[int | str, dict[str, Any]] = {200: {"content": {"text/csv": {}}}}
 
-#: The learner id (the pseudonymous stream ingest files the learner's statements under) of an xAPI agent.
-LearnerId = Callable[[str, Any], str]
+#: The learner id (the pseudonymous stream ingest files the learner's statements under) of an xAPI agent, from the
+#: learner directory: ``(log, tenant, agent, create)``. None for an agent the directory does not know (never seen, or
+#: erased), unless ``create`` (a write naming a learner before she sent anything) enrolls her.
+LearnerId = Callable[[Any, str, Any, bool], Awaitable[str | None]]
 
 
 class Caller(Protocol):
@@ -40,8 +42,19 @@ async def authorize(request: Request, allowed: frozenset[str], what: str) -> Cal
     return credential
 
 
-def resolve_learner(learner_id: LearnerId | None, tenant: str, learner: str | None, agent: Any) -> str:
-    """The learner id given, or the one of the xAPI agent given (JSON text or an object); exactly one."""
+async def resolve_learner(
+    request: Request,
+    learner_id: LearnerId | None,
+    tenant: str,
+    learner: str | None,
+    agent: Any,
+    *,
+    create: bool = False,
+) -> str:
+    """The learner id given, or the one of the xAPI agent given (JSON text or an object); exactly one.
+
+    An agent the learner directory does not know is no learner: 404, unless ``create`` (writes) enrolls her.
+    Reads never create directory rows."""
     if (learner is None) == (agent is None):
         raise HTTPException(400, "give exactly one of learner (a learner id) or agent (an xAPI agent as JSON)")
     if learner is not None:
@@ -50,9 +63,12 @@ def resolve_learner(learner_id: LearnerId | None, tenant: str, learner: str | No
         raise HTTPException(400, "this service resolves no agents: give learner")
     try:
         parsed = orjson.loads(agent) if isinstance(agent, str) else agent
-        return learner_id(tenant, parsed)
+        found = await learner_id(request.app.state.log, tenant, parsed, create)
     except (orjson.JSONDecodeError, ValueError, TypeError, AttributeError, KeyError) as exc:
         raise HTTPException(400, f"agent is not an xAPI agent: {exc}") from None
+    if found is None:
+        raise HTTPException(404, "no learner is known by this agent (never seen, or erased)")
+    return found
 
 
 def json_response(content: Any, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -130,7 +146,7 @@ async def read_learner(
     """A read of one learner's data: the credential (with one of ``allowed``), her learner id (from ``learner``
     or ``agent``), and the read put on her record of access."""
     who = await authorize(request, allowed, what)
-    chosen = resolve_learner(learner_id, who.tenant, learner, agent)
+    chosen = await resolve_learner(request, learner_id, who.tenant, learner, agent)
     await record_access(request, who, [chosen])
     return who, chosen
 

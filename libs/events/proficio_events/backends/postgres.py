@@ -67,7 +67,10 @@ _STREAM_VERSIONS = sa.text(
 # already stored under the batches' keys, kind 1 the current version of each stream (in `position`),
 # kind 2 the log's head (position, recorded_us) and the tenant's last hash (in `hash`), kind 3 the newest
 # event of each stream of a decided append (version in `position`; `hash` not NULL when its key is destroyed),
-# kind 4 the live data key of each learner the group may seal for (learner in `stream`, key in `sealed`).
+# kind 4 the live data key of each learner the group may seal for, named ($5) or found in the directory by the
+# batches' digests ($6) (learner in `stream`, key in `sealed`), kind 5 the learner ids the directory holds for the
+# batches' digests (`NewEvent.learner_of`; digest in `key`, learner in `stream`) with the current version of each
+# one's stream (in `position`).
 _GROUP_STATE = f"""
 SELECT 0 AS kind, {", ".join("e." + c for c in EVENT_COLUMNS)}
   FROM events e WHERE e.tenant = $1 AND e.key = ANY($2::text[])
@@ -95,7 +98,16 @@ SELECT 3, coalesce(d.stream_version, 0)::bigint, NULL, s.stream, NULL::int, d.ev
 UNION ALL
 SELECT 4, NULL::bigint, NULL, k.learner, NULL::int, NULL, NULL::smallint, NULL::bigint, NULL, NULL::bytea, NULL::bytea,
        k.data_key, k.key_id, NULL::bytea, NULL::bytea
-  FROM learner_keys k WHERE k.tenant = $1 AND k.learner = ANY($5::text[]) AND k.erased_us IS NULL
+  FROM learner_keys k
+ WHERE k.tenant = $1 AND k.erased_us IS NULL
+   AND (k.learner = ANY($5::text[])
+        OR k.learner IN (SELECT l.learner FROM learner_directory l WHERE l.tenant = $1 AND l.digest = ANY($6::text[])))
+UNION ALL
+SELECT 5, (SELECT v.stream_version FROM events v WHERE v.tenant = $1 AND v.stream = d.learner
+           ORDER BY v.stream_version DESC LIMIT 1)::bigint,
+       NULL, d.learner, NULL::int, NULL, NULL::smallint, NULL::bigint, d.digest, NULL::bytea, NULL::bytea,
+       NULL::bytea, NULL, NULL::bytea, NULL::bytea
+  FROM learner_directory d WHERE d.tenant = $1 AND d.digest = ANY($7::text[])
 """
 
 
@@ -218,9 +230,9 @@ class PostgresEventLog(SqlEventLog):
     async def _group_state(
         self,
         conn: AsyncConnection,
-        wanted: dict[str, tuple[list[str], set[str]]],
+        wanted: dict[str, tuple[list[str], set[str], list[str]]],
         heads: Mapping[str, Collection[str]] | None = None,
-        learners: Mapping[str, Collection[str]] | None = None,
+        sealing: Mapping[str, Collection[str]] | None = None,
     ) -> GroupState:
         raw = await conn.get_raw_connection()
         driver: asyncpg.Connection = raw.driver_connection
@@ -228,20 +240,25 @@ class PostgresEventLog(SqlEventLog):
         versions: dict[str, dict[str, int]] = {}
         chain: dict[str, bytes] = {}
         found_heads: dict[str, dict[str, StreamHead]] = {}
-        keys: dict[tuple[str, str], DataKey] | None = None if learners is None else {}
+        learners: dict[tuple[str, str], str] = {}
+        keys: dict[tuple[str, str], DataKey] | None = None if sealing is None else {}
         position = recorded = 0
-        for tenant, (event_keys, streams) in wanted.items():
+        for tenant, (event_keys, streams, digests) in wanted.items():
             versions[tenant] = {}
             head_streams = sorted((heads or {}).get(tenant, ()))
             if head_streams:
                 found_heads[tenant] = {}
-            sealing = sorted((learners or {}).get(tenant, ()))
-            for row in await driver.fetch(_GROUP_STATE, tenant, event_keys, sorted(streams), head_streams, sealing):
+            named = sorted((sealing or {}).get(tenant, ()))
+            sealing_digests = digests if sealing is not None else []
+            args = (tenant, event_keys, sorted(streams), head_streams, named, sealing_digests, digests)
+            for row in await driver.fetch(_GROUP_STATE, *args):
                 kind = row[0]
                 if kind == 0:
                     event = StoredEvent(*row[1:])
                     known[(tenant, event.key or "")] = event
-                elif kind == 1:
+                elif kind == 1 or kind == 5:
+                    if kind == 5:
+                        learners[(tenant, row[8])] = row[3]
                     if row[1] is not None:
                         versions[tenant][row[3]] = int(row[1])
                 elif kind == 4:
@@ -255,7 +272,7 @@ class PostgresEventLog(SqlEventLog):
                 else:
                     position, recorded = row[1] or 0, row[7] or 0
                     chain[tenant] = row[14] or GENESIS
-        return GroupState(known, versions, chain, position, recorded, found_heads, keys)
+        return GroupState(known, versions, chain, position, recorded, heads=found_heads, keys=keys, learners=learners)
 
     async def _stream_versions(self, conn: AsyncConnection, tenant: str, streams: set[str]) -> dict[str, int]:
         rows = await conn.execute(_STREAM_VERSIONS, {"tenant": tenant, "streams": list(streams)})

@@ -53,7 +53,7 @@ def audit_router(learner_id: LearnerId | None) -> APIRouter:
         """The record of access to the learner's data: which credential read what about her, and when (FERPA's
         record of disclosures). Reads are recorded within a fraction of a second."""
         who = await authorize(request, AUDIT_SCOPES, "auditing a learner")
-        chosen = resolve_learner(learner_id, who.tenant, learner, agent)
+        chosen = await resolve_learner(request, learner_id, who.tenant, learner, agent)
         listed = await listed_access(log_of(request), who.tenant, chosen)
         return json_response({"learner": chosen, "accesses": listed})
 

@@ -304,8 +304,8 @@ def competency_router(consistency: Consistency, learner_id: LearnerId | None) ->
 
     caller = authorize
 
-    def resolve(tenant: str, learner: str | None, agent: Any) -> str:
-        return resolve_learner(learner_id, tenant, learner, agent)
+    async def resolve(request: Request, tenant: str, learner: str | None, agent: Any, *, create: bool = False) -> str:
+        return await resolve_learner(request, learner_id, tenant, learner, agent, create=create)
 
     def override_of(method: str | None, parameter: int | None) -> MasteryPolicy | None:
         if method is None:
@@ -445,7 +445,7 @@ def competency_router(consistency: Consistency, learner_id: LearnerId | None) ->
         """Record a teacher's rating of a learner on a competency (a level of its scale, or points): it counts
         as evidence, with the credential as its authority. ``id`` makes a retry harmless."""
         who = await caller(request, RATE_SCOPES, "recording a rating")
-        chosen = resolve(who.tenant, rating.learner, rating.agent)
+        chosen = await resolve(request, who.tenant, rating.learner, rating.agent, create=True)
         when = rating.timestamp
         if when is not None and when.tzinfo is None:
             raise HTTPException(400, "timestamp needs a time zone (for example 2026-11-20T09:00:00Z)")
@@ -475,7 +475,7 @@ def competency_router(consistency: Consistency, learner_id: LearnerId | None) ->
     ) -> Response:
         """Withdraw a rating: its evidence no longer counts (the rating stays in the log and the trail)."""
         who = await caller(request, RATE_SCOPES, "withdrawing a rating")
-        chosen = resolve(who.tenant, learner, agent)
+        chosen = await resolve(request, who.tenant, learner, agent)
         try:
             async with log_of(request).engine.connect() as conn:
                 evidence = await learner_evidence(conn, who.tenant, [chosen])
@@ -556,9 +556,12 @@ def competency_router(consistency: Consistency, learner_id: LearnerId | None) ->
     async def put_section(request: Request, section_id: str, body: SectionIn) -> Response:
         """Set a section's title and roster (learner ids and/or xAPI agents); it replaces the roster."""
 
-        def write(who: Caller) -> Awaitable[Any]:
-            learners = list(body.learners) + [resolve(who.tenant, None, agent) for agent in body.agents]
-            return set_section(log_of(request), who.tenant, check_section(section_id), body.title, learners)
+        async def write(who: Caller) -> Any:
+            # A roster names learners before they send anything: agents the directory does not know are enrolled.
+            learners = list(body.learners) + [
+                await resolve(request, who.tenant, None, agent, create=True) for agent in body.agents
+            ]
+            return await set_section(log_of(request), who.tenant, check_section(section_id), body.title, learners)
 
         return await record_change(request, "changing sections", write, (ReferenceDataError,))
 

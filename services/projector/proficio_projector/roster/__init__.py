@@ -2,7 +2,7 @@
 and ``student_groups`` views (the latter protected).
 
 >>> package = read_package("examples/oneroster")              # RosterError names every problem
->>> await import_roster(log, "district-7", package, learner_id=learner_stream, effective=date.today())
+>>> await import_roster(log, "district-7", package, learner_ids=enroll_learner_ids, effective=date.today())
 """
 
 from ._groups import (

@@ -14,14 +14,16 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from enum import StrEnum
 from typing import Any
 from urllib.parse import urlsplit
 
-from proficio_events import EventLog, NewEvent
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from proficio_events import EventLog, InlineHandler, NewEvent, StoredEvent, directory_rows_of
 
 from ..competency._reference import MAX_SECTION, SECTION_SET, section_roster_event, section_stream
 from ._groups import (
@@ -52,8 +54,9 @@ CLASSES_STREAM = "roster:classes"
 LEARNERS_STREAM = "roster:learners"
 ENROLLMENTS_STREAM = "roster:enrollments"
 
-#: Turns (tenant, xAPI actor) into the views' learner id: ``proficio_ingest.learner_stream``.
-LearnerId = Callable[[str, Any], str]
+#: Turns (log, tenant, xAPI actors) into the views' learner ids, enrolling in the learner directory the actors it
+#: does not know (a roster names students before they send anything): ``proficio_ingest.enroll_learner_ids``.
+LearnerIds = Callable[[EventLog, str, Sequence[Any]], Awaitable[list[str]]]
 
 
 class ActorSource(StrEnum):
@@ -130,7 +133,7 @@ async def import_roster(
     tenant: str,
     package: RosterPackage,
     *,
-    learner_id: LearnerId,
+    learner_ids: LearnerIds,
     actor: ActorMapping | None = None,
     effective: date,
 ) -> RosterImportResult:
@@ -140,7 +143,7 @@ async def import_roster(
     large for a section, or a group change would be dated before the learner's latest recorded change.
     """
     mapping = actor or ActorMapping()
-    learners = _learner_ids(package, tenant, mapping, learner_id)
+    learners = await _learner_ids(log, package, tenant, mapping, learner_ids)
     previous = _Previous()
     for stream in (ORGS_STREAM, CLASSES_STREAM, LEARNERS_STREAM, ENROLLMENTS_STREAM):
         await _load_roster_stream(log, tenant, stream, previous)
@@ -170,17 +173,36 @@ async def import_roster(
     )
     if not events:
         return result
-    appended = await log.append(tenant, events)
+    appended = await log.append(tenant, events, inline=_still_enrolled(tenant, learners))
     positions = [e.position for e in appended.events]
     return dataclasses.replace(result, first_position=min(positions), last_position=max(positions))
 
 
-def _learner_ids(package: RosterPackage, tenant: str, mapping: ActorMapping, learner_id: LearnerId) -> dict[str, str]:
+def _still_enrolled(tenant: str, learners: Mapping[str, str]) -> InlineHandler:
+    """A check in the append's transaction, under the log's lock: every student's learner id is still in the learner
+    directory. The ids were enrolled before (in a transaction of their own); a student erased since would have the
+    roster name her erased id, which her next statements no longer get: the import fails whole instead (run again,
+    it enrolls her afresh)."""
+
+    async def check(conn: AsyncConnection, _events: Sequence[StoredEvent]) -> None:
+        known = set(await directory_rows_of(conn, tenant, learners.values()))
+        gone = sorted(user for user, learner in learners.items() if learner not in known)
+        if gone:
+            raise RosterError([Problem("users.csv", f"student {user!r} was erased while the roster was imported;"
+                                       " import it again") for user in gone])  # fmt: skip
+
+    return check
+
+
+async def _learner_ids(
+    log: EventLog, package: RosterPackage, tenant: str, mapping: ActorMapping, learner_ids: LearnerIds
+) -> dict[str, str]:
     """Student sourcedId -> learner id; every student needs an actor, and no two students the same one."""
     column = mapping.source.value
     problems: list[Problem] = []
     found: dict[str, str] = {}
     owner: dict[str, User] = {}
+    students: list[tuple[User, Any]] = []
     for user in sorted(package.users.values(), key=lambda u: u.row):
         if user.role != "student":
             continue
@@ -189,7 +211,11 @@ def _learner_ids(package: RosterPackage, tenant: str, mapping: ActorMapping, lea
             problems.append(Problem("users.csv", f"a student needs a value here to be an xAPI actor (--actor "
                                     f"{column})", user.row, column))  # fmt: skip
             continue
-        learner = learner_id(tenant, agent)
+        students.append((user, agent))
+    if problems:
+        raise RosterError(problems)
+    ids = await learner_ids(log, tenant, [agent for _user, agent in students]) if students else []
+    for (user, _agent), learner in zip(students, ids, strict=True):
         if learner in owner:
             problems.append(Problem("users.csv", f"the same xAPI actor as row {owner[learner].row}: two students "
                                     "would be one learner", user.row, column))  # fmt: skip
