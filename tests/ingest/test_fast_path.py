@@ -95,3 +95,20 @@ async def test_cors_and_the_alternate_syntax_take_the_whole_stack(client: Client
         headers={"Content-Type": "application/x-www-form-urlencoded", **extra},
     )
     assert alternate.status_code == 404  # the alternate syntax was understood: the request was a GET
+
+
+def test_the_short_way_stands_in_for_exactly_the_middleware_it_emulates() -> None:
+    """``ProficioAPI._serve_plain`` does by hand what these middleware do to a plain request (the version and
+    Vary headers; nothing for the alternate syntax or CORS, which take the whole stack). A middleware added to
+    the app would be skipped on the short way: this fails until the short way is taught what it does."""
+    from starlette.middleware.cors import CORSMiddleware
+
+    from proficio_ingest import create_app
+    from proficio_ingest._http import AlternateSyntaxMiddleware, VersionHeaderMiddleware
+
+    app = create_app()
+    assert isinstance(app, ProficioAPI)
+    assert sorted(m.cls.__name__ for m in app.user_middleware) == sorted(  # type: ignore[attr-defined]
+        cls.__name__ for cls in (AlternateSyntaxMiddleware, CORSMiddleware, VersionHeaderMiddleware)
+    )
+    assert app.fast_routes, "no route takes the short way"
