@@ -7,11 +7,18 @@ Then: her statements come back with a pseudonymous actor, her old identifiers fi
 are gone, the hash chain verifies, and none of her identifiers is in the raw bytes of the database files
 (SQLite's db and -wal; PostgreSQL's data directory of the test database and pg_wal) or of the Kafka log
 segments, while a string stored in clear on purpose (the activity id) is found in every one of them.
+
+She also sends a signed statement (its JWS signature attachment holds the whole statement, her mbox and name
+among it) with a text attachment naming her, whose bytes another learner sends too: before the erasure GET with
+attachments=true gives both back byte for byte; after it, her statement comes back (200, multipart) without
+those parts, the other learner still gets his copy, and neither the attachments' bytes nor their base64 (the
+form an event payload would hold them in) is in any of the raw files.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import sqlite3
 import time
@@ -23,14 +30,18 @@ from typing import Any
 import orjson
 import pytest
 import sqlalchemy as sa
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from proficio_events import EventLog, tenant_secret
 from proficio_events._schema import learner_directory, learner_keys
-from proficio_ingest import find_learner_id, learner_digest, legacy_learner_stream
+from proficio_ingest import find_learner_id, learner_digest, legacy_learner_stream, rebuild_statement_tables
 from proficio_ingest._agents import stream_identity
+from proficio_ingest._multipart import AttachmentPart, build_multipart_mixed, parse_multipart_mixed
 from proficio_ingest._personal import ERASED_HOME_PAGE
 from proficio_projector import Relay, RunnerSettings, migrate_runtime, relay_consumer
 from tests.ingest.conftest import Client
+from tests.ingest.test_rebuild import dump
+from tests.ingest.test_signature import SIGNATURE_USAGE, sign, stringify
 from tests.projector.support import FAST, running
 from tests.support.kafka import KafkaBroker
 from tests.support.postgres import _psql
@@ -55,6 +66,9 @@ SECRETS = [
     STATE_TEXT,
     PROFILE_TEXT,
 ]
+#: A text attachment naming her: hers, and (the same bytes) Otto's too.
+ESSAY = f"Essay by {NAME} <{MBOX}>: ZQ-ESSAY-6620 on long division".encode()
+ESSAY_SHA2 = hashlib.sha256(ESSAY).hexdigest()
 HER = {"objectType": "Agent", "mbox": MBOX, "name": NAME}
 HER_ACCOUNT = {"objectType": "Agent", "account": ACCOUNT, "name": NAME}
 VERSION = {"X-Experience-API-Version": "1.0.3"}
@@ -98,6 +112,51 @@ def statements() -> list[dict[str, Any]]:
             "object": {"id": CONTROL},
         },
     ]
+
+
+def _attachment(usage: str, content_type: str, data: bytes) -> dict[str, Any]:
+    return {"usageType": usage, "display": {"en-US": usage.rsplit("/", 1)[-1]}, "contentType": content_type,
+            "length": len(data), "sha2": hashlib.sha256(data).hexdigest()}  # fmt: skip
+
+
+def signed_with_essay(actor: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
+    """A statement of ``actor`` signed with a JWS (whose payload is the whole statement: her identifiers), with the
+    essay attached too; and the JWS."""
+    signed = {"id": str(uuid.uuid4()), "actor": actor, "verb": {"id": "http://adlnet.gov/expapi/verbs/attempted"},
+              "object": {"id": CONTROL}}  # fmt: skip
+    token = sign(stringify(signed), rsa.generate_private_key(public_exponent=65537, key_size=2048))
+    attachments = [
+        _attachment(SIGNATURE_USAGE, "application/octet-stream", token),
+        _attachment("http://example.org/usage/essay", "text/plain", ESSAY),
+    ]
+    return {**signed, "attachments": attachments}, token
+
+
+def with_essay(actor: dict[str, Any], **more: Any) -> dict[str, Any]:
+    return {"id": str(uuid.uuid4()), "actor": actor, "verb": {"id": "http://adlnet.gov/expapi/verbs/attempted"},
+            "object": {"id": CONTROL}, "attachments": [_attachment("http://example.org/usage/essay", "text/plain",
+                                                                      ESSAY)], **more}  # fmt: skip
+
+
+async def post_with_parts(client: Client, statements: list[dict[str, Any]], *parts: tuple[str, bytes]) -> list[str]:
+    """POST ``statements`` as multipart/mixed with ``parts`` ((content type, data)) as their attachments' data."""
+    body, content_type = build_multipart_mixed(
+        orjson.dumps(statements), [AttachmentPart(hashlib.sha256(data).hexdigest(), kind, data) for kind, data in parts]
+    )
+    posted = await client.http.post("/xapi/statements", content=body,
+                                    headers=client.headers(**{"Content-Type": content_type}))  # fmt: skip
+    assert posted.status_code == 200, posted.text
+    ids: list[str] = posted.json()
+    return ids
+
+
+async def with_attachments(client: Client, **params: str) -> tuple[Any, dict[str, bytes]]:
+    """GET statements with attachments=true: 200 and multipart/mixed; the JSON and the parts (sha2 -> data)."""
+    got = await client.get(attachments="true", **params)
+    assert got.status_code == 200, got.text
+    assert got.headers["content-type"].startswith("multipart/mixed")
+    received = parse_multipart_mixed(got.content, got.headers["content-type"])
+    return orjson.loads(received.statement_json), {sha2: part.data for sha2, part in received.parts.items()}
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], what: str, timeout: float = 60.0) -> None:
@@ -182,12 +241,22 @@ async def test_an_erased_learner_is_unrecoverable_anywhere(
     put = await client.http.put("/xapi/agents/profile", params=profile, content=PROFILE_TEXT.encode(),
                                 headers=client.headers(**{"If-None-Match": "*"}))  # fmt: skip
     assert put.status_code == 204
+    # A signed statement of hers with her essay attached, and Otto's statement with the same essay (his copy).
+    her_signed, token = signed_with_essay(HER)
+    token_sha2 = hashlib.sha256(token).hexdigest()
+    await post_with_parts(client, [her_signed], ("application/octet-stream", token), ("text/plain", ESSAY))
+    ottos = with_essay({"mbox": OTHER, "name": "Otto Keeps"})
+    await post_with_parts(client, [ottos], ("text/plain", ESSAY))
 
     # Before: the API gives everything back, opened with her key.
-    mine = (await client.get(agent=orjson.dumps({"mbox": MBOX}).decode())).json()["statements"]
-    assert [s["id"] for s in mine] == [sent[0]["id"]]
-    assert (mine[0]["actor"], mine[0]["result"]["response"]) == (HER, RESPONSE)
-    assert mine[0]["context"]["instructor"]["name"] == INSTRUCTOR
+    mine = {s["id"]: s for s in (await client.get(agent=orjson.dumps({"mbox": MBOX}).decode())).json()["statements"]}
+    assert set(mine) == {sent[0]["id"], her_signed["id"]}
+    assert (mine[sent[0]["id"]]["actor"], mine[sent[0]["id"]]["result"]["response"]) == (HER, RESPONSE)
+    assert mine[sent[0]["id"]]["context"]["instructor"]["name"] == INSTRUCTOR
+    shown, parts = await with_attachments(client, statementId=her_signed["id"])
+    assert shown["actor"] == HER
+    assert parts == {token_sha2: token, ESSAY_SHA2: ESSAY}  # byte for byte
+    assert (await with_attachments(client, statementId=ottos["id"]))[1] == {ESSAY_SHA2: ESSAY}
     by_account = (await client.get(agent=orjson.dumps({"account": ACCOUNT}).decode())).json()["statements"]
     assert [s["actor"] for s in by_account] == [HER_ACCOUNT]
     person = (await client.get("/xapi/agents", agent=orjson.dumps({"mbox": MBOX}).decode())).json()
@@ -256,6 +325,16 @@ async def test_an_erased_learner_is_unrecoverable_anywhere(
     assert everything[sent[2]["id"]]["actor"]["mbox"] == OTHER  # others are untouched
     one = await client.get(statementId=sent[0]["id"])
     assert one.json()["actor"]["account"]["homePage"] == ERASED_HOME_PAGE
+    # Her attachments are gone with her key: her statement still declares them, the response leaves their parts
+    # out. Otto's copy of the same essay is his, and still served (also on a page that holds her statement).
+    shown, parts = await with_attachments(client, statementId=her_signed["id"])
+    assert shown["actor"]["account"]["homePage"] == ERASED_HOME_PAGE
+    assert [a["sha2"] for a in shown["attachments"]] == [token_sha2, ESSAY_SHA2]
+    assert parts == {}
+    assert (await with_attachments(client, statementId=ottos["id"]))[1] == {ESSAY_SHA2: ESSAY}
+    page, parts = await with_attachments(client, activity=CONTROL)
+    assert {her_signed["id"], ottos["id"]} <= {s["id"] for s in page["statements"]}
+    assert parts == {ESSAY_SHA2: ESSAY}
     for path, params in (("/xapi/activities/state", state), ("/xapi/agents/profile", profile)):
         assert (await client.http.get(path, params=params, headers=client.headers())).status_code == 404
     ids = {"activityId": CONTROL, "agent": orjson.dumps(HER).decode()}
@@ -267,7 +346,7 @@ async def test_an_erased_learner_is_unrecoverable_anywhere(
     assert sum(1 for key, _by in rows if key is None) == 2
     assert all(by is None or by.startswith("credential ") for _key, by in rows)
     history = [e.event_type for e in await log.read_stream("default", learner)]
-    assert history == ["StatementStored", "LearnerErased"]
+    assert history == ["StatementStored", "StatementStored", "LearnerErased"]
 
     # The raw bytes: of the database and of the Kafka log segments.
     places = await asyncio.to_thread(database_files, store_url, started)  # the app's readers go on meanwhile
@@ -280,9 +359,88 @@ async def test_an_erased_learner_is_unrecoverable_anywhere(
         # Nor are her destroyed data keys (the scrub rewrote the key table once older transactions had ended).
         # pg_wal is the whole cluster's: another database there (a checkout with the old scheme running this very
         # test) may write the old ids of her identifiers, so only what this database alone could write is sought.
-        needles: list[str | bytes] = list(SECRETS)
+        # Her attachments: as sent, and in base64 (as an event payload in clear would hold them).
+        needles: list[str | bytes] = [*SECRETS, ESSAY, base64.b64encode(ESSAY), token, base64.b64encode(token)]
         if place != "postgresql wal":
             needles += [*computable, *digests, *her_keys]
         hits = _found(files, [CONTROL, *needles])
         assert hits[CONTROL], f"the control string is not in the {place} files: the search cannot find things"
         assert {needle: where for needle, where in hits.items() if needle != CONTROL and where} == {}, place
+
+
+@pytest.mark.postgres
+async def test_attachments_are_sealed_per_learner_and_erased_with_her(client: Client) -> None:
+    """Her attachments are hers: one sealed copy per learner (Otto's copy of the same bytes is his), none in clear in
+    the attachments table; after her erasure the statement tables rebuild the same from the log, a re-sent statement
+    of hers is a repeat (stores nothing, names no new learner), and a new statement of hers with the same essay is
+    stored under her fresh learner id and served."""
+    log = client.log
+    her_signed, token = signed_with_essay(HER)
+    registration = str(uuid.uuid4())
+    her_second = with_essay(HER, context={"registration": registration})  # the same essay again: one copy of hers
+    sent = [her_signed, her_second]
+    sent_parts = (("application/octet-stream", token), ("text/plain", ESSAY))
+    await post_with_parts(client, sent, *sent_parts)
+    ottos = with_essay({"mbox": OTHER, "name": "Otto Keeps"})
+    await post_with_parts(client, [ottos], ("text/plain", ESSAY))
+    # On a page with her second statement: one of Otto's with another attachment (his copy of the essay is not for it).
+    notes = b"Otto's notes"
+    plain = {**with_essay({"mbox": OTHER}, context=her_second["context"]),
+             "attachments": [_attachment("http://example.org/usage/notes", "text/plain", notes)]}  # fmt: skip
+    await post_with_parts(client, [plain], ("text/plain", notes))
+    notes_sha2 = hashlib.sha256(notes).hexdigest()
+    learner, otto = await find_learner_id(log, "default", HER), await find_learner_id(log, "default", {"mbox": OTHER})
+    assert learner is not None
+    assert otto is not None
+
+    async def copies() -> list[tuple[str, str, bytes, str | None]]:
+        async with log.engine.connect() as conn:
+            rows = await conn.execute(sa.text("SELECT learner, sha2, data, key_id FROM xapi_attachments"))
+            return sorted((str(r[0]), str(r[1]), bytes(r[2]), r[3]) for r in rows)
+
+    stored = await copies()
+    assert sorted((who, sha2) for who, sha2, _, _ in stored) == sorted(
+        [(learner, ESSAY_SHA2), (learner, hashlib.sha256(token).hexdigest()), (otto, ESSAY_SHA2), (otto, notes_sha2)]
+    )
+    assert all(key_id is not None and ESSAY not in data and token not in data for _, _, data, key_id in stored)
+    events = await log.read_stream("default", "attachments")
+    assert len(events) == 4
+    assert all(e.sealed is not None and b"data" not in e.payload for e in events)
+    for statement in sent:
+        assert (await with_attachments(client, statementId=statement["id"]))[1]
+    assert (await with_attachments(client, registration=registration))[1] == {ESSAY_SHA2: ESSAY, notes_sha2: notes}
+
+    answer = await client.http.post("/audit/learner/erase", json={"agent": HER}, headers=client.auth)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["learners"] == [learner]
+    for statement in sent:
+        assert (await with_attachments(client, statementId=statement["id"]))[1] == {}
+    page, parts = await with_attachments(client, registration=registration)
+    assert {s["id"] for s in page["statements"]} == {her_second["id"], plain["id"]}
+    assert parts == {notes_sha2: notes}  # each statement's attachments from its own learner's copy: none of Otto's
+    assert (await with_attachments(client, statementId=ottos["id"]))[1] == {ESSAY_SHA2: ESSAY}
+
+    # The statement tables (the attachments' among them) rebuild from the log as they were, and serve the same. (Not
+    # the index: the live erasure drops every agent row of her statements, the authority's too, which a rebuild
+    # puts back; so before attachments were sealed, see "Honest limits" in docs/privacy.md.)
+    before = await dump(client)
+    await rebuild_statement_tables(log)
+    after = await dump(client)
+    assert {k: v for k, v in after.items() if k != "xapi_statement_index"} == {
+        k: v for k, v in before.items() if k != "xapi_statement_index"
+    }
+    assert (await with_attachments(client, statementId=her_signed["id"]))[1] == {}
+    assert (await with_attachments(client, statementId=ottos["id"]))[1] == {ESSAY_SHA2: ESSAY}
+
+    # Re-sent after her erasure: a repeat, storing nothing and naming no learner.
+    await post_with_parts(client, sent, *sent_parts)
+    assert len(await log.read_stream("default", "attachments")) == 4
+    assert await find_learner_id(log, "default", HER) is None
+    # A new statement of hers with the same essay: her fresh learner id's copy, under her fresh key, served.
+    later = with_essay(HER)
+    await post_with_parts(client, [later], ("text/plain", ESSAY))
+    fresh = await find_learner_id(log, "default", HER)
+    assert fresh not in (None, learner)
+    assert (await with_attachments(client, statementId=later["id"]))[1] == {ESSAY_SHA2: ESSAY}
+    assert (await with_attachments(client, statementId=her_signed["id"]))[1] == {}
+    assert len(await copies()) == 5

@@ -227,7 +227,7 @@ async def apply(conn: AsyncConnection, events: Sequence[StoredEvent]) -> None:
 
 
 async def _apply_tenant(conn: AsyncConnection, tenant: str, events: list[StoredEvent]) -> None:
-    attachment_rows: list[tuple[str, str, str, bytes]] = []
+    attachment_rows: list[tuple[str, str, str, bytes, str, str | None]] = []
     batch: dict[str, _NewStatement] = {}
     # Replaying (not appending): the sealed parts are opened with the keys read once for the batch.
     keys = await read_keys(
@@ -238,7 +238,13 @@ async def _apply_tenant(conn: AsyncConnection, tenant: str, events: list[StoredE
     for event in events:
         if event.event_type == ATTACHMENT_STORED:
             data = event.data()
-            attachment_rows.append((tenant, data["sha2"], data["contentType"], base64.b64decode(data["data"])))
+            if event.sealed is not None:  # her copy, kept sealed: read with her key (``attachment_parts``)
+                attachment_rows.append((tenant, data["sha2"], data["contentType"], event.sealed, data["learner"],
+                                        event.key_id))  # fmt: skip
+            else:  # stored in clear before attachments were sealed: no one's
+                attachment_rows.append(
+                    (tenant, data["sha2"], data["contentType"], base64.b64decode(data["data"]), "", None)
+                )
         elif event.event_type in STATEMENT_EVENTS:
             payload = event.data()
             statement = payload["statement"]
@@ -255,7 +261,13 @@ async def _apply_tenant(conn: AsyncConnection, tenant: str, events: list[StoredE
                 is_voiding(statement),
                 keyed_pairs(secret, own_pairs(whole)),
             )
-    await bulk_insert(conn, attachments, attachment_rows, ignore_conflicts=True)
+    await bulk_insert(
+        conn,
+        attachments,
+        attachment_rows,
+        columns=("tenant", "sha2", "content_type", "data", "learner", "key_id"),
+        ignore_conflicts=True,
+    )
     if batch:
         await _apply_statements(conn, tenant, batch)
 

@@ -261,7 +261,7 @@ async def get_statements(request: Request) -> Response:
         headers["Last-Modified"] = http_date_from_us(stored_us)
         content = _formatted(body, form, request)
         if with_attachments:
-            return await _multipart(request, credential.tenant, content, [orjson.loads(body)], headers)
+            return await _multipart(request, credential.tenant, content, [(learner, orjson.loads(body))], headers)
         return JSONResponse(b"" if request.method == "HEAD" else content, headers=headers)
 
     if "more" in params:
@@ -287,7 +287,8 @@ async def get_statements(request: Request) -> Response:
     statements = [_formatted(body, form, request) for body in page.bodies]
     content = b'{"statements":[' + b",".join(statements) + b'],"more":' + orjson.dumps(more) + b"}"
     if with_attachments:
-        return await _multipart(request, credential.tenant, content, [orjson.loads(b) for b in page.bodies], headers)
+        listed = [(learner, orjson.loads(b)) for learner, b in zip(page.learners, page.bodies, strict=True)]
+        return await _multipart(request, credential.tenant, content, listed, headers)
     return JSONResponse(b"" if request.method == "HEAD" else content, headers=headers)
 
 
@@ -299,10 +300,11 @@ async def _record_access(request: Request, credential: Credential, learners: Seq
 
 
 async def _multipart(
-    request: Request, tenant: str, first: bytes, bodies: list[dict[str, Any]], headers: dict[str, str]
+    request: Request, tenant: str, first: bytes, found: list[tuple[str, dict[str, Any]]], headers: dict[str, str]
 ) -> Response:
-    """The result as multipart/mixed: the JSON first, then each attachment's raw bytes."""
-    parts = await statement_service(request).attachment_parts(tenant, bodies)
+    """The result as multipart/mixed: the JSON first, then each attachment's raw bytes (``found``: the statements
+    with their learners; an erased learner's attachments are left out, see ``attachment_parts``)."""
+    parts = await statement_service(request).attachment_parts(tenant, found)
     content, content_type = build_multipart_mixed(first, parts)
     return Response(b"" if request.method == "HEAD" else content, headers={**headers, "Content-Type": content_type})
 

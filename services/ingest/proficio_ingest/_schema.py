@@ -63,6 +63,9 @@ statement_index = sa.Table(
     sa.PrimaryKeyConstraint("tenant", "kind", "value", "position", postgresql_include=["narrow"]),
 )
 
+# Attachment data, one copy per learner whose statement carries it: ``data`` is sealed under her key (``key_id``),
+# so her erasure leaves it unreadable. Rows written before attachments were sealed have learner '' and their
+# data in clear (key_id NULL).
 attachments = sa.Table(
     "xapi_attachments",
     metadata,
@@ -70,6 +73,8 @@ attachments = sa.Table(
     sa.Column("sha2", sa.Text, primary_key=True),
     sa.Column("content_type", sa.Text, nullable=False),
     sa.Column("data", sa.LargeBinary, nullable=False),
+    sa.Column("learner", sa.Text, primary_key=True, server_default=""),
+    sa.Column("key_id", sa.Text, nullable=True),
 )
 
 # The canonical definition of each activity, merged from the statements of credentials that may define.

@@ -60,6 +60,45 @@ def keyed_fingerprint(secret: bytes, statement: dict[str, Any]) -> bytes:
     return hmac.new(secret, statement_fingerprint(statement), hashlib.sha256).digest()
 
 
+def attachment_events(
+    secret: bytes, prepared: Sequence[dict[str, Any]], parts: dict[str, AttachmentPart]
+) -> list[NewEvent]:
+    """The attachments' data as personal data of the learner whose statement carries it: sealed under her key.
+
+    One ``AttachmentStored`` per (learner, sha2) of the batch, keyed by the first statement that carries it (a
+    retry is a repeat; the same bytes from another learner are another copy, under her key). The key names the
+    statement, not the learner: a digest of her identity in the log would outlive her erasure (and would make a
+    later statement of the same identity, under a fresh learner id, a repeat of the erased copy).
+    """
+    events: list[NewEvent] = []
+    seen: set[tuple[str, str]] = set()
+    for statement in prepared:
+        declared = statement.get("attachments")
+        if not isinstance(declared, list):
+            continue
+        wanted = {a.get("sha2") for a in declared if isinstance(a, dict) and a.get("sha2") in parts}
+        digest: str | None = None
+        for sha2 in sorted(s for s in wanted if isinstance(s, str)):
+            digest = digest or learner_digest(secret, statement.get("actor"))
+            if (digest, sha2) in seen:
+                continue
+            seen.add((digest, sha2))
+            part = parts[sha2]
+            events.append(
+                NewEvent.of(
+                    ATTACHMENTS_STREAM,
+                    projection.ATTACHMENT_STORED,
+                    {"sha2": sha2, "contentType": part.content_type, "learner": PENDING_LEARNER},
+                    key=f"{ATTACHMENT_KEY}{str(statement['id']).lower()}:{sha2}",
+                    fingerprint=sha2.encode(),
+                    private=part.data,
+                    seal_for=PENDING_LEARNER,
+                    learner_of=digest,
+                )
+            )
+    return events
+
+
 def opened_statement(
     keys: dict[str, bytes], tenant: str, learner: str, body: bytes, sealed: bytes | None, key_id: str | None
 ) -> bytes:
@@ -203,23 +242,7 @@ class StatementService:
         """
         events: list[NewEvent] = []
         secret = await identifier_secret(self.log, tenant)
-        wanted = {
-            a.get("sha2")
-            for s in prepared
-            for a in s.get("attachments") or ()
-            if isinstance(a, dict) and a.get("sha2") in parts
-        }
-        for sha2 in sorted(s for s in wanted if isinstance(s, str)):
-            part = parts[sha2]
-            events.append(
-                NewEvent.of(
-                    ATTACHMENTS_STREAM,
-                    projection.ATTACHMENT_STORED,
-                    {"sha2": sha2, "contentType": part.content_type, "data": base64.b64encode(part.data).decode()},
-                    key=ATTACHMENT_KEY + sha2,
-                    fingerprint=sha2.encode(),
-                )
-            )
+        events.extend(attachment_events(secret, prepared, parts))
         for statement in prepared:
             redacted, personal = split(statement)
             # The stream is her learner id, which the log takes from the learner directory (created there for an
@@ -317,24 +340,38 @@ class StatementService:
         bodies = [opened_statement(keys, tenant, r[2], bytes(r[0]), r[3], r[4]) for r in rows]
         return Page(bodies, [str(r[2]) for r in rows], int(rows[-1][1]) if more else None, bound)
 
-    async def attachment_parts(self, tenant: str, bodies: list[dict[str, Any]]) -> list[AttachmentPart]:
-        wanted = sorted(
-            {
-                a["sha2"]
-                for body in bodies
-                for a in body.get("attachments") or ()
-                if isinstance(a, dict) and isinstance(a.get("sha2"), str)
-            }
-        )
+    async def attachment_parts(self, tenant: str, found: Sequence[tuple[str, dict[str, Any]]]) -> list[AttachmentPart]:
+        """The data of the attachments of ``found`` ((learner, statement) pairs), each opened from a copy of a
+        learner whose statement carries it (attachments are sealed per learner: ``attachment_events``), or
+        from a copy stored in clear before attachments were sealed (learner ''). An attachment whose every
+        such copy is erased (its learner's key destroyed) is left out: the statement still declares it."""
+        wanted: dict[str, set[str]] = {}  # sha2 -> the learners whose statements carry it
+        for learner, body in found:
+            for a in body.get("attachments") or ():
+                if isinstance(a, dict) and isinstance(a.get("sha2"), str):
+                    wanted.setdefault(a["sha2"], {""}).add(learner)
         if not wanted:
             return []
+        learners = sorted(set().union(*wanted.values()))
+        a = attachments.c
         async with self.log.engine.connect() as conn:
-            rows = await conn.execute(
-                sa.select(attachments.c.sha2, attachments.c.content_type, attachments.c.data).where(
-                    attachments.c.tenant == tenant, attachments.c.sha2.in_(wanted)
+            rows = (
+                await conn.execute(
+                    sa.select(a.learner, a.sha2, a.content_type, a.data, a.key_id)
+                    .where(a.tenant == tenant, a.sha2.in_(sorted(wanted)), a.learner.in_(learners))
+                    .order_by(a.sha2, a.learner)
                 )
-            )
-            return [AttachmentPart(sha2, content_type, bytes(data)) for sha2, content_type, data in rows]
+            ).all()
+            # Keys read per request, never kept: an erasure that commits is honoured by the next request.
+            keys = await read_keys(conn, tenant, [r[4] for r in rows])
+        parts: dict[str, AttachmentPart] = {}
+        for learner, sha2, content_type, data, key_id in rows:
+            if sha2 in parts or learner not in wanted[sha2]:
+                continue
+            content = open_sealed(keys, tenant, ATTACHMENTS_STREAM, key_id, bytes(data))
+            if content is not None:
+                parts[sha2] = AttachmentPart(sha2, content_type, content)
+        return list(parts.values())
 
     async def consistent_through_us(self) -> int:
         """A time up to which every stored statement is queryable.
