@@ -32,12 +32,13 @@ import pytest
 import sqlalchemy as sa
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from proficio_events import EventLog, tenant_secret
+from proficio_events import EventLog, NewEvent, tenant_secret
 from proficio_events._schema import learner_directory, learner_keys
 from proficio_ingest import find_learner_id, learner_digest, legacy_learner_stream, rebuild_statement_tables
 from proficio_ingest._agents import stream_identity
 from proficio_ingest._multipart import AttachmentPart, build_multipart_mixed, parse_multipart_mixed
 from proficio_ingest._personal import ERASED_HOME_PAGE
+from proficio_ingest._projection import apply as apply_statement_events
 from proficio_projector import Relay, RunnerSettings, migrate_runtime, relay_consumer
 from tests.ingest.conftest import Client
 from tests.ingest.test_rebuild import dump
@@ -444,3 +445,28 @@ async def test_attachments_are_sealed_per_learner_and_erased_with_her(client: Cl
     assert (await with_attachments(client, statementId=later["id"]))[1] == {ESSAY_SHA2: ESSAY}
     assert (await with_attachments(client, statementId=her_signed["id"]))[1] == {}
     assert len(await copies()) == 5
+
+
+@pytest.mark.postgres
+async def test_attachments_stored_in_clear_before_sealing_are_still_served(client: Client) -> None:
+    """An AttachmentStored from before attachments were sealed (its data in the payload, keyed by the sha2 alone) is
+    no one's: every statement that declares its sha2 gets it, and a rebuild gives its row back the same."""
+    data = b"an attachment stored before ingest_0007"
+    sha2 = hashlib.sha256(data).hexdigest()
+    payload = {"sha2": sha2, "contentType": "text/plain", "data": base64.b64encode(data).decode()}
+    legacy = NewEvent.of(
+        "attachments", "AttachmentStored", payload, key=f"attachment:{sha2}", fingerprint=sha2.encode()
+    )
+    await client.log.append("default", [legacy], inline=apply_statement_events)
+    declared = {**_attachment("http://example.org/usage/essay", "text/plain", data), "fileUrl": "http://x.example/a"}
+    ids = []
+    for actor in (HER, {"mbox": OTHER}):
+        statement = {**with_essay(actor), "attachments": [declared]}
+        assert (await client.post([statement])).status_code == 200
+        ids.append(statement["id"])
+    for statement_id in ids:
+        assert (await with_attachments(client, statementId=statement_id))[1] == {sha2: data}
+    before = await dump(client)
+    await rebuild_statement_tables(client.log)
+    assert (await dump(client))["xapi_attachments"] == before["xapi_attachments"]
+    assert (await with_attachments(client, statementId=ids[0]))[1] == {sha2: data}

@@ -353,13 +353,13 @@ class StatementService:
         if not wanted:
             return []
         learners = sorted(set().union(*wanted.values()))
-        a = attachments.c
+        t = attachments.c
         async with self.log.engine.connect() as conn:
             rows = (
                 await conn.execute(
-                    sa.select(a.learner, a.sha2, a.content_type, a.data, a.key_id)
-                    .where(a.tenant == tenant, a.sha2.in_(sorted(wanted)), a.learner.in_(learners))
-                    .order_by(a.sha2, a.learner)
+                    sa.select(t.learner, t.sha2, t.content_type, t.data, t.key_id)
+                    .where(t.tenant == tenant, t.sha2.in_(sorted(wanted)), t.learner.in_(learners))
+                    .order_by(t.sha2, t.learner)
                 )
             ).all()
             # Keys read per request, never kept: an erasure that commits is honoured by the next request.
