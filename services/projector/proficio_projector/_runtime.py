@@ -26,6 +26,7 @@ from ._apply import Applier
 from ._leases import LeaseKeeper, worker_id
 from ._model import Projection
 from ._schema import dead_letters, generations, offsets
+from ._shared import SharedScan, shared_scan_for
 from ._store import (
     ACTIVE,
     BUILDING,
@@ -77,14 +78,23 @@ class SegmentFolder:
     """Folds the log into one generation, for the segments a lease keeper holds.
 
     It reads only the projection's event types (``EventLog.scan_after``): most projections want few
-    of the log's events, and reading the rest only to skip them was most of their cost.
+    of the log's events, and reading the rest only to skip them was most of their cost. With a ``reader``
+    that serves its types, it reads through it (one read and decode shared by the projections of a process).
     """
 
-    def __init__(self, log: EventLog, projection: Projection, generation: Generation, keeper: LeaseKeeper) -> None:
+    def __init__(
+        self,
+        log: EventLog,
+        projection: Projection,
+        generation: Generation,
+        keeper: LeaseKeeper,
+        reader: SharedScan | None = None,
+    ) -> None:
         self.log = log
         self.generation = generation
         self.keeper = keeper
         self.event_types = projection.event_types
+        self.reader = reader if reader is not None and reader.serves(projection.event_types) else None
         self.applier = Applier(projection, generation)
         # The batch after the last one read, read while that one is folded: (the position it follows, read).
         self._ahead: tuple[int, asyncio.Future[tuple[list[StoredEvent], int]]] | None = None
@@ -99,6 +109,10 @@ class SegmentFolder:
             self._ahead = None
 
     def _scan(self, position: int, batch_size: int) -> asyncio.Future[tuple[list[StoredEvent], int]]:
+        if self.reader is not None and self.event_types is not None:
+            return asyncio.ensure_future(
+                self.reader.scan_after(position, batch_size, self.event_types, consumer=self.generation.consumer)
+            )
         return asyncio.ensure_future(self.log.scan_after(position, batch_size, self.event_types))
 
     async def step(self, batch_size: int) -> Step | None:
@@ -171,16 +185,25 @@ class ActiveFollower:
 class SqlProjector(ActiveFollower):
     """Keeps one projection's active generation up to date from the SQL log, with other workers."""
 
-    def __init__(self, log: EventLog, projection: Projection, settings: RunnerSettings | None = None) -> None:
+    def __init__(
+        self,
+        log: EventLog,
+        projection: Projection,
+        settings: RunnerSettings | None = None,
+        *,
+        reader: SharedScan | None = None,
+    ) -> None:
+        """``reader``: a scan shared with other projectors of this process (see ``sql_projectors``)."""
         self.log = log
         self.projection = projection
         self.settings = settings or RunnerSettings()
+        self.reader = reader
 
     async def _serve(self, generation: Generation, stop: asyncio.Event) -> None:
         keeper = LeaseKeeper(
             self.log, generation.consumer, generation.segments, self.settings.owner, ttl=self.settings.lease_ttl
         )
-        folder = SegmentFolder(self.log, self.projection, generation, keeper)
+        folder = SegmentFolder(self.log, self.projection, generation, keeper, self.reader)
         loop = asyncio.get_running_loop()
         try:
             renew_at = 0.0
@@ -211,6 +234,15 @@ class SqlProjector(ActiveFollower):
             folder.close()
             with contextlib.suppress(*RETRYABLE):
                 await keeper.release()
+
+
+def sql_projectors(
+    log: EventLog, projections: Sequence[Projection], settings: RunnerSettings | None = None
+) -> list[SqlProjector]:
+    """Projectors of ``projections`` for one process: those that fold statements share one read of the log
+    and one decode of each statement (``SharedScan``); the others read their own event types."""
+    reader = shared_scan_for(log, projections, read_size=(settings or RunnerSettings()).batch_size)
+    return [SqlProjector(log, p, settings, reader=reader) for p in projections]
 
 
 async def build(
