@@ -101,14 +101,15 @@ class SharedScan:
                 await self._extend(position, restart=True)
                 continue
             if position < window.low:
-                # Behind the window: read from here; join the window if the read reaches it.
+                # Behind the window: served from a read of its own, which joins the window if it reaches it.
                 batch, covered = await self.log.scan_after(position, self.read_size, self.event_types)
                 self.stats.reads += 1
                 self.stats.fetched += len(batch)
+                self.stats.direct += 1
                 batch = decoded(batch)
                 window = self._window
-                if window is not None and position < window.low <= covered:
-                    if covered >= window.high and self._extending is None:
+                if window is not None and position < window.low <= covered and self._extending is None:
+                    if covered >= window.high:
                         self._window = _Window(position, covered, batch, [e.position for e in batch])
                     else:
                         older = [e for e in batch if e.position <= window.low]
@@ -116,8 +117,6 @@ class SharedScan:
                         window.positions[:0] = [e.position for e in older]
                         window.low = position
                     self._trim()
-                    continue
-                self.stats.direct += 1
                 return _served(batch, position, covered, wanted, limit)
             if position == window.high:
                 await self._extend(position, restart=False)
