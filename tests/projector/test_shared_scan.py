@@ -148,6 +148,8 @@ async def test_rows_written_as_json_or_as_arrays_are_the_same_rows(log: EventLog
     assert store._json_rows("simple", rows) is not None  # the simple table travels as JSON...
     with_nul = [*rows, rows[0] | {"k": 99, "label": "nul\x00inside"}]
     assert store._json_rows("simple", with_nul) is None  # ... unless a text holds NUL (PostgreSQL's json cannot)
+    # True in an integer column: asyncpg writes 1, PostgreSQL's json refuses it: the arrays.
+    assert store._json_rows("simple", [rows[0] | {"big": True}]) is None
     exact = [v[0] | {"last_position": v[1]} for key, v in puts.items() if key[0] == "exact"]
     assert store._json_rows("exact", exact) is None  # a numeric column: the arrays
     async with log.transaction() as conn:

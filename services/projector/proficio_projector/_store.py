@@ -269,13 +269,17 @@ class ViewStore:
         cost in the projector's process (bench/keepup.py); PostgreSQL parses the JSON for about as much
         as the arrays.
         """
-        if not _as_json(self.tables[table]):
+        physical = self.tables[table]
+        if not _as_json(physical):
             return None
+        integers = _integer_columns(physical)
+        if integers and any(type(row.get(name)) is bool for row in rows for name in integers):
+            return None  # asyncpg writes True as 1 into an integer column; PostgreSQL's json refuses true there
         try:
             doc = orjson.dumps(rows, option=orjson.OPT_NON_STR_KEYS)  # keys read back are quoted_name, a str
         except TypeError:  # a Decimal, a date, an integer past 64 bits: not exactly JSON
             return None
-        if b"\\u0000" in doc:  # PostgreSQL's json cannot hold NUL in text: the arrays can
+        if b"\\u0000" in doc:  # a NUL (or those six characters in a text): the arrays, as before
             return None
         return doc.decode()
 
@@ -346,6 +350,11 @@ _json_statements: dict[str, Any] = {}
 def _as_json(physical: sa.Table) -> bool:
     """Whether every column of the table may travel as JSON."""
     return all(type(c.type) in _JSON_TYPES for c in physical.columns)
+
+
+@functools.lru_cache(maxsize=_MAX_BUILT)
+def _integer_columns(physical: sa.Table) -> tuple[str, ...]:
+    return tuple(c.name for c in physical.columns if isinstance(c.type, sa.Integer))
 
 
 async def open_dead_letter_streams(conn: AsyncConnection, consumer: str) -> dict[tuple[str, str], int]:
