@@ -103,6 +103,8 @@ async def main(args: argparse.Namespace) -> None:
     runners: list[Any] = []
     if args.part != "refresher":
         settings = RunnerSettings(owner=f"bench-{args.part}")
+        if args.shared_read:
+            settings.shared_read = True
         shared = getattr(proficio_projector, "sql_projectors", None)
         if shared is not None and not args.no_share:
             runners += shared(log, projections, settings)
@@ -126,4 +128,5 @@ if __name__ == "__main__":
     parser.add_argument("--rate", type=float, default=0, help="positions made visible per second (0: all at t0)")
     parser.add_argument("--t0", type=float, required=True)
     parser.add_argument("--no-share", action="store_true", help="each projection reads on its own")
+    parser.add_argument("--shared-read", action="store_true", help="the statement projections share one read")
     asyncio.run(main(parser.parse_args()))

@@ -25,7 +25,8 @@ input is made to *arrive* at ``--rate`` without an appender running meanwhile:
 
 Variants: ``--variants main:one,main:split,branch:split`` — ``main`` is the code of ``--main-ref`` (default:
 the merge base with main) exported to a temporary directory and put in front of the editable install;
-``branch`` is this tree. ``one`` runs what ``proficio project`` ran before (projectors and refresher in one
+``branch`` is this tree; ``shared`` is this tree with the statement projections sharing one read
+(``RunnerSettings.shared_read``). ``one`` runs what ``proficio project`` ran before (projectors and refresher in one
 process); ``split`` runs the projectors in one process and the refresher in another (as ``proficio project``
 now does by default, ``--equity apart``).
 """
@@ -92,14 +93,22 @@ def pythonpath(code: Path | None) -> dict[str, str]:
 
 @contextlib.contextmanager
 def workers(
-    url: str, parts: list[str], env: dict[str, str], base: int, cap: int, rate: float, t0: float, logs: Path
+    url: str,
+    parts: list[str],
+    env: dict[str, str],
+    base: int,
+    cap: int,
+    rate: float,
+    t0: float,
+    logs: Path,
+    extra: tuple[str, ...] = (),
 ) -> Iterator[dict[str, int]]:
     processes = {}
     for part in parts:
         with (logs / f"worker-{part.replace(':', '-')}-{int(t0)}.log").open("wb") as sink:
             processes[part] = subprocess.Popen(
                 [sys.executable, str(WORKER), url, "--part", part, "--base", str(base), "--cap", str(cap),
-                 "--rate", str(rate), "--t0", str(t0)],
+                 "--rate", str(rate), "--t0", str(t0), *extra],
                 env=env, stdout=sink, stderr=sink,
             )  # fmt: skip
     try:
@@ -262,12 +271,13 @@ def main() -> None:
             for variant in args.variants.split(","):
                 code, mode = variant.split(":")
                 env = pythonpath(main_code if code == "main" else None)
+                extra = ("--shared-read",) if code == "shared" else ()  # this branch with the shared read on
                 database, url = copy(f"{code}_{mode}")
                 parts = ["all"] if mode == "one" else ["folds", "refresher"]
                 t0 = time.time() + 6
                 how = "in one process" if mode == "one" else "in two processes"
                 label = f"{code} (projectors and refresher {how})"
-                with workers(url, parts, env, base, last, args.rate, t0, Path(tmp)) as pids:
+                with workers(url, parts, env, base, last, args.rate, t0, Path(tmp), extra) as pids:
                     run = Run(label, base, last, args.rate, t0, pids, database)
                     asyncio.run(observe(url, run, FOLDS, True, args.timeout))
                 report(run, FOLDS, True)

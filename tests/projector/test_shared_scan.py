@@ -83,8 +83,9 @@ async def test_statement_projections_share_one_read_and_equal_a_replay(log: Even
     count = 900
     for first in range(0, count, 60):
         await log.append("district-7", [_scored(n) for n in range(first, first + 60)])
-    settings = RunnerSettings(owner="w", batch_size=200, **FAST)
     activity, evidence = LearnerActivity(), CompetencyEvidence()
+    assert all(p.reader is None for p in sql_projectors(log, [activity, evidence], RunnerSettings()))  # opt-in
+    settings = RunnerSettings(owner="w", batch_size=200, shared_read=True, **FAST)
     projectors = sql_projectors(log, [activity, evidence], settings)
     reader = projectors[0].reader
     assert reader is not None

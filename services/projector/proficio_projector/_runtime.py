@@ -55,6 +55,10 @@ class RunnerSettings:
     #: Seconds to wait after a step that passed over only other projections' events (bounds the
     #: checkpoint writes of a projection whose events are rare while the log is busy; its lag stays small).
     skip_pause: float = 0.05
+    #: Whether the statement projections of a process share one read and decode of the log (``SharedScan``).
+    #: Off: measured, it cost the fold process 2-3 µs more per statement than each reading on its own (the
+    #: decoded statements outlive a batch; bench/README.md, session 5).
+    shared_read: bool = False
     owner: str = field(default_factory=worker_id)
 
 
@@ -239,9 +243,11 @@ class SqlProjector(ActiveFollower):
 def sql_projectors(
     log: EventLog, projections: Sequence[Projection], settings: RunnerSettings | None = None
 ) -> list[SqlProjector]:
-    """Projectors of ``projections`` for one process: those that fold statements share one read of the log
-    and one decode of each statement (``SharedScan``); the others read their own event types."""
-    reader = shared_scan_for(log, projections, read_size=(settings or RunnerSettings()).batch_size)
+    """Projectors of ``projections`` for one process; with ``settings.shared_read``, those that fold statements
+    share one read of the log and one decode of each statement (``SharedScan``), else each reads its own types.
+    """
+    settings = settings or RunnerSettings()
+    reader = shared_scan_for(log, projections, read_size=settings.batch_size) if settings.shared_read else None
     return [SqlProjector(log, p, settings, reader=reader) for p in projections]
 
 

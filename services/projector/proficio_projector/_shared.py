@@ -8,6 +8,12 @@ projection's scans are served, filtered to its own types. Projections stay indep
 own generation, leases and checkpoints, and one that falls behind the window (a rebuild from position 0,
 a projection much slower than the others) reads the log directly, as before.
 
+Opt-in (``RunnerSettings.shared_read``, ``PROFICIO_SHARED_READ``): measured, it fetches and decodes each
+statement once but costs the fold process 2-3 µs *more* per statement than each projection reading on its
+own, because the decoded statements now outlive a batch (cache misses, allocator work) where they used to
+die one at a time (bench/README.md, session 5). Folding each event into every projection in turn would
+keep the saving; this window does not.
+
 The window is one run of positions ``(low, high]`` holding every event of the union's types in it. Events
 are dropped once every consumer seen recently has read past them, and the oldest beyond ``keep`` events
 whatever the consumers (a stuck one does not hold memory).
