@@ -111,7 +111,7 @@ def _stored(
     )
     return StoredEvent(
         position, tenant, event.stream, version, event.event_type, event.schema_version, recorded, event.key,
-        fingerprint, event.payload, event.sealed, event.key_id, prev, digest, event.decoded, opened,
+        fingerprint, event.payload, event.sealed, event.key_id, prev, digest, event.decoded, opened, event.prepared,
     )  # fmt: skip
 
 
@@ -160,8 +160,9 @@ def _seal(event: NewEvent, tenant: str, keys: dict[tuple[str, str], DataKey]) ->
         key = keys[(tenant, event.seal_for)]
         sealed, key_id = seal(key, tenant, event.stream, event.private), key.key_id
     # The constructor, not dataclasses.replace (several times slower, and this runs for every statement).
-    return NewEvent(event.stream, event.event_type, event.payload, event.key, event.fingerprint, event.expected_version,
-                    event.schema_version, sealed, key_id, event.decoded, None, event.seal_for)  # fmt: skip
+    return NewEvent(event.stream, event.event_type, event.payload, event.key, event.fingerprint,
+                    event.expected_version, event.schema_version, sealed, key_id, event.decoded, None, event.seal_for,
+                    event.prepared)  # fmt: skip
 
 
 def run_migrations(

@@ -225,6 +225,7 @@ class StatementService:
                     fingerprint=sha2.encode(),
                 )
             )
+        digests: dict[str, str] = {}
         for statement in prepared:
             learner = learner_stream(tenant, statement.get("actor"))
             redacted, personal = split(statement)
@@ -237,6 +238,9 @@ class StatementService:
                     fingerprint=keyed_fingerprint(secret, statement),
                     private=personal,
                     seal_for=learner,
+                    # The projection's rows, but for position and stored time, worked out here rather than
+                    # under the log's write lock.
+                    prepared=projection.prepare_statement(secret, statement, redacted, digests),
                 )
             )
         try:
