@@ -52,7 +52,8 @@ if TYPE_CHECKING:
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 _COLUMNS = [events.c[name] for name in EVENT_COLUMNS]
-#: The most events one group commit takes; a single larger batch is still taken whole.
+#: The most events one group commit takes by default (``SqlEventLog.max_group_events``); a single larger
+#: batch is still taken whole.
 MAX_GROUP_EVENTS = 20_000
 
 
@@ -199,6 +200,12 @@ def run_alembic_env(metadata: sa.MetaData) -> None:
 class SqlEventLog(EventLog):
     """An :class:`EventLog` on a SQL database reached through a SQLAlchemy async engine."""
 
+    #: The most events one group commit takes (a single larger batch is still taken whole). Smaller groups
+    #: let the database store one group while this process parses the requests of the next, rather than
+    #: every client's request waiting in one group and then all of them being parsed while the database
+    #: idles (``PROFICIO_GROUP_MAX_EVENTS`` for the ingest service).
+    max_group_events: int = MAX_GROUP_EVENTS
+
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self._known_head = 0
@@ -281,7 +288,7 @@ class SqlEventLog(EventLog):
     def _take_group(self) -> list[_Request]:
         group: list[_Request] = []
         size = 0
-        while self._pending and (not group or size + len(self._pending[0].batch) <= MAX_GROUP_EVENTS):
+        while self._pending and (not group or size + len(self._pending[0].batch) <= self.max_group_events):
             request = self._pending.pop(0)
             if not request.future.done():  # the caller may have gone away
                 group.append(request)

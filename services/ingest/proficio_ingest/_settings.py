@@ -15,3 +15,6 @@ class IngestSettings(StoreSettings):
     max_page_size: int = 1000
     #: Most statements accepted in one POST.
     max_batch: int = 5000
+    #: The most statements one group commit of the log takes (concurrent requests share one transaction up to
+    #: this; a larger single request is still taken whole). See bench/README.md, session 5.
+    group_max_events: int = 200
