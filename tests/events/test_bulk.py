@@ -76,7 +76,8 @@ def test_packing_declines_what_it_cannot_send_unchanged() -> None:
     rows = _rows(40)
     packed, arguments = bulk._arguments(things, names, rows)
     assert packed
-    assert isinstance(arguments[1], str) and isinstance(arguments[4], list)  # bytea stays an array
+    assert isinstance(arguments[1], str)
+    assert isinstance(arguments[4], list)  # bytea stays an array
     for awkward in ("a\x1fb", "\x1e", "x\x1ey"):
         changed = [*rows[:5], (5, awkward, 1, True, None), *rows[6:]]
         assert bulk._arguments(things, names, changed)[0] is False
