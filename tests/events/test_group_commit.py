@@ -55,4 +55,4 @@ async def test_the_ingest_service_takes_the_setting(store_url: str, monkeypatch:
         assert log.max_group_events == 7
     finally:
         await log.close()
-    assert IngestSettings.model_fields["group_max_events"].default == 200
+    assert IngestSettings.model_fields["group_max_events"].default == MAX_GROUP_EVENTS
