@@ -451,7 +451,7 @@ async def test_attachments_are_sealed_per_learner_and_erased_with_her(client: Cl
 async def test_attachments_stored_in_clear_before_sealing_are_still_served(client: Client) -> None:
     """An AttachmentStored from before attachments were sealed (its data in the payload, keyed by the sha2 alone) is
     no one's: every statement that declares its sha2 gets it, and a rebuild gives its row back the same."""
-    data = b"an attachment stored before ingest_0007"
+    data = b"an attachment stored before ingest_0008"
     sha2 = hashlib.sha256(data).hexdigest()
     payload = {"sha2": sha2, "contentType": "text/plain", "data": base64.b64encode(data).decode()}
     legacy = NewEvent.of(

@@ -200,3 +200,73 @@ def test_projector_commands_status_dead_letters_and_rebuild(tmp_path: Path) -> N
     unknown = run("rebuild", "nothing", env=env)
     assert unknown.returncode != 0
     assert "learner_activity" in unknown.stderr
+
+
+def _children(pid: int) -> list[tuple[int, list[str]]]:
+    """Live child processes of ``pid`` and their command lines."""
+    found = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            if int(stat[1]) == pid and stat[0] != "Z":
+                found.append((int(entry.name), (entry / "cmdline").read_bytes().decode().split("\0")))
+        except (OSError, IndexError, ValueError):
+            continue
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return False
+    return stat[0] != "Z"
+
+
+async def test_project_refreshes_the_equity_views_in_a_child_process_that_ends_with_it(tmp_path: Path) -> None:
+    """``proficio project`` (every projection) runs the refresher apart, in a child process; the child stops when
+    its parent does, even a parent killed with SIGKILL that could not stop it."""
+    from proficio_projector.equity._tables import equity_state
+
+    from .test_shared_scan import _scored
+
+    log = await open_event_log(sqlite_url(tmp_path))
+    try:
+        await migrate_runtime(log)
+        await log.append("district-7", [_scored(n) for n in range(30)])  # evidence: the refresher has a tenant
+    finally:
+        await log.close()
+    env = {**os.environ, "PROFICIO_DATA_DIR": str(tmp_path)}
+    env.pop("PROFICIO_DATABASE_URL", None)
+    worker = spawn(env, tmp_path / "project.log", "project")
+    try:
+        deadline = time.monotonic() + 60
+        refreshers: list[tuple[int, list[str]]] = []
+        while not refreshers:
+            refreshers = [c for c in _children(worker.pid) if "--equity" in c[1] and "only" in c[1]]
+            assert time.monotonic() < deadline, "no refresher process was started"
+            await asyncio.sleep(0.1)
+        [(child, _)] = refreshers
+        log = await open_event_log(sqlite_url(tmp_path), migrate=False)
+        try:
+            while True:
+                async with log.engine.connect() as conn:
+                    rows = (await conn.execute(equity_state.select())).mappings().all()
+                if rows:
+                    break
+                assert time.monotonic() < deadline, "the equity views were not refreshed"
+                await asyncio.sleep(0.2)
+        finally:
+            await log.close()
+        assert [r["tenant"] for r in rows] == ["district-7"]
+        assert _alive(child)
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(timeout=10)
+        deadline = time.monotonic() + 30
+        while _alive(child):
+            assert time.monotonic() < deadline, "the refresher process outlived its parent"
+            await asyncio.sleep(0.1)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait(timeout=10)

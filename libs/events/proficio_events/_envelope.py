@@ -107,6 +107,10 @@ class NewEvent:
     private: bytes | None = field(default=None, repr=False)
     seal_for: str | None = None
     learner_of: str | None = None
+    #: What the writer already worked out from the event for its inline handler, before the append (so that
+    #: work is not done under the log's write lock). Passed on to ``StoredEvent.prepared``; never stored or
+    #: hashed, and never relied on: a handler must give the same result without it (a rebuild has none).
+    prepared: Any = field(default=None, compare=False, repr=False)
 
     @classmethod
     def of(cls, stream: str, event_type: str, data: Any, **kwargs: Any) -> NewEvent:
@@ -143,6 +147,8 @@ class StoredEvent:
     #: The plaintext of ``sealed`` when the log sealed it in this process (``NewEvent.private``), for
     #: inline handlers. Never stored; None when read back from the log.
     opened: bytes | None = field(default=None, compare=False, repr=False)
+    #: ``NewEvent.prepared`` when the event was appended in this process; None when read back from the log.
+    prepared: Any = field(default=None, compare=False, repr=False)
 
     @property
     def recorded_at(self) -> datetime:

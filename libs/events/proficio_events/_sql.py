@@ -55,7 +55,8 @@ if TYPE_CHECKING:
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 _COLUMNS = [events.c[name] for name in EVENT_COLUMNS]
-#: The most events one group commit takes; a single larger batch is still taken whole.
+#: The most events one group commit takes by default (``SqlEventLog.max_group_events``); a single larger
+#: batch is still taken whole.
 MAX_GROUP_EVENTS = 20_000
 
 
@@ -142,7 +143,7 @@ def _stored(
     )
     return StoredEvent(
         position, tenant, event.stream, version, event.event_type, event.schema_version, recorded, event.key,
-        fingerprint, event.payload, event.sealed, event.key_id, prev, digest, event.decoded, opened,
+        fingerprint, event.payload, event.sealed, event.key_id, prev, digest, event.decoded, opened, event.prepared,
     )  # fmt: skip
 
 
@@ -231,7 +232,7 @@ def _seal(event: NewEvent, tenant: str, keys: dict[tuple[str, str], DataKey]) ->
     # The constructor, not dataclasses.replace (several times slower, and this runs for every statement).
     return NewEvent(event.stream, event.event_type, event.payload, event.key, event.fingerprint, event.expected_version,
                     event.schema_version, sealed, key_id, event.decoded, None, event.seal_for,
-                    event.learner_of)  # fmt: skip
+                    event.learner_of, event.prepared)  # fmt: skip
 
 
 def _bind(event: NewEvent, learner: str) -> NewEvent:
@@ -244,7 +245,7 @@ def _bind(event: NewEvent, learner: str) -> NewEvent:
         payload = orjson.dumps(decoded)
     return NewEvent(stream, event.event_type, payload, event.key, event.fingerprint, event.expected_version,
                     event.schema_version, event.sealed, event.key_id, decoded, event.private, seal_for,
-                    event.learner_of)  # fmt: skip
+                    event.learner_of, event.prepared)  # fmt: skip
 
 
 def run_migrations(
@@ -280,6 +281,12 @@ def run_alembic_env(metadata: sa.MetaData) -> None:
 
 class SqlEventLog(EventLog):
     """An :class:`EventLog` on a SQL database reached through a SQLAlchemy async engine."""
+
+    #: The most events one group commit takes (a single larger batch is still taken whole). Smaller groups
+    #: let the database store one group while this process parses the requests of the next, rather than
+    #: every client's request waiting in one group and then all of them being parsed while the database
+    #: idles (``PROFICIO_GROUP_MAX_EVENTS`` for the ingest service).
+    max_group_events: int = MAX_GROUP_EVENTS
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
@@ -386,7 +393,7 @@ class SqlEventLog(EventLog):
     def _take_group(self) -> list[_Request]:
         group: list[_Request] = []
         size = 0
-        while self._pending and (not group or size + len(self._pending[0].batch) <= MAX_GROUP_EVENTS):
+        while self._pending and (not group or size + len(self._pending[0].batch) <= self.max_group_events):
             request = self._pending.pop(0)
             if not request.future.done():  # the caller may have gone away
                 group.append(request)

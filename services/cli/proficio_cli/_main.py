@@ -338,13 +338,26 @@ async def relay(data_dir: Path | None, batch_size: int) -> int:
     show_default=True,
     help="Where events come from: the SQL log, or the Kafka topic (auto: Kafka when PROFICIO_KAFKA_BOOTSTRAP is set).",
 )
+@click.option(
+    "--equity",
+    type=click.Choice(["apart", "here", "only", "off"]),
+    default=None,
+    help="Where the equity refresher runs: apart, in a child process of its own (the default with every "
+    "projection); here, in this process; only, nothing else; off (the default with NAMES).",
+)
+@click.option("--parent-pipe", is_flag=True, hidden=True, help="Stop when standard input closes (a child process).")
 @click.argument("names", nargs=-1)
 @_async
-async def project(data_dir: Path | None, source: str, names: tuple[str, ...]) -> int:
-    """Run projectors (all, or the NAMES given) until stopped; several processes share the work."""
+async def project(
+    data_dir: Path | None, source: str, equity: str | None, parent_pipe: bool, names: tuple[str, ...]
+) -> int:
+    """Run projectors (all, or the NAMES given) until stopped; several processes share the work.
+
+    With every projection, the equity refresher runs in a child process of its own (``--equity apart``).
+    """
     from ._stream import run_projectors
 
-    return await run_projectors(data_dir, source, names)
+    return await run_projectors(data_dir, source, names, equity, parent_pipe=parent_pipe)
 
 
 @main.group()

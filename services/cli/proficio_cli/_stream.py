@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from datetime import date, datetime
 from pathlib import Path
@@ -77,12 +80,28 @@ async def open_store(data_dir: Path | None) -> EventLog:
     return log
 
 
-def stop_on_signals() -> asyncio.Event:
-    """An event set by SIGINT or SIGTERM: workers finish their batch, release their leases and exit."""
+def stop_on_signals(*, parent_pipe: bool = False) -> asyncio.Event:
+    """An event set by SIGINT or SIGTERM: workers finish their batch, release their leases and exit.
+
+    ``parent_pipe``: also when standard input (a pipe from the parent process) closes.
+    """
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    if parent_pipe:
+        fd = sys.stdin.fileno()
+
+        def readable() -> None:
+            try:
+                closed = not os.read(fd, 4096)
+            except OSError:
+                closed = True
+            if closed:
+                loop.remove_reader(fd)
+                stop.set()
+
+        loop.add_reader(fd, readable)
     return stop
 
 
@@ -109,8 +128,16 @@ async def run_relay(data_dir: Path | None, batch_size: int) -> int:
     return 0
 
 
-async def run_projectors(data_dir: Path | None, source: str, names: tuple[str, ...]) -> int:
-    from proficio_projector import KafkaProjector, SqlProjector, default_projections, projection_named
+#: Where ``proficio project`` runs the equity refresher: ``apart``, in a child process of its own (the default
+#: with every projection: the folds keep this process's core); ``here``, in this process; ``only``, nothing
+#: else (a process or machine of its own); ``off``.
+EQUITY_MODES = ("apart", "here", "only", "off")
+
+
+async def run_projectors(
+    data_dir: Path | None, source: str, names: tuple[str, ...], equity: str | None = None, *, parent_pipe: bool = False
+) -> int:
+    from proficio_projector import KafkaProjector, default_projections, projection_named, sql_projectors
     from proficio_projector.equity import EquityRefresher
 
     settings = stream_settings(data_dir)
@@ -120,9 +147,13 @@ async def run_projectors(data_dir: Path | None, source: str, names: tuple[str, .
             projections = [projection_named(projections, n) for n in names]
         except KeyError as exc:
             raise click.ClickException(str(exc.args[0])) from exc
+    # The equity views are refreshed from the views the projectors keep: by default beside all of them.
+    equity = equity or ("off" if names else "apart")
+    if equity == "only":
+        projections = []
     chosen = source if source != "auto" else ("kafka" if settings.kafka_bootstrap else "sql")
     async with await open_store(data_dir) as log:
-        stop = stop_on_signals()
+        stop = stop_on_signals(parent_pipe=parent_pipe)
         runners: list[Any]
         if chosen == "kafka":
             bootstrap = need_kafka(settings)
@@ -138,12 +169,52 @@ async def run_projectors(data_dir: Path | None, source: str, names: tuple[str, .
                 for p in projections
             ]
         else:
-            runners = [SqlProjector(log, p, settings.runner()) for p in projections]
-        if not names:  # the equity views are refreshed from the views the projectors keep
-            runners.append(EquityRefresher(log, topic=settings.kafka_topic if chosen == "kafka" else None))
-        click.echo(f"projectors ({chosen}): {', '.join(p.name for p in projections)}", err=True)
+            runners = list(sql_projectors(log, projections, settings.runner()))
+        topic = settings.kafka_topic if chosen == "kafka" else None
+        if equity in ("here", "only"):
+            runners.append(EquityRefresher(log, topic=topic))
+        elif equity == "apart":
+            runners.append(RefresherProcess(data_dir, chosen))
+        what = ", ".join(p.name for p in projections) or "none"
+        click.echo(f"projectors ({chosen}): {what}; equity refresher: {equity}", err=True)
         await asyncio.gather(*(r.run(stop) for r in runners))
     return 0
+
+
+class RefresherProcess:
+    """The equity refresher in a child process (``proficio project --equity only``), started again if it dies.
+
+    A refresher round is CPU-bound for seconds at a time (each chunk's facts, the cells); in the folds'
+    process it held their event loop and took their core. Apart, the folds keep theirs.
+    """
+
+    def __init__(self, data_dir: Path | None, source: str, *, restart_delay: float = 1.0) -> None:
+        self.args = [sys.executable, "-m", "proficio_cli", "project", "--equity", "only", "--source", source,
+                     "--parent-pipe"]  # fmt: skip
+        if data_dir is not None:
+            self.args += ["--data-dir", str(data_dir)]
+        self.restart_delay = restart_delay
+        self.process: subprocess.Popen[bytes] | None = None
+
+    async def run(self, stop: asyncio.Event) -> None:
+        try:
+            while not stop.is_set():
+                if self.process is None or self.process.poll() is not None:
+                    if self.process is not None:
+                        click.echo(f"equity refresher process exited ({self.process.returncode}): restarting", err=True)
+                    # Its stdin is a pipe from this process: it stops when the pipe closes, also if this
+                    # process is killed (SIGKILL included) and cannot stop it.
+                    self.process = subprocess.Popen(self.args, stdin=subprocess.PIPE)  # noqa: ASYNC220 (returns at once)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self.restart_delay)
+        finally:
+            if self.process is not None and self.process.poll() is None:
+                self.process.terminate()
+                try:
+                    await asyncio.to_thread(self.process.wait, 30)
+                except subprocess.TimeoutExpired:
+                    self.process.kill()
+                    await asyncio.to_thread(self.process.wait)
 
 
 async def show_status(data_dir: Path | None, as_json: bool) -> int:

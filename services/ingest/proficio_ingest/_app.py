@@ -21,6 +21,7 @@ from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
 from proficio_events import EventLog, EventStoreError, StoreUnavailableError, open_event_log
+from proficio_events._sql import SqlEventLog
 
 from ._credentials import CredentialStore
 from ._documents import router as documents_router
@@ -49,6 +50,8 @@ logger = logging.getLogger("proficio.ingest")
 async def open_ingest_store(settings: IngestSettings) -> EventLog:
     """The log with the ingest service's tables migrated beside it."""
     log = await open_event_log(settings.log_url())
+    if isinstance(log, SqlEventLog):
+        log.max_group_events = settings.group_max_events
     try:
         await log.migrate_package(MIGRATIONS, VERSION_TABLE)
     except BaseException:

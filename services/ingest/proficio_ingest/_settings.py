@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from proficio_events import StoreSettings
+from proficio_events._sql import MAX_GROUP_EVENTS
 
 
 class IngestSettings(StoreSettings):
@@ -15,3 +16,8 @@ class IngestSettings(StoreSettings):
     max_page_size: int = 1000
     #: Most statements accepted in one POST.
     max_batch: int = 5000
+    #: The most statements one group commit of the log takes (concurrent requests share one transaction up to
+    #: this; a larger single request is still taken whole). Smaller groups overlap the parsing of requests with
+    #: the database's work in a single worker, but each group costs its round trips and commit: see
+    #: bench/README.md, session 5.
+    group_max_events: int = MAX_GROUP_EVENTS

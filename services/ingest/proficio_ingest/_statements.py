@@ -13,7 +13,6 @@ secret: unkeyed, it would let anyone holding the log confirm a guessed actor aga
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 import os
 import time
@@ -57,7 +56,7 @@ ATTACHMENTS_STREAM = "attachments"
 
 def keyed_fingerprint(secret: bytes, statement: dict[str, Any]) -> bytes:
     """The statement's comparison digest (``statement_fingerprint``), keyed with the tenant's secret."""
-    return hmac.new(secret, statement_fingerprint(statement), hashlib.sha256).digest()
+    return hmac.digest(secret, statement_fingerprint(statement), "sha256")  # one-shot: the C path, no HMAC object
 
 
 def attachment_events(
@@ -243,6 +242,7 @@ class StatementService:
         events: list[NewEvent] = []
         secret = await identifier_secret(self.log, tenant)
         events.extend(attachment_events(secret, prepared, parts))
+        digests: dict[str, str] = {}
         for statement in prepared:
             redacted, personal = split(statement)
             # The stream is her learner id, which the log takes from the learner directory (created there for an
@@ -257,6 +257,9 @@ class StatementService:
                     private=personal,
                     seal_for=PENDING_LEARNER,
                     learner_of=learner_digest(secret, statement.get("actor")),
+                    # The projection's rows, but for position and stored time, worked out here rather than
+                    # under the log's write lock.
+                    prepared=projection.prepare_statement(secret, statement, redacted, digests),
                 )
             )
         try:

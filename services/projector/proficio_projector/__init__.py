@@ -18,9 +18,11 @@ from ._runtime import (
     projection_named,
     recorded_at,
     replay_dead_letters,
+    sql_projectors,
     status,
 )
 from ._settings import StreamSettings
+from ._shared import ScanStats, SharedScan
 from ._store import Generation, ViewStore, active_generation, ensure_active, list_generations, migrate_runtime
 from ._stream import KafkaProjector, Relay, relay_consumer
 
@@ -41,6 +43,8 @@ __all__ = [
     "RowKey",
     "RowRef",
     "RunnerSettings",
+    "ScanStats",
+    "SharedScan",
     "SqlProjector",
     "State",
     "StreamSettings",
@@ -59,5 +63,6 @@ __all__ = [
     "relay_consumer",
     "replay_dead_letters",
     "router",
+    "sql_projectors",
     "status",
 ]

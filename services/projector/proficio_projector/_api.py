@@ -24,7 +24,7 @@ from proficio_events import EventLog
 
 from ._http import Caller, LearnerId, record_access
 from ._model import Projection
-from ._runtime import RunnerSettings, SqlProjector, active_watermark, status
+from ._runtime import RunnerSettings, active_watermark, sql_projectors, status
 from ._settings import StreamSettings
 from ._store import ViewStore, active_generation, migrate_runtime
 from .roster import PROTECTED_VIEWS
@@ -218,7 +218,7 @@ def install(
             recorder = AccessRecorder(log)
             app_.state.access_recorder = recorder
             tasks = (
-                [asyncio.create_task(SqlProjector(log, p, runner).run(stop)) for p in projections]
+                [asyncio.create_task(p.run(stop)) for p in sql_projectors(log, projections, runner)]
                 + [asyncio.create_task(EquityRefresher(log).run(stop))]
                 if run_projectors
                 else []

@@ -26,6 +26,7 @@ from ._apply import Applier
 from ._leases import LeaseKeeper, worker_id
 from ._model import Projection
 from ._schema import dead_letters, generations, offsets
+from ._shared import SharedScan, shared_scan_for
 from ._store import (
     ACTIVE,
     BUILDING,
@@ -54,6 +55,10 @@ class RunnerSettings:
     #: Seconds to wait after a step that passed over only other projections' events (bounds the
     #: checkpoint writes of a projection whose events are rare while the log is busy; its lag stays small).
     skip_pause: float = 0.05
+    #: Whether the statement projections of a process share one read and decode of the log (``SharedScan``).
+    #: Off: measured, it cost the fold process 2-3 µs more per statement than each reading on its own (the
+    #: decoded statements outlive a batch; bench/README.md, session 5).
+    shared_read: bool = False
     owner: str = field(default_factory=worker_id)
 
 
@@ -77,14 +82,23 @@ class SegmentFolder:
     """Folds the log into one generation, for the segments a lease keeper holds.
 
     It reads only the projection's event types (``EventLog.scan_after``): most projections want few
-    of the log's events, and reading the rest only to skip them was most of their cost.
+    of the log's events, and reading the rest only to skip them was most of their cost. With a ``reader``
+    that serves its types, it reads through it (one read and decode shared by the projections of a process).
     """
 
-    def __init__(self, log: EventLog, projection: Projection, generation: Generation, keeper: LeaseKeeper) -> None:
+    def __init__(
+        self,
+        log: EventLog,
+        projection: Projection,
+        generation: Generation,
+        keeper: LeaseKeeper,
+        reader: SharedScan | None = None,
+    ) -> None:
         self.log = log
         self.generation = generation
         self.keeper = keeper
         self.event_types = projection.event_types
+        self.reader = reader if reader is not None and reader.serves(projection.event_types) else None
         self.applier = Applier(projection, generation)
         # The batch after the last one read, read while that one is folded: (the position it follows, read).
         self._ahead: tuple[int, asyncio.Future[tuple[list[StoredEvent], int]]] | None = None
@@ -99,6 +113,10 @@ class SegmentFolder:
             self._ahead = None
 
     def _scan(self, position: int, batch_size: int) -> asyncio.Future[tuple[list[StoredEvent], int]]:
+        if self.reader is not None and self.event_types is not None:
+            return asyncio.ensure_future(
+                self.reader.scan_after(position, batch_size, self.event_types, consumer=self.generation.consumer)
+            )
         return asyncio.ensure_future(self.log.scan_after(position, batch_size, self.event_types))
 
     async def step(self, batch_size: int) -> Step | None:
@@ -171,16 +189,25 @@ class ActiveFollower:
 class SqlProjector(ActiveFollower):
     """Keeps one projection's active generation up to date from the SQL log, with other workers."""
 
-    def __init__(self, log: EventLog, projection: Projection, settings: RunnerSettings | None = None) -> None:
+    def __init__(
+        self,
+        log: EventLog,
+        projection: Projection,
+        settings: RunnerSettings | None = None,
+        *,
+        reader: SharedScan | None = None,
+    ) -> None:
+        """``reader``: a scan shared with other projectors of this process (see ``sql_projectors``)."""
         self.log = log
         self.projection = projection
         self.settings = settings or RunnerSettings()
+        self.reader = reader
 
     async def _serve(self, generation: Generation, stop: asyncio.Event) -> None:
         keeper = LeaseKeeper(
             self.log, generation.consumer, generation.segments, self.settings.owner, ttl=self.settings.lease_ttl
         )
-        folder = SegmentFolder(self.log, self.projection, generation, keeper)
+        folder = SegmentFolder(self.log, self.projection, generation, keeper, self.reader)
         loop = asyncio.get_running_loop()
         try:
             renew_at = 0.0
@@ -211,6 +238,17 @@ class SqlProjector(ActiveFollower):
             folder.close()
             with contextlib.suppress(*RETRYABLE):
                 await keeper.release()
+
+
+def sql_projectors(
+    log: EventLog, projections: Sequence[Projection], settings: RunnerSettings | None = None
+) -> list[SqlProjector]:
+    """Projectors of ``projections`` for one process; with ``settings.shared_read``, those that fold statements
+    share one read of the log and one decode of each statement (``SharedScan``), else each reads its own types.
+    """
+    settings = settings or RunnerSettings()
+    reader = shared_scan_for(log, projections, read_size=settings.batch_size) if settings.shared_read else None
+    return [SqlProjector(log, p, settings, reader=reader) for p in projections]
 
 
 async def build(

@@ -3,8 +3,8 @@
 The primary key becomes (tenant, sha2, learner). Rows already stored were written in clear, shared by every
 statement: they keep learner '' (no one's) and key_id NULL, as a rebuild from their events gives them.
 
-Revision ID: ingest_0007
-Revises: ingest_0006
+Revision ID: ingest_0008
+Revises: ingest_0007
 Create Date: 2026-11-22
 """
 
@@ -15,8 +15,8 @@ from typing import Any
 import sqlalchemy as sa
 from alembic import op
 
-revision = "ingest_0007"
-down_revision = "ingest_0006"
+revision = "ingest_0008"
+down_revision = "ingest_0007"
 branch_labels = None
 depends_on = None
 
