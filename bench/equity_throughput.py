@@ -144,8 +144,7 @@ def _draw(rng: random.Random, shares: Sequence[tuple[str, float]]) -> str:
 
 def roster_events(district: District) -> Iterator[NewEvent]:
     for n, learner in enumerate(district.learners):
-        data = {"learner": learner, "user": f"user-{n}", "schools": district.schools[n], "grades": ["08"],
-                "removed_schools": []}  # fmt: skip
+        data = {"learner": learner, "schools": district.schools[n], "grades": ["08"], "removed_schools": []}
         yield NewEvent.of("roster:learners", "RosterLearnerSet", data)
 
 

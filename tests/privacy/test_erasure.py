@@ -34,16 +34,24 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from proficio_events import EventLog, NewEvent, tenant_secret
 from proficio_events._schema import learner_directory, learner_keys
-from proficio_ingest import find_learner_id, learner_digest, legacy_learner_stream, rebuild_statement_tables
+from proficio_ingest import (
+    enroll_learner_ids,
+    find_learner_id,
+    learner_digest,
+    legacy_learner_stream,
+    rebuild_statement_tables,
+)
 from proficio_ingest._agents import stream_identity
 from proficio_ingest._multipart import AttachmentPart, build_multipart_mixed, parse_multipart_mixed
 from proficio_ingest._personal import ERASED_HOME_PAGE
 from proficio_ingest._projection import apply as apply_statement_events
-from proficio_projector import Relay, RunnerSettings, migrate_runtime, relay_consumer
+from proficio_projector import Relay, RunnerSettings, SqlProjector, migrate_runtime, relay_consumer
+from proficio_projector.roster import Roster, import_roster, read_package, student_enrollment_key
 from tests.ingest.conftest import Client
 from tests.ingest.test_rebuild import dump
 from tests.ingest.test_signature import SIGNATURE_USAGE, sign, stringify
-from tests.projector.support import FAST, running
+from tests.projector.support import FAST, caught_up, running, view_rows
+from tests.roster.support import EFFECTIVE, sample_copy
 from tests.support.kafka import KafkaBroker
 from tests.support.postgres import _psql
 
@@ -470,3 +478,73 @@ async def test_attachments_stored_in_clear_before_sealing_are_still_served(clien
     await rebuild_statement_tables(client.log)
     assert (await dump(client))["xapi_attachments"] == before["xapi_attachments"]
     assert (await with_attachments(client, statementId=ids[0]))[1] == {sha2: data}
+
+
+#: A rostered student's SIS keys: her sourcedId and her two enrollments' (the SIS maps them to her name).
+STUDENT_SIS = "zq-sis-student-48213"
+ENROLLMENTS_SIS = ["zq-sis-enrol-math-66107", "zq-sis-enrol-sci-66108"]
+#: Kept in clear on purpose (a teacher's sourcedId, his enrollment's, a class's): the search must find them.
+STAFF_AND_CLASS = ["usr-t-101", "enr-t101-math7a", "class-math-7a"]
+
+
+@pytest.mark.postgres
+async def test_an_erased_students_roster_keys_are_nowhere(
+    client: Client, store_url: str, kafka: KafkaBroker, tmp_path: Path
+) -> None:
+    """A OneRoster import names an erased student only by her learner id: her sourcedId and her enrollments'
+    sourcedIds (which the district's SIS maps to her name) are in no raw file of the database (events and the roster
+    view) nor of the Kafka log segments, before or after her erasure; the teacher's and the class's are."""
+    started = time.time()
+    topic = f"privacy-roster-{uuid.uuid4().hex[:8]}"
+    log = client.log
+    await migrate_runtime(log)
+    package = sample_copy(tmp_path)
+    renames = {"usr-s-201": STUDENT_SIS, "enr-s201-math7a": ENROLLMENTS_SIS[0], "enr-s201-sci7b": ENROLLMENTS_SIS[1]}
+    for file in ("users.csv", "enrollments.csv", "demographics.csv"):
+        text = (package / file).read_text()
+        for old, new in renames.items():
+            assert old in text or file != "enrollments.csv", (old, file)
+            text = text.replace(old, new)
+        (package / file).write_text(text)
+    roster = read_package(package)
+    assert STUDENT_SIS in roster.users
+    assert set(ENROLLMENTS_SIS) <= set(roster.enrollments)
+    email = roster.users[STUDENT_SIS].email
+    assert email is not None
+    projection = Roster()
+    async with running(SqlProjector(log, projection, RunnerSettings(owner="privacy", **FAST))):
+        result = await import_roster(log, "default", roster, learner_ids=enroll_learner_ids, effective=EFFECTIVE)
+        assert result.changed
+        # Re-importing the same package appends nothing (the enrollments' keyed digests compare equal).
+        assert not (await import_roster(log, "default", roster, learner_ids=enroll_learner_ids,
+                                        effective=EFFECTIVE)).changed  # fmt: skip
+        await caught_up(log, "roster")
+        learner = await find_learner_id(log, "default", {"mbox": f"mailto:{email}"})
+        assert learner is not None
+        assert learner in {row["learner"] for row in await view_rows(log, projection, "learners")}
+        async with log.engine.connect() as conn:
+            secret = await tenant_secret(conn, "default", create=False)
+        assert secret is not None
+        enrollments = {row["enrollment"]: row for row in await view_rows(log, projection, "enrollments")}
+        for key in ENROLLMENTS_SIS:
+            assert enrollments[student_enrollment_key(secret, key)]["learner"] == learner
+        assert enrollments["enr-t101-math7a"]["user_sourced_id"] == "usr-t-101"
+        await relay_all(log, kafka, topic)
+
+        answer = await client.http.post("/audit/learner/erase", json={"agent": {"mbox": f"mailto:{email}"}},
+                                        headers=client.auth)  # fmt: skip
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["learners"] == [learner]
+        assert await find_learner_id(log, "default", {"mbox": f"mailto:{email}"}) is None
+        await relay_all(log, kafka, topic)
+        await caught_up(log, "roster")
+
+    places = await asyncio.to_thread(database_files, store_url, started)
+    places["kafka segments"] = _files(*kafka.log_dir.glob(f"{topic}-*"))
+    leaks: dict[str, list[str | bytes]] = {}
+    for place, files in places.items():
+        assert files, f"no files found for {place}"
+        hits = _found(files, [*STAFF_AND_CLASS, STUDENT_SIS, *ENROLLMENTS_SIS])
+        assert all(hits[control] for control in STAFF_AND_CLASS), f"{place}: the search cannot find things: {hits}"
+        leaks[place] = [needle for needle, where in hits.items() if needle not in STAFF_AND_CLASS and where]
+    assert leaks == {place: [] for place in places}

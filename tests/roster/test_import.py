@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 import pytest
 
-from proficio_events import ConcurrencyError, EventLog, StoredEvent, forget_learners
+from proficio_events import ConcurrencyError, EventLog, NewEvent, StoredEvent, forget_learners, identifier_secret
 from proficio_ingest import enroll_learner_ids, find_learner_id
 from proficio_projector import fold
 from proficio_projector.competency import CompetencyReference, section_roster_event
@@ -26,6 +26,7 @@ from proficio_projector.roster import (
     groups_stream,
     import_roster,
     read_package,
+    student_enrollment_key,
 )
 from tests.projector.support import rows_of, whole_log
 
@@ -61,6 +62,18 @@ def personal_data() -> set[str]:
     return {value for value in found if value}
 
 
+def student_keys() -> set[str]:
+    """The sourcedIds of the sample's students and of their enrollments: the SIS maps them to names."""
+    _columns, enrollments = read_rows(SAMPLE, "enrollments.csv")
+    return set(student_emails()) | {row["sourcedId"] for row in enrollments if row["role"] == "student"}
+
+
+async def enrollment_keys(log: EventLog, sourced_ids: list[str]) -> dict[str, str]:
+    """Enrollment sourcedId -> its key in events and views (a keyed digest of a student's enrollment)."""
+    secret = await identifier_secret(log, TENANT)
+    return {key: student_enrollment_key(secret, key) if key.startswith("enr-s") else key for key in sourced_ids}
+
+
 async def test_the_sample_imports_as_events_with_learner_ids_and_no_personal_data(log: EventLog) -> None:
     result = await import_package(log, SAMPLE)
 
@@ -82,13 +95,15 @@ async def test_the_sample_imports_as_events_with_learner_ids_and_no_personal_dat
     learners = {user: await learner_of(log, email) for user, email in emails.items()}
     # Each student is the learner ingest files their statements under (actor = their email).
     roster = fold(Roster(), events)
-    assert {row["user_sourced_id"]: row["learner"] for row in rows_of(roster, "learners")} == learners
+    assert {row["learner"] for row in rows_of(roster, "learners")} == set(learners.values())
+    assert all("user_sourced_id" not in row for row in rows_of(roster, "learners"))  # no student sourcedId
     school_of = {row["learner"]: row["schools"] for row in rows_of(roster, "learners")}
     assert school_of[learners["usr-s-201"]] == '["org-school-cedar"]'
     enrollments = {row["enrollment"]: row for row in rows_of(roster, "enrollments")}
-    assert (enrollments["enr-s201-math7a"]["learner"], enrollments["enr-s201-math7a"]["user_sourced_id"]) == (
-        learners["usr-s-201"], None,
-    )  # fmt: skip
+    keys = await enrollment_keys(log, ["enr-s201-math7a", "enr-t101-math7a"])
+    student = enrollments[keys["enr-s201-math7a"]]  # keyed by a keyed digest, not the sourcedId
+    assert keys["enr-s201-math7a"].startswith("enrollment:")
+    assert (student["learner"], student["user_sourced_id"]) == (learners["usr-s-201"], None)
     assert (enrollments["enr-t101-math7a"]["learner"], enrollments["enr-t101-math7a"]["user_sourced_id"]) == (
         None, "usr-t-101",
     )  # fmt: skip
@@ -107,9 +122,12 @@ async def test_the_sample_imports_as_events_with_learner_ids_and_no_personal_dat
     }  # fmt: skip
 
     stored = [(e.stream, e.key or "", e.payload.decode()) for e in events]
-    for value in personal_data():
+    # Nor the sourcedIds of students and of their enrollments (the SIS maps them to names); staff's stay.
+    for value in personal_data() | student_keys():
         leaks = [s for s in stored if any(value in part for part in s)]
         assert not leaks, f"{value!r} is in the log: {leaks[:2]}"
+    for value in ("usr-t-101", "enr-t101-math7a", "class-math-7a"):
+        assert any(value in part for s in stored for part in s), value
 
 
 async def test_an_unchanged_reimport_appends_nothing(log: EventLog, tmp_path: Path) -> None:
@@ -201,10 +219,10 @@ async def test_students_and_classes_that_leave_end_their_enrollments_sections_an
     assert not leaving & {row["learner"] for row in rows_of(roster, "school_learners")}
     dropped = {row["enrollment"]: row["dropped_on"] for row in rows_of(roster, "enrollments")
                if row["status"] == "dropped"}  # fmt: skip
-    assert dropped == dict.fromkeys(
-        ["enr-s211-math5", "enr-s212-math5", "enr-t101-sci7b",
-         *(f"enr-s{n}-sci7b" for n in (201, 203, 205, 206, 207, 208))], "2026-01-12",
-    )  # fmt: skip
+    keys = await enrollment_keys(log, ["enr-s211-math5", "enr-s212-math5", "enr-t101-sci7b",
+                                       *(f"enr-s{n}-sci7b" for n in (201, 203, 205, 206, 207, 208))])  # fmt: skip
+    assert dropped == dict.fromkeys(keys.values(), "2026-01-12")
+    assert len({k for k in keys.values() if k.startswith("enrollment:")}) == 8
     assert "class-science-7b" not in {row["class"] for row in rows_of(roster, "classes")}
     sections = {row["section"]: row["learners"] for row in rows_of(fold(CompetencyReference(), events), "sections")}
     assert sections["class-science-7b"] == "[]"
@@ -227,9 +245,10 @@ async def test_account_actors_give_the_learner_ids_of_account_statements(log: Ev
     home = "https://lms.maplevalley.example.org"
     await import_package(log, SAMPLE, actor=ActorMapping(ActorSource.SOURCED_ID, home))
     rows = rows_of(fold(Roster(), await whole_log(log)), "learners")
-    assert {r["user_sourced_id"]: r["learner"] for r in rows}["usr-s-201"] == await find_learner_id(
+    found = await find_learner_id(
         log, TENANT, {"objectType": "Agent", "account": {"homePage": home, "name": "usr-s-201"}}
     )
+    assert found in {r["learner"] for r in rows}
     with pytest.raises(ValueError, match="give the LMS's home page"):
         ActorMapping(ActorSource.USERNAME)
     with pytest.raises(ValueError, match="must be an http"):
@@ -317,3 +336,30 @@ async def test_a_student_erased_while_the_roster_is_imported_fails_the_import_wh
     learners = {row["learner"] for row in rows_of(roster, "learners")}
     assert len(learners) == 12
     assert erased[0] not in learners
+
+
+async def test_a_roster_imported_before_student_keys_were_digested_is_taken_over_once(
+    log: EventLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A log written before students' sourcedIds were left out (simulated: enrollments keyed by their sourcedIds, a
+    ``RosterLearnerSet`` with ``user``): the next import keeps the learners, drops each old student enrollment and
+    sets it anew under its keyed digest, once; the import after appends nothing."""
+    from proficio_projector.roster import _import
+
+    monkeypatch.setattr(_import, "student_enrollment_key", lambda _secret, sourced_id: sourced_id)
+    await import_package(log, SAMPLE)
+    monkeypatch.undo()
+    last = (await log.read_stream(TENANT, "roster:learners"))[-1]
+    legacy = {**last.data(), "user": "usr-s-legacy", "removed_schools": []}
+    await log.append(TENANT, [NewEvent.of("roster:learners", "RosterLearnerSet", legacy)])
+
+    result = await import_package(log, SAMPLE)
+
+    assert result.appended == {"RosterEnrollmentDropped": 18, "RosterEnrollmentSet": 18}  # 21, less 3 teachers'
+    assert not (await import_package(log, SAMPLE)).changed
+    roster = fold(Roster(), await whole_log(log))
+    enrollments = rows_of(roster, "enrollments")
+    active = {row["enrollment"] for row in enrollments if row["status"] == "active"}
+    assert len(active) == 21
+    assert not {key for key in active if key.startswith("enr-s")}  # students' under their keyed digests
+    assert all("user_sourced_id" not in row for row in rows_of(roster, "learners"))

@@ -24,6 +24,7 @@ from ._import import (
     ActorSource,
     RosterImportResult,
     import_roster,
+    student_enrollment_key,
 )
 from ._oneroster import EXTENSION_COLUMNS, Demographics, Problem, RosterError, RosterPackage, read_package
 from ._views import (
@@ -74,4 +75,5 @@ __all__ = [
     "membership_changes",
     "race_ethnicity",
     "read_package",
+    "student_enrollment_key",
 ]

@@ -6,24 +6,29 @@ unchanged package appends nothing. Every stream touched is appended with the ver
 import racing another (or a section edited meanwhile) fails whole instead of interleaving.
 
 Students become learners under the id ingest gives the xAPI actor the tenant's LMS sends for them (see
-``ActorMapping``): names, emails, usernames, SIS identifiers and birth dates never reach the log; events keep
-OneRoster sourcedIds (opaque SIS keys) and learner ids.
+``ActorMapping``): names, emails, usernames, SIS identifiers and birth dates never reach the log. Nor do a student's
+sourcedId and her enrollments' sourcedIds: the district's SIS maps them to her name, so they would re-identify her
+learner id after an erasure. Her ``RosterLearnerSet`` names her by learner id only, and her enrollments are keyed
+by ``student_enrollment_key`` (a keyed digest, HMAC-SHA256 with the tenant secret), so an unchanged re-import still
+compares equal and a dropped enrollment is still found. Staff (teachers...), classes and orgs keep their sourcedIds.
 """
 
 from __future__ import annotations
 
 import collections
 import dataclasses
+import hmac
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from enum import StrEnum
+from hashlib import sha256
 from typing import Any
 from urllib.parse import urlsplit
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from proficio_events import EventLog, InlineHandler, NewEvent, StoredEvent, directory_rows_of
+from proficio_events import EventLog, InlineHandler, NewEvent, StoredEvent, directory_rows_of, identifier_secret
 
 from ..competency._reference import MAX_SECTION, SECTION_SET, section_roster_event, section_stream
 from ._groups import (
@@ -53,10 +58,18 @@ ORGS_STREAM = "roster:orgs"
 CLASSES_STREAM = "roster:classes"
 LEARNERS_STREAM = "roster:learners"
 ENROLLMENTS_STREAM = "roster:enrollments"
+_ENROLLMENT_DOMAIN = b"proficio:roster-enrollment:1\x00"
 
 #: Turns (log, tenant, xAPI actors) into the views' learner ids, enrolling in the learner directory the actors it
 #: does not know (a roster names students before they send anything): ``proficio_ingest.enroll_learner_ids``.
 LearnerIds = Callable[[EventLog, str, Sequence[Any]], Awaitable[list[str]]]
+
+
+def student_enrollment_key(secret: bytes, sourced_id: str) -> str:
+    """What a student's enrollment is keyed by in events and views: ``enrollment:`` + hex HMAC-SHA256 of its sourcedId
+    with the tenant secret (domain-separated from the other keyed digests). The same sourcedId gives the same key, so
+    imports still diff by it; without the tenant secret nobody can test a sourcedId from the SIS against it."""
+    return "enrollment:" + hmac.new(secret, _ENROLLMENT_DOMAIN + sourced_id.encode(), sha256).hexdigest()
 
 
 class ActorSource(StrEnum):
@@ -159,7 +172,8 @@ async def import_roster(
         previous.memberships[learner] = memberships_of(
             e.data() for e in history if e.event_type == GROUP_MEMBERSHIP_CHANGED
         )
-    planned = _plan(package, learners, effective.isoformat(), previous)
+    secret = await identifier_secret(log, tenant)
+    planned = _plan(package, learners, effective.isoformat(), previous, secret)
     events = _with_expected_versions(planned, previous.versions)
     counts = collections.Counter(e.event_type for e in events)
     result = RosterImportResult(
@@ -243,6 +257,7 @@ async def _load_roster_stream(log: EventLog, tenant: str, stream: str, previous:
             previous.classes.pop(data["class"], None)
         elif kind == LEARNER_SET:
             data.pop("removed_schools", None)  # how the view catches up, not part of the learner
+            data.pop("user", None)  # her sourcedId, in events written before it was left out
             previous.learners[data["learner"]] = data
         elif kind == LEARNER_REMOVED:
             previous.learners.pop(data["learner"], None)
@@ -256,8 +271,11 @@ async def _load_roster_stream(log: EventLog, tenant: str, stream: str, previous:
 _Planned = tuple[str, str, dict[str, Any]]
 
 
-def _plan(package: RosterPackage, learners: Mapping[str, str], effective: str, previous: _Previous) -> list[_Planned]:
-    """The events that take the log's roster to the package's, in a stable order."""
+def _plan(
+    package: RosterPackage, learners: Mapping[str, str], effective: str, previous: _Previous, secret: bytes
+) -> list[_Planned]:
+    """The events that take the log's roster to the package's, in a stable order (``secret``: the tenant's, for the
+    keys of students' enrollments)."""
     problems: list[Problem] = []
     planned: list[_Planned] = []
     orgs = {key: {"org": key, "name": o.name, "type": o.type, "identifier": o.identifier, "parent": o.parent}
@@ -278,7 +296,7 @@ def _plan(package: RosterPackage, learners: Mapping[str, str], effective: str, p
     for user_id, learner in learners.items():
         user = package.users[user_id]
         at = sorted({org for org in user.orgs if org in schools} | enrolled_at[user_id])
-        wanted_learners[learner] = {"learner": learner, "user": user_id, "schools": at, "grades": list(user.grades)}
+        wanted_learners[learner] = {"learner": learner, "schools": at, "grades": list(user.grades)}
     for learner, data in sorted(wanted_learners.items()):
         before = previous.learners.get(learner)
         if before != data:
@@ -289,8 +307,9 @@ def _plan(package: RosterPackage, learners: Mapping[str, str], effective: str, p
                         {"learner": learner, "schools": previous.learners[learner]["schools"]}))  # fmt: skip
 
     enrollments: dict[str, dict[str, Any]] = {}
-    for key, e in package.enrollments.items():
+    for sourced_id, e in package.enrollments.items():
         student = e.role == "student"
+        key = student_enrollment_key(secret, sourced_id) if student else sourced_id
         enrollments[key] = {"enrollment": key, "class": e.class_id, "school": e.school, "role": e.role,
                             "learner": learners[e.user] if student else None, "user": None if student else e.user,
                             "primary": e.primary, "begin_date": e.begin_date, "end_date": e.end_date}  # fmt: skip
@@ -363,7 +382,7 @@ def _group_changes(
             wanted = dict.fromkeys(FACTORS)  # no longer a student of the tenant: every membership ends
         changes, backdated = membership_changes(held, wanted, effective)
         for late in backdated:
-            who = user_of.get(learner) or previous.learners[learner]["user"]
+            who = user_of.get(learner) or learner  # a student no longer in the package: her learner id
             problems.append(Problem("demographics.csv", f"user {who!r}: the effective date {effective} is before "
                                     f"the latest {late.factor} change recorded for them ({late.latest})"))  # fmt: skip
         planned += [(groups_stream(learner), GROUP_MEMBERSHIP_CHANGED, m.payload(learner)) for m in changes]

@@ -38,10 +38,13 @@ def _json(value: Any) -> str:
 
 
 class Roster:
-    """Orgs, classes, learners (pseudonymous ids) with their schools, and enrollments, as the SIS last sent them."""
+    """Orgs, classes, learners (pseudonymous ids) with their schools, and enrollments, as the SIS last sent them.
+
+    A student's sourcedId is not kept (version 2 dropped the learners' ``user_sourced_id``), and her enrollments are
+    keyed by their keyed digest (``student_enrollment_key``); staff enrollments keep their sourcedIds."""
 
     name = "roster"
-    version = 1
+    version = 2
     event_types: frozenset[str] | None = frozenset(
         {ORG_SET, ORG_REMOVED, CLASS_SET, CLASS_REMOVED, LEARNER_SET, LEARNER_REMOVED, ENROLLMENT_SET,
          ENROLLMENT_DROPPED}
@@ -77,7 +80,6 @@ class Roster:
             "learners",
             key=(sa.Column("tenant", sa.Text), sa.Column("learner", sa.Text)),
             values=(
-                sa.Column("user_sourced_id", sa.Text, nullable=False),
                 sa.Column("schools", sa.Text, nullable=False),  # JSON array of org sourcedIds
                 sa.Column("grades", sa.Text, nullable=False),  # JSON array
                 sa.Column("changed_us", sa.BigInteger, nullable=False),
@@ -91,6 +93,7 @@ class Roster:
         ),
         ViewTable(
             "enrollments",
+            # enrollment: the sourcedId of a staff enrollment, a keyed digest of a student's (never her sourcedId)
             key=(sa.Column("tenant", sa.Text), sa.Column("enrollment", sa.Text)),
             values=(
                 sa.Column("class", sa.Text, nullable=False),
@@ -158,8 +161,8 @@ class Roster:
         if kind == LEARNER_REMOVED:
             return [Remove("learners", (tenant, learner)),
                     *(Remove("school_learners", (tenant, s, learner)) for s in data["schools"])]  # fmt: skip
-        values = {"user_sourced_id": data["user"], "schools": _json(data["schools"]),
-                  "grades": _json(data["grades"]), "changed_us": at}  # fmt: skip
+        # (events written before students' sourcedIds were left out also hold ``user``: not shown)
+        values = {"schools": _json(data["schools"]), "grades": _json(data["grades"]), "changed_us": at}
         return [
             Put("learners", (tenant, learner), values),
             *(Put("school_learners", (tenant, s, learner), {"changed_us": at}) for s in data["schools"]),
