@@ -304,23 +304,15 @@ async def _apply_tenant(conn: AsyncConnection, tenant: str, events: list[StoredE
         elif event.event_type in STATEMENT_EVENTS:
             payload = event.data()
             statement = payload["statement"]
-            prepared = event.prepared
-            if isinstance(prepared, Prepared):  # worked out before the append
-                batch[statement["id"].lower()] = _NewStatement(
-                    event,
-                    statement,
-                    payload.get("credential", ""),
-                    bool(payload.get("define", False)),
-                    statement_target(statement),
-                    is_voiding(statement),
-                    set(prepared.pairs),
-                    prepared=prepared,
-                )
-                continue
-            personal = event.opened
-            if personal is None and event.sealed is not None:
-                personal = open_sealed(keys, tenant, event.stream, event.key_id, event.sealed)
-            whole = merge(statement, personal) if personal is not None else statement
+            prepared = event.prepared if isinstance(event.prepared, Prepared) else None
+            if prepared is not None:  # worked out before the append
+                pairs = set(prepared.pairs)
+            else:
+                personal = event.opened
+                if personal is None and event.sealed is not None:
+                    personal = open_sealed(keys, tenant, event.stream, event.key_id, event.sealed)
+                whole = merge(statement, personal) if personal is not None else statement
+                pairs = keyed_pairs(secret, own_pairs(whole))
             batch[statement["id"].lower()] = _NewStatement(
                 event,
                 statement,
@@ -328,7 +320,8 @@ async def _apply_tenant(conn: AsyncConnection, tenant: str, events: list[StoredE
                 bool(payload.get("define", False)),
                 statement_target(statement),
                 is_voiding(statement),
-                keyed_pairs(secret, own_pairs(whole)),
+                pairs,
+                prepared=prepared,
             )
     await bulk_insert(
         conn,
