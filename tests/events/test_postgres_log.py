@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import pytest
+from sqlalchemy.ext.asyncio import AsyncConnection
 
+from proficio_events import StoredEvent
 from tests.support.postgres import PostgresServer, _as_postgres, port
 
 from .contract import LogContract
@@ -72,3 +74,96 @@ class TestPostgresLog(LogContract):
         finally:
             await blocker.close()
             await log.close()
+
+    async def test_a_group_commit_takes_three_round_trips_while_appends_wait(
+        self, log_url: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Lock and read in one round trip, the insert, and ``COMMIT; BEGIN`` when more appends wait (the next
+        group's transaction begun in the commit's round trip); the connection goes back once none is left."""
+        import asyncio
+
+        import asyncpg
+
+        from proficio_events import NewEvent
+        from proficio_events.backends.postgres import PostgresEventLog
+
+        log = PostgresEventLog(log_url)
+        await log.migrate()
+        await log.append("t", [NewEvent.of("s", "E", {})])  # the writer's connection has its function now
+        sent: list[str] = []
+        for name in ("execute", "fetch", "_executemany", "copy_records_to_table"):
+            original = getattr(asyncpg.Connection, name)
+
+            def counting(self: asyncpg.Connection, *args: object, _original: object = original, **kw: object) -> object:
+                sent.append(str(args[0]) if args else "")
+                return _original(self, *args, **kw)  # type: ignore[operator]
+
+            monkeypatch.setattr(asyncpg.Connection, name, counting)
+        try:
+            appends = 40
+            log.max_group_events = 6  # all are queued before the first group starts: 7 groups
+            results = await asyncio.gather(
+                *(log.append("t", [NewEvent.of(f"s{n % 7}", "E", {"n": n})]) for n in range(appends))
+            )
+            monkeypatch.undo()
+            commits = [s for s in sent if s.startswith("COMMIT")]
+            groups = len(commits)
+            assert groups == 7
+            # Every group but the last began the next one's transaction as it committed; only the first BEGINs.
+            assert commits.count("COMMIT; BEGIN") == groups - 1
+            assert sent.count("BEGIN") == 1
+            assert len(sent) == 3 * groups + 1  # BEGIN, then per group: locked read, insert, commit
+            assert sorted(r.events[0].position for r in results) == list(range(2, appends + 2))
+            assert log._held is None  # the drain ended: the kept connection went back to the pool
+            activity = await asyncpg.connect(log._dsn)
+            try:
+                waiting = await activity.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND state LIKE 'idle in transaction%'"
+                )
+            finally:
+                await activity.close()
+            assert waiting == 0
+        finally:
+            await log.close()
+
+    async def test_a_group_waiting_for_the_lock_sees_what_the_holder_committed(self, log_url: str) -> None:
+        """The group's read takes the lock and only then reads (a statement of its own, a fresh snapshot): an
+        append committed by another writer while this one waited is seen, so versions and positions follow it."""
+        import asyncio
+
+        from proficio_events import ConcurrencyError, NewEvent
+        from proficio_events.backends.postgres import PostgresEventLog
+
+        first, second = PostgresEventLog(log_url), PostgresEventLog(log_url)
+        await first.migrate()
+        try:
+            await first.append("t", [NewEvent.of("s", "E", {})])
+            await second.append("t", [NewEvent.of("other", "E", {})])  # its writer connection is set up
+            release = asyncio.Event()
+            holding = asyncio.Event()
+
+            async def slow(conn: AsyncConnection, events: Sequence[StoredEvent]) -> None:
+                holding.set()
+                await release.wait()  # first holds the lock, its append not yet committed
+
+            held = asyncio.create_task(
+                first.append("t", [NewEvent.of("s", "E", {"by": "first"}, expected_version=1)], inline=slow)
+            )
+            await holding.wait()
+            waiting = asyncio.create_task(second.append("t", [NewEvent.of("s", "E", {"by": "second"})]))
+            stale = asyncio.create_task(
+                second.append("t", [NewEvent.of("s", "E", {"by": "stale"}, expected_version=1)])
+            )
+            await asyncio.sleep(0.3)
+            assert not waiting.done()
+            assert not stale.done()
+            release.set()
+            assert (await held).events[0].stream_version == 2
+            after = (await waiting).events[0]
+            assert (after.stream_version, after.position) == (3, 4)
+            with pytest.raises(ConcurrencyError):
+                await stale
+        finally:
+            await first.close()
+            await second.close()

@@ -299,7 +299,11 @@ class SqlEventLog(EventLog):
 
     @abc.abstractmethod
     def _writer(self) -> AbstractAsyncContextManager[AsyncConnection]:
-        """A connection in a write transaction that holds the log's append lock."""
+        """A connection in a write transaction that holds the log's append lock, or takes it in ``_group_state``
+        (which every group commit runs before it writes); committed when the context ends without error."""
+
+    async def _release_writer(self) -> None:
+        """Give back whatever ``_writer`` kept for the next group once no append is left to commit."""
 
     @abc.abstractmethod
     async def _insert_rows(self, conn: AsyncConnection, rows: list[tuple[Any, ...]]) -> None:
@@ -387,8 +391,11 @@ class SqlEventLog(EventLog):
 
     async def _drain(self) -> None:
         """The one writer of this process: commits queued appends in groups until none are left."""
-        while self._pending:
-            await self._commit_group(None)
+        try:
+            while self._pending:
+                await self._commit_group(None)
+        finally:
+            await self._release_writer()
 
     def _take_group(self) -> list[_Request]:
         group: list[_Request] = []
@@ -401,8 +408,8 @@ class SqlEventLog(EventLog):
         return group
 
     async def _commit_group(self, chosen: list[_Request] | None) -> None:
-        """Commit ``chosen``, or (None) what is queued once the write lock is held: appends that arrive
-        while this writer waits for the lock (held by another process, say) join the group."""
+        """Commit ``chosen``, or (None) what is queued once the write transaction is open (SQLite: once the
+        write lock is held, so that appends arriving while this writer waits for it join the group)."""
         group: list[_Request] = chosen or []
         unavailable: tuple[type[BaseException], ...] = (DBAPIError, InterfaceError, OSError, *self._driver_errors)
         try:
