@@ -167,3 +167,29 @@ class TestPostgresLog(LogContract):
         finally:
             await first.close()
             await second.close()
+
+    async def test_an_append_queued_while_the_writer_is_given_back_is_committed(self, log_url: str) -> None:
+        import asyncio
+
+        from proficio_events import NewEvent
+        from proficio_events.backends.postgres import PostgresEventLog
+
+        log = PostgresEventLog(log_url)
+        await log.migrate()
+        late: list[asyncio.Task[object]] = []
+        give_back = log._release_writer
+
+        async def releasing() -> None:
+            if not late:  # an append arrives while the drain gives its connection back
+                late.append(asyncio.create_task(log.append("t", [NewEvent.of("s", "E", {"late": True})])))
+                await asyncio.sleep(0)
+            await give_back()
+
+        log._release_writer = releasing  # type: ignore[method-assign]
+        try:
+            await log.append("t", [NewEvent.of("s", "E", {})])
+            assert late
+            stored = await asyncio.wait_for(late[0], 10)
+            assert stored.events[0].position == 2  # type: ignore[attr-defined]
+        finally:
+            await log.close()

@@ -394,8 +394,12 @@ class SqlEventLog(EventLog):
         try:
             while self._pending:
                 await self._commit_group(None)
-        finally:
+                if not self._pending:
+                    # Appends queued while this awaits find the drain still running: the loop takes them.
+                    await self._release_writer()
+        except BaseException:
             await self._release_writer()
+            raise
 
     def _take_group(self) -> list[_Request]:
         group: list[_Request] = []
