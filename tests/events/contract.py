@@ -233,6 +233,16 @@ class LogContract:
 
     # -- group commit: concurrent appends share a transaction, yet each stays all-or-nothing ------------
 
+    async def test_an_append_right_after_another_is_committed(self, log: EventLog) -> None:
+        """The next append comes as soon as the last one's result does: its writer may just be ending (a writer
+        that has ended but not yet run its done-callbacks once kept the next append waiting forever)."""
+
+        async def one_after_another() -> list[int]:
+            # Awaited in this task, not each in a task of its own: the next append is queued at once.
+            return [(await log.append(T, [ev("s", n)])).events[0].position for n in range(20)]
+
+        assert await asyncio.wait_for(one_after_another(), 30) == list(range(1, 21))
+
     async def test_concurrent_appends_fail_and_succeed_independently(self, log: EventLog) -> None:
         await log.append(T, [ev("s", 0, key="taken"), ev("doc", 0)])
 
