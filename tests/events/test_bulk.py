@@ -101,3 +101,43 @@ async def test_many_inserts_in_one_statement_and_upserts(log: EventLog) -> None:
     expected = {r[0]: r for r in rows} | {r[0]: r for r in changed}
     assert await _all(log, things) == [expected[i] for i in sorted(expected)]
     assert await _all(log, others) == second + [(i, "dup") for i in range(60, 90)]
+
+
+async def test_copy_stores_what_the_insert_statement_would(log: EventLog, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``bulk_insert_many(..., copy=True)``: from ``COPY_MIN_ROWS`` rows in all, on PostgreSQL, the plain inserts go in
+    by COPY (awkward values, NULLs and bytes as they are), the deferred ones too; inserts with a conflict clause keep
+    theirs. Fewer rows, or SQLite: the one statement as before."""
+    copied: list[str] = []
+    if log.engine.dialect.name == "postgresql":
+        import asyncpg
+
+        original = asyncpg.Connection.copy_records_to_table
+
+        async def counting(self: Any, table_name: str, **kwargs: Any) -> Any:
+            copied.append(table_name)
+            return await original(self, table_name, **kwargs)
+
+        monkeypatch.setattr(asyncpg.Connection, "copy_records_to_table", counting)
+    await _fresh(log)
+    rows = _rows(150)
+    rows[17] = (17, "a\x1fb\x1e", 1, True, b"")
+    deferred = [(i, f"deferred {i}") for i in range(60)]
+    async with log.transaction() as conn:
+        await bulk_insert(conn, others, [(i, "first") for i in range(60, 70)])
+        bulk.defer_insert(conn, others, deferred)
+        await bulk_insert_many(
+            conn,
+            [(things, rows, False), (others, [(i, "dup") for i in range(60, 80)], True)],
+            copy=True,
+        )
+    assert await _all(log, things) == rows
+    assert await _all(log, others) == [*deferred, *[(i, "first") for i in range(60, 70)],
+                                       *[(i, "dup") for i in range(70, 80)]]  # fmt: skip
+    assert copied == (["bulk_others", "bulk_things"] if log.engine.dialect.name == "postgresql" else [])
+    copied.clear()
+    await _fresh(log)
+    few = _rows(bulk.COPY_MIN_ROWS - 1)
+    async with log.transaction() as conn:
+        await bulk_insert_many(conn, [(things, few, False)], copy=True)
+    assert await _all(log, things) == few
+    assert copied == []

@@ -801,3 +801,24 @@ def test_agent_json_uses_the_given_path() -> None:
     with pytest.raises(StatementValidationError) as caught:
         validate_agent_json({"mbox": "nope"}, path="params.agent", version="2.0.0")
     assert caught.value.path == "params.agent.mbox"
+
+
+def test_iris_found_valid_are_remembered_and_invalid_ones_never() -> None:
+    """``_is_iri`` remembers IRIs it found valid (bounded, emptied when full); a rejected IRI is rejected every time,
+    including after the memory is full and emptied, and a remembered one is still accepted."""
+    from proficio_ingest import _validation
+
+    verb = {"id": "http://example.com/verbs/planned"}
+    bad = {**ACTIVITY, "id": "http://example.com/a b"}
+    for _ in range(2):
+        with pytest.raises(StatementValidationError) as caught:
+            validate_statement({"actor": AGENT, "verb": verb, "object": bad}, version="1.0.3")
+        assert caught.value.path == "object.id"
+    assert "http://example.com/a b" not in _validation._VALID_IRIS
+    validate_statement({"actor": AGENT, "verb": verb, "object": ACTIVITY}, version="1.0.3")
+    assert ACTIVITY["id"] in _validation._VALID_IRIS
+    for n in range(16384 + 10):
+        assert _validation._is_iri(f"http://example.com/many/{n}")
+    assert len(_validation._VALID_IRIS) <= 16384
+    assert not _validation._is_iri("not an iri")
+    assert _validation._is_iri("http://example.com/many/0")

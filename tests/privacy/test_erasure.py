@@ -548,3 +548,31 @@ async def test_an_erased_students_roster_keys_are_nowhere(
         assert all(hits[control] for control in STAFF_AND_CLASS), f"{place}: the search cannot find things: {hits}"
         leaks[place] = [needle for needle, where in hits.items() if needle not in STAFF_AND_CLASS and where]
     assert leaks == {place: [] for place in places}
+
+
+async def test_erasure_finds_her_statements_through_the_logs_stream_index(client: Client) -> None:
+    """The statement table has no index by learner (migration ingest_0009): erasure finds her statements through
+    the log's stream index. It counts them all, and takes out of the index the other agents her statements name
+    (her instructor stops finding them; another learner's statement with the same instructor stays found)."""
+    her = {"mbox": "mailto:ines.count@erasure.example"}
+    other = {"mbox": "mailto:olaf.count@erasure.example"}
+    teacher = {"mbox": "mailto:teacher.count@erasure.example", "name": "Teacher"}
+    verb = {"id": "http://adlnet.gov/expapi/verbs/attempted"}
+
+    def sent_by(actor: dict[str, str]) -> dict[str, Any]:
+        return {"id": str(uuid.uuid4()), "actor": actor, "verb": verb, "object": {"id": CONTROL},
+                "context": {"instructor": teacher}}  # fmt: skip
+
+    hers = [sent_by(her) for _ in range(3)]
+    his = sent_by(other)
+    assert (await client.post([*hers, his])).status_code == 200
+    by_teacher = {"agent": orjson.dumps(teacher).decode(), "related_agents": "true"}
+    assert len((await client.get(**by_teacher)).json()["statements"]) == 4
+
+    answer = await client.http.post("/audit/learner/erase", json={"agent": her}, headers=client.auth)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["statements"] == 3
+    assert [s["id"] for s in (await client.get(**by_teacher)).json()["statements"]] == [his["id"]]
+    async with client.log.engine.connect() as conn:
+        indexes = await conn.run_sync(lambda sync: sa.inspect(sync).get_indexes("xapi_statements"))
+    assert "ix_xapi_statements_learner" not in {index["name"] for index in indexes}

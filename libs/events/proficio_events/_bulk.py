@@ -162,16 +162,38 @@ def drop_deferred(conn: AsyncConnection) -> None:
     conn.info.pop(_DEFERRED, None)
 
 
+#: ``bulk_insert_many(..., copy=True)``: from this many rows in all, the inserts go in by binary COPY.
+COPY_MIN_ROWS = 200
+
+
 async def bulk_insert_many(
-    conn: AsyncConnection, inserts: Sequence[tuple[sa.Table, Sequence[Sequence[Any]], Conflicts]]
+    conn: AsyncConnection,
+    inserts: Sequence[tuple[sa.Table, Sequence[Sequence[Any]], Conflicts]],
+    *,
+    copy: bool = False,
 ) -> None:
     """Several ``bulk_insert`` calls ``(table, rows, ignore_conflicts)`` in one round trip on PostgreSQL.
 
     The inserts become the data-modifying CTEs of one statement (they see none of each other's rows,
     so they must not depend on one another). Deferred inserts (``defer_insert``) go in first.
+
+    With ``copy``, on PostgreSQL and from ``COPY_MIN_ROWS`` rows in all, each insert without a conflict clause
+    goes in by binary COPY instead (one round trip per table, in the same order): for many small rows the
+    database's CPU per row is lower (COPY inserts heap tuples in batches, one WAL record per page, and reads
+    binary values rather than parsing the packed texts), and so is the client's (asyncpg encodes the records
+    in C).
     """
     inserts = [*conn.info.pop(_DEFERRED, []), *inserts]
     work = [(table, rows, ignore) for table, rows, ignore in inserts if rows]
+    if copy and conn.dialect.name == "postgresql" and sum(len(rows) for _t, rows, _i in work) >= COPY_MIN_ROWS:
+        await bulk_insert_many(conn, [w for w in work if w[2] is not False])
+        raw = await conn.get_raw_connection()
+        driver = raw.driver_connection
+        for table, rows, ignore in work:
+            if ignore is False:
+                names = tuple(c.name for c in table.columns)
+                await driver.copy_records_to_table(table.name, records=rows, columns=names)  # type: ignore[union-attr]
+        return
     if conn.dialect.name != "postgresql" or len(work) < 2:
         for table, rows, ignore in work:
             await bulk_insert(conn, table, rows, ignore_conflicts=ignore)

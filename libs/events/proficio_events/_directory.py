@@ -28,7 +28,6 @@ import hmac
 import secrets
 import time
 from collections.abc import Iterable
-from hashlib import sha256
 from typing import Any
 
 import sqlalchemy as sa
@@ -46,7 +45,7 @@ _PG_FIND = "SELECT digest, learner FROM learner_directory WHERE tenant = $1 AND 
 def directory_digest(secret: bytes, identity: str) -> str:
     """The directory's key for an identity: HMAC-SHA256 with the tenant secret (domain-separated from the
     statement index's digests)."""
-    return hmac.new(secret, _DOMAIN + identity.encode(), sha256).hexdigest()
+    return hmac.digest(secret, _DOMAIN + identity.encode(), "sha256").hex()  # one-shot: the C path, no HMAC object
 
 
 def new_learner_id() -> str:

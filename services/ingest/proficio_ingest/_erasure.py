@@ -52,6 +52,7 @@ from proficio_events import (
     scrub_keys,
     tenant_secret,
 )
+from proficio_events._schema import events as log_events
 
 from ._agents import identities
 from ._credentials import Credential
@@ -108,11 +109,14 @@ async def erase_learners(
     async def inline(conn: AsyncConnection, new_events: Sequence[StoredEvent]) -> None:
         secret = await tenant_secret(conn, tenant, create=True)
         assert secret is not None
+        # Her statements through the log's stream index (a statement's learner is its event's stream): the
+        # statement table has no index by learner (migration ingest_0009).
+        s, e = statements.c, log_events.c
         found = (
             await conn.execute(
-                sa.select(statements.c.position, statements.c.learner, statements.c.sealed, statements.c.key_id).where(
-                    statements.c.tenant == tenant, statements.c.learner.in_(live)
-                )
+                sa.select(s.position, s.learner, s.sealed, s.key_id)
+                .select_from(log_events.join(statements, sa.and_(s.tenant == e.tenant, s.position == e.position)))
+                .where(e.tenant == tenant, e.stream.in_(live), s.learner == e.stream)
             )
         ).all()
         # Her identities, from her statements' sealed parts (while the keys still live) and the agents given.

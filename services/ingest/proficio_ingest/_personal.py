@@ -65,27 +65,34 @@ def _personal_paths(statement: dict[str, Any]) -> list[Path]:
     return paths
 
 
-def _pop(holder: dict[str, Any], path: Path) -> tuple[bool, Any]:
-    """Remove the value at ``path`` (copying the dicts on the way, never changing the caller's)."""
-    head, *rest = path
-    if head not in holder:
+def _pop(holder: dict[str, Any], path: Path, own: set[int]) -> tuple[bool, Any]:
+    """Remove the value at ``path`` from ``holder``, copying the dicts on the way (never changing the caller's):
+    only when the path is there, and each dict once (``own``: the ids of the copies already made)."""
+    node: Any = holder
+    for step in path[:-1]:
+        node = node.get(step)
+        if not isinstance(node, dict):
+            return False, None
+    if path[-1] not in node:
         return False, None
-    if not rest:
-        return True, holder.pop(head)
-    inner = holder[head]
-    if not isinstance(inner, dict):
-        return False, None
-    copied = dict(inner)
-    holder[head] = copied
-    return _pop(copied, tuple(rest))
+    node = holder
+    for step in path[:-1]:
+        inner = node[step]
+        if id(inner) not in own:
+            inner = dict(inner)
+            node[step] = inner
+            own.add(id(inner))
+        node = inner
+    return True, node.pop(path[-1])
 
 
 def split(statement: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
     """(the redacted statement, the personal part as JSON bytes); ``statement`` is left as it is."""
     redacted = dict(statement)
     removed: list[tuple[Path, Any]] = []
+    own: set[int] = set()
     for path in _personal_paths(statement):
-        present, value = _pop(redacted, path)
+        present, value = _pop(redacted, path, own)
         if present:
             removed.append((path, value))
     return redacted, orjson.dumps(removed)
