@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from proficio_events import StoredEvent
-from proficio_events._sql import WriterLane
 from tests.support.postgres import PostgresServer, _as_postgres, port
 
 from .contract import LogContract
@@ -80,8 +78,8 @@ class TestPostgresLog(LogContract):
     async def test_a_group_commit_takes_three_round_trips_while_appends_wait(
         self, log_url: str, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        """Lock and read in one round trip, the insert, and ``COMMIT; BEGIN`` when more appends wait (the lane's
-        next transaction begun in the commit's round trip); the connections go back once none is left."""
+        """Lock and read in one round trip, the insert, and ``COMMIT; BEGIN`` when more appends wait (the next
+        group's transaction begun in the commit's round trip); the connection goes back once none is left."""
         import asyncio
 
         import asyncpg
@@ -103,25 +101,20 @@ class TestPostgresLog(LogContract):
             monkeypatch.setattr(asyncpg.Connection, name, counting)
         try:
             appends = 40
-            log.max_group_events = 4  # all are queued before the first group starts: 10 groups
+            log.max_group_events = 6  # all are queued before the first group starts: 7 groups
             results = await asyncio.gather(
                 *(log.append("t", [NewEvent.of(f"s{n % 7}", "E", {"n": n})]) for n in range(appends))
             )
             monkeypatch.undo()
             commits = [s for s in sent if s.startswith("COMMIT")]
             groups = len(commits)
-            assert groups == 10
-            begins = sent.count("BEGIN")
-            assert 1 <= begins <= log.writer_lanes  # each lane BEGINs once; after that its COMMITs begin the next
-            assert commits.count("COMMIT; BEGIN") >= groups - log.writer_lanes
-            created = sum(1 for s in sent if s.startswith("CREATE OR REPLACE FUNCTION pg_temp."))  # a lane's first
-            released = sent.count("ROLLBACK")  # a lane that kept its connection and found nothing left
-            assert released <= log.writer_lanes
-            # Per group: the locked read, the insert, the commit.
-            assert len(sent) == 3 * groups + begins + created + released
+            assert groups == 7
+            # Every group but the last began the next one's transaction as it committed; only the first BEGINs.
+            assert commits.count("COMMIT; BEGIN") == groups - 1
+            assert sent.count("BEGIN") == 1
+            assert len(sent) == 3 * groups + 1  # BEGIN, then per group: locked read, insert, commit
             assert sorted(r.events[0].position for r in results) == list(range(2, appends + 2))
-            await asyncio.sleep(0.1)
-            assert not log._lanes  # the drains ended, and gave their kept connections back
+            assert log._held is None  # the drain ended: the kept connection went back to the pool
             activity = await asyncpg.connect(log._dsn)
             try:
                 waiting = await activity.fetchval(
@@ -133,51 +126,6 @@ class TestPostgresLog(LogContract):
             assert waiting == 0
         finally:
             await log.close()
-
-    async def test_while_a_group_commits_the_next_ones_read_is_already_sent(
-        self, log_url: str, monkeypatch: pytest.MonkeyPatch
-    ) -> None:
-        """Two writer lanes: a lane gives up its turn just before its COMMIT, so the next lane's read (which waits for
-        the write lock in the database) is sent before that COMMIT is answered, on the other connection."""
-        import asyncio
-        import time
-
-        import asyncpg
-
-        from proficio_events import NewEvent
-        from proficio_events.backends.postgres import PostgresEventLog
-
-        log = PostgresEventLog(log_url)
-        await log.migrate()
-        calls: list[tuple[str, int, float, float]] = []
-        for name in ("execute", "fetch"):
-            original = getattr(asyncpg.Connection, name)
-
-            async def timed(self: asyncpg.Connection, *args: Any, _original: Any = original, **kw: Any) -> Any:
-                began = time.perf_counter()
-                try:
-                    return await _original(self, *args, **kw)
-                finally:
-                    calls.append((str(args[0])[:30], id(self), began, time.perf_counter()))
-
-            monkeypatch.setattr(asyncpg.Connection, name, timed)
-        try:
-            for _ in range(3):
-                log.max_group_events = 3
-                await asyncio.gather(*(log.append("t", [NewEvent.of(f"s{n}", "E", {})]) for n in range(30)))
-        finally:
-            monkeypatch.undo()
-            await log.close()
-        commits = [c for c in calls if c[0].startswith("COMMIT")]
-        reads = [c for c in calls if c[0].startswith("SELECT * FROM pg_temp.proficio")]
-        overlapped = [
-            (commit, read)
-            for commit in commits
-            for read in reads
-            if read[1] != commit[1] and commit[2] <= read[2] < commit[3]
-        ]
-        assert len({conn for _, conn, _, _ in reads}) == 2
-        assert len(overlapped) >= len(commits) // 2
 
     async def test_a_group_waiting_for_the_lock_sees_what_the_holder_committed(self, log_url: str) -> None:
         """The group's read takes the lock and only then reads (a statement of its own, a fresh snapshot): an
@@ -223,7 +171,7 @@ class TestPostgresLog(LogContract):
     async def test_an_append_queued_while_the_writer_is_given_back_is_committed(
         self, log_url: str, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        """A lane that kept its connection (its next transaction begun) gives it back, rolled back, when it finds
+        """A writer that kept its connection (its next transaction begun) gives it back, rolled back, when it finds
         nothing queued; an append that arrives meanwhile finds that drain still running, which takes it."""
         import asyncio
 
@@ -238,18 +186,17 @@ class TestPostgresLog(LogContract):
 
         monkeypatch.setattr(postgres, "_OpenedTransaction", AlwaysBeginNext)
         log = postgres.PostgresEventLog(log_url)
-        log.writer_lanes = 1
         await log.migrate()
         late: list[asyncio.Task[object]] = []
         give_back = log._release_writer
         given_back: list[bool] = []
 
-        async def releasing(lane: WriterLane) -> None:
-            given_back.append(lane.kept is not None)
+        async def releasing() -> None:
+            given_back.append(log._held is not None)
             if not late:  # an append arrives while the drain gives its connection back
                 late.append(asyncio.create_task(log.append("t", [NewEvent.of("s", "E", {"late": True})])))
                 await asyncio.sleep(0)
-            await give_back(lane)
+            await give_back()
 
         log._release_writer = releasing  # type: ignore[method-assign]
         try:

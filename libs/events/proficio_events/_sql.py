@@ -90,16 +90,6 @@ class _Request:
     decided: _Decided | None = None
 
 
-@dataclass(eq=False)
-class WriterLane:
-    """One of this process's writers (see ``SqlEventLog.writer_lanes``) and what its backend keeps for its next
-    group (PostgreSQL: the connection whose next transaction is already begun)."""
-
-    kept: Any = None
-    #: Whether this lane holds the log's turn to take a group.
-    taking: bool = False
-
-
 @dataclass
 class GroupState:
     known: dict[tuple[str, str], StoredEvent]
@@ -297,30 +287,23 @@ class SqlEventLog(EventLog):
     #: every client's request waiting in one group and then all of them being parsed while the database
     #: idles (``PROFICIO_GROUP_MAX_EVENTS`` for the ingest service).
     max_group_events: int = MAX_GROUP_EVENTS
-    #: This process's writers. They take groups in turn, and a lane gives the turn up just before its COMMIT: the
-    #: next lane then takes what is queued and sends its read, which waits for the write lock in the database and
-    #: is answered as soon as the COMMIT is done, with no round trip between the two groups. 1 where waiting for
-    #: the lock is not a queue in the database (SQLite's busy handler polls).
-    writer_lanes: int = 1
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self._known_head = 0
         self._changed = asyncio.Event()
         self._pending: list[_Request] = []
-        self._drains: set[asyncio.Task[None]] = set()
-        self._lanes: set[WriterLane] = set()
-        self._turn = asyncio.Lock()
+        self._draining: asyncio.Task[None] | None = None
 
     # -- what a backend provides ---------------------------------------------------------------
 
     @abc.abstractmethod
-    def _writer(self, lane: WriterLane) -> AbstractAsyncContextManager[AsyncConnection]:
+    def _writer(self) -> AbstractAsyncContextManager[AsyncConnection]:
         """A connection in a write transaction that holds the log's append lock, or takes it in ``_group_state``
         (which every group commit runs before it writes); committed when the context ends without error."""
 
-    async def _release_writer(self, lane: WriterLane) -> None:
-        """Give back whatever ``_writer`` kept in ``lane`` for its next group (no append is left to commit)."""
+    async def _release_writer(self) -> None:
+        """Give back whatever ``_writer`` kept for the next group once no append is left to commit."""
 
     @abc.abstractmethod
     async def _insert_rows(self, conn: AsyncConnection, rows: list[tuple[Any, ...]]) -> None:
@@ -402,40 +385,21 @@ class SqlEventLog(EventLog):
 
     async def _queue(self, request: _Request) -> AppendResult:
         self._pending.append(request)
-        # Drains still running (one that has ended may not have run its done-callbacks yet: not counted).
-        self._drains = {drain for drain in self._drains if not drain.done()}
-        if len(self._drains) < self.writer_lanes:
-            self._drains.add(asyncio.create_task(self._drain()))
+        if self._draining is None or self._draining.done():
+            self._draining = asyncio.create_task(self._drain())
         return await request.future
 
     async def _drain(self) -> None:
-        """One of this process's writers: commits queued appends in groups, taking the turn (``writer_lanes``)
-        for each, until none are left."""
-        lane = WriterLane()
-        self._lanes.add(lane)
+        """The one writer of this process: commits queued appends in groups until none are left."""
         try:
-            while True:
-                await self._turn.acquire()
-                lane.taking = True
-                if self._pending:
-                    await self._commit_group(None, lane)
-                    continue
-                self._give_turn(lane)
-                if lane.kept is None:
-                    return  # nothing awaited since the queue was seen empty: a new append starts a new drain
-                # Appends queued while this awaits find the drain still running: the loop takes them.
-                await self._release_writer(lane)
+            while self._pending:
+                await self._commit_group(None)
+                if not self._pending:
+                    # Appends queued while this awaits find the drain still running: the loop takes them.
+                    await self._release_writer()
         except BaseException:
-            self._give_turn(lane)
-            await self._release_writer(lane)
+            await self._release_writer()
             raise
-        finally:
-            self._lanes.discard(lane)
-
-    def _give_turn(self, lane: WriterLane) -> None:
-        if lane.taking:
-            lane.taking = False
-            self._turn.release()
 
     def _take_group(self) -> list[_Request]:
         group: list[_Request] = []
@@ -447,20 +411,17 @@ class SqlEventLog(EventLog):
                 size += len(request.batch)
         return group
 
-    async def _commit_group(self, chosen: list[_Request] | None, lane: WriterLane) -> None:
+    async def _commit_group(self, chosen: list[_Request] | None) -> None:
         """Commit ``chosen``, or (None) what is queued once the write transaction is open (SQLite: once the
-        write lock is held, so that appends arriving while this writer waits for it join the group). The lane's
-        turn is given up before the COMMIT."""
+        write lock is held, so that appends arriving while this writer waits for it join the group)."""
         group: list[_Request] = chosen or []
         unavailable: tuple[type[BaseException], ...] = (DBAPIError, InterfaceError, OSError, *self._driver_errors)
         try:
-            async with self._writer(lane) as conn:
+            async with self._writer() as conn:
                 if chosen is None:
                     group = self._take_group()
                 outcomes = await self._append_group(conn, group) if group else []
-                self._give_turn(lane)
         except _InlineFailed as failed:
-            self._give_turn(lane)
             if len(group) == 1:
                 error = failed.error
                 if isinstance(error, unavailable) and not isinstance(error, IntegrityError):  # the store failed
@@ -469,23 +430,20 @@ class SqlEventLog(EventLog):
             else:
                 # One batch's inline work failed: give every batch a transaction of its own, so only it fails.
                 for request in group:
-                    await self._commit_group([request], lane)
+                    await self._commit_group([request])
             return
         except IntegrityError as exc:
-            self._give_turn(lane)
             # Cannot happen under the write lock unless the database was changed behind our back.
             for request in group or self._take_group():
                 _settle(request, EventStoreError(f"the log refused the batch: {exc.orig}"))
             return
         except unavailable as exc:
-            self._give_turn(lane)
             # Also when the lock was not granted in time: the queued appends fail rather than wait forever.
             # (Driver errors: from the statements a backend runs on the driver connection directly.)
             for request in group or self._take_group():
                 _settle(request, StoreUnavailableError(f"the log could not take the batch: {exc}"))
             return
         except BaseException as exc:
-            self._give_turn(lane)
             for request in group or self._take_group():
                 _settle(request, exc)
             raise

@@ -30,7 +30,7 @@ from .._chain import Row
 from .._envelope import GENESIS, StoredEvent, StreamHead
 from .._keyring import DataKey
 from .._schema import EVENT_COLUMNS, checkpoints
-from .._sql import GroupState, RawReader, SqlEventLog, WriterLane, prefetched, wait_for_flag
+from .._sql import GroupState, RawReader, SqlEventLog, prefetched, wait_for_flag
 
 CHANNEL = "proficio_log"
 #: Most connections fetch_row keeps per process (requests beyond wait for one).
@@ -195,8 +195,6 @@ class _OpenedTransaction:
 class PostgresEventLog(SqlEventLog):
     """The log in a PostgreSQL database."""
 
-    writer_lanes = 2
-
     def __init__(self, url: str, *, lock_timeout_ms: int = 10_000, pool_size: int = 10) -> None:
         # lock_timeout for the session rather than SET LOCAL per append: one round trip less on the hot path.
         super().__init__(
@@ -214,17 +212,17 @@ class PostgresEventLog(SqlEventLog):
         # reset or transaction (each query is a statement of its own), ~40 µs less CPU per read than the pool.
         self._readers: list[asyncpg.Connection] = []
         self._reader_slots = asyncio.Semaphore(READERS)
+        self._held: AsyncConnection | None = None
 
     async def _lock_migrations(self, conn: AsyncConnection) -> None:
         # Two processes starting at once must not both create the schema.
         await conn.execute(sa.text("SELECT pg_advisory_xact_lock(7220001)"))
 
     @asynccontextmanager
-    async def _writer(self, lane: WriterLane) -> AsyncIterator[AsyncConnection]:
-        # The connection the lane's last group kept, its next transaction already begun (see _OpenedTransaction), or
-        # one from the pool. The write lock is taken by the group's read (_group_state), not here.
-        conn: AsyncConnection | None
-        conn, lane.kept = lane.kept, None
+    async def _writer(self) -> AsyncIterator[AsyncConnection]:
+        # The connection the last group kept, its next transaction already begun (see _OpenedTransaction), or one
+        # from the pool. The write lock is taken by the group's read (_group_state), not here.
+        conn, self._held = self._held, None
         begun = conn is not None
         if conn is None:
             conn = await self.engine.connect()
@@ -250,13 +248,12 @@ class PostgresEventLog(SqlEventLog):
             keep = transaction.began_next
         finally:
             if keep:
-                lane.kept = conn
+                self._held = conn
             else:
                 await conn.close()
 
-    async def _release_writer(self, lane: WriterLane) -> None:
-        conn: AsyncConnection | None
-        conn, lane.kept = lane.kept, None
+    async def _release_writer(self) -> None:
+        conn, self._held = self._held, None
         if conn is not None:
             try:
                 # The pool's reset would not end it: SQLAlchemy's adapter saw that transaction's COMMIT, not its BEGIN.
@@ -384,9 +381,8 @@ class PostgresEventLog(SqlEventLog):
         await wait_for_flag(changed, timeout)
 
     async def close(self) -> None:
-        for lane in list(self._lanes):
-            with contextlib.suppress(Exception):
-                await self._release_writer(lane)
+        with contextlib.suppress(Exception):
+            await self._release_writer()
         readers, self._readers = self._readers, []
         for reader in readers:
             with contextlib.suppress(Exception):

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from .._chain import Row
 from .._schema import checkpoints, events
-from .._sql import RawReader, SqlEventLog, WriterLane, prefetched, wait_for_flag
+from .._sql import RawReader, SqlEventLog, prefetched, wait_for_flag
 
 #: How often a waiter looks for commits made by other processes.
 POLL_INTERVAL = 0.05
@@ -93,7 +93,7 @@ class SqliteEventLog(SqlEventLog):
         return await conn.execution_options(**{_WRITE: True})
 
     @asynccontextmanager
-    async def _writer(self, lane: WriterLane | None = None) -> AsyncIterator[AsyncConnection]:
+    async def _writer(self) -> AsyncIterator[AsyncConnection]:
         async with self._write_lock, self.engine.connect() as conn:
             live = await self._begin_write(conn)
             async with live.begin():
