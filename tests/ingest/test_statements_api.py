@@ -527,3 +527,46 @@ async def test_references_to_statements_that_arrive_later(client: Client) -> Non
     before = await dump_tables(client)
     await rebuild_statement_tables(client.log)
     assert await dump_tables(client) == before
+
+
+async def test_a_large_batch_gives_the_event_loop_turns_while_it_is_worked_out(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The group commit in progress holds the log's write lock: a 100-statement request must not keep the event
+    loop for its whole validation and preparation (its round trips would wait, and other workers behind the lock)."""
+    import asyncio
+
+    from proficio_ingest import _routes, _statements
+
+    ticks = 0
+    seen_at: dict[str, list[int]] = {"validate": [], "split": []}
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    validate, split = _routes.validate_statement, _statements.split
+
+    def validating(statement: Any, **kwargs: Any) -> None:
+        seen_at["validate"].append(ticks)
+        validate(statement, **kwargs)
+
+    def splitting(statement: dict[str, Any]) -> Any:
+        seen_at["split"].append(ticks)
+        return split(statement)
+
+    monkeypatch.setattr(_routes, "validate_statement", validating)
+    monkeypatch.setattr(_statements, "split", splitting)
+    running = asyncio.create_task(ticker())
+    try:
+        response = await client.post([statement(n) for n in range(100)])
+    finally:
+        running.cancel()
+    assert response.status_code == 200, response.text
+    every = _statements.TURN_EVERY
+    for step, counts in seen_at.items():
+        assert len(counts) == 100, step
+        # Between any statement and the one `every` after it, the loop ran other tasks.
+        assert all(counts[i + every] > counts[i] for i in range(len(counts) - every)), step
