@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -385,6 +386,25 @@ class SqlProjector(ActiveFollower):
         await _serve(self.log, self.settings, [(self.projection, generation)], stop, None)
 
 
+_heap_frozen = False
+
+
+def freeze_heap() -> None:
+    """Once per process: collect, then move every object alive now out of the cycle collector's sight
+    (``gc.freeze``).
+
+    A folding process lives long; what it holds when it starts (modules, SQLAlchemy's metadata and caches,
+    the app) stays to the end, and every full collection traversed all of it again (each batch promotes
+    thousands of young objects, which brings full collections on): ~10% of the statement folds' CPU
+    (bench/README.md, session 6).
+    """
+    global _heap_frozen
+    if not _heap_frozen:
+        _heap_frozen = True
+        gc.collect()
+        gc.freeze()
+
+
 async def _serve(
     log: EventLog,
     settings: RunnerSettings,
@@ -394,6 +414,7 @@ async def _serve(
 ) -> None:
     """Fold the log into these active generations until stopped, one of them is swapped by a rebuild, or
     ``regroup`` is set (then the caller serves them anew)."""
+    freeze_heap()
     keepers = [LeaseKeeper(log, g.consumer, g.segments, settings.owner, ttl=settings.lease_ttl) for _, g in members]
     folder = SegmentFolder(
         log, [(p, g, k) for (p, g), k in zip(members, keepers, strict=True)], cached_rows=settings.cached_rows
