@@ -230,8 +230,7 @@ async def test_kept_rows_of_a_stream_held_behind_a_dead_letter_give_way_to_its_r
     poison = await log.append("district-7", [statement_event(1, 2, verb="http://example.org/poison")])
     await log.append("district-7", [statement_event(1, 3)])
     picky = Picky()
-    projector = SqlProjector(log, picky, RunnerSettings(owner="w", **FAST))
-    assert projector.settings.cached_rows > 0
+    projector = SqlProjector(log, picky, RunnerSettings(owner="w", cached_rows=1000, **FAST))
     async with running(projector):
         await caught_up(log, picky.name)
         Picky.fixed = True
@@ -322,60 +321,3 @@ async def test_rows_written_as_json_or_as_arrays_are_the_same_rows(log: EventLog
     assert [r["on"] for r in simple] == [k % 2 == 0 for k in range(len(labels))]
     assert [r["big"] for r in simple] == [2**62 + k for k in range(len(labels))]
     assert [r["amount"] for r in amounts] == [Decimal("1.125") * k for k in range(len(labels))]
-
-
-def _slow_commits(folder: SegmentFolder, seconds: float = 0.15) -> None:
-    """Make each member's writes wait a little, so that a commit is surely in flight while the next batch folds."""
-    for member in folder.members:
-        applier = member.applier
-        finish = applier.finish
-
-        async def slow(conn: Any, batch: Any, finish: Any = finish) -> Any:
-            await asyncio.sleep(seconds)
-            return await finish(conn, batch)
-
-        applier.finish = slow  # type: ignore[method-assign]
-
-
-async def test_a_pipelined_folder_folds_a_batch_while_the_one_before_commits_and_equals_a_replay(
-    log: EventLog,
-) -> None:
-    activity, evidence = LearnerActivity(), CompetencyEvidence()
-    for cached_rows in (0, 1000):  # rows of the batch in flight come from it, with or without kept rows
-        folder, keepers = await _folder(log, [activity, evidence], owner=f"p{cached_rows}", cached_rows=cached_rows)
-        folder.pipeline = True
-        _slow_commits(folder)
-        start = len(await _all(log))
-        for first in range(start, start + 200, 50):
-            await log.append("district-7", [scored_statement_event(n) for n in range(first, first + 50)])
-        steps = 0
-        while (await folder.step(60)).covered:  # type: ignore[union-attr]
-            steps += 1
-            assert folder._pending is not None  # left in flight
-        assert steps >= 3
-        assert await folder.flush()
-        folder.close()
-        for keeper in keepers:
-            await keeper.release()
-        assert await view_rows(log, activity) == await replayed_rows(log, activity)
-        assert await view_rows(log, evidence, "observations") == await replayed_rows(log, evidence, "observations")
-
-
-async def test_a_commit_in_flight_is_abandoned_when_its_segments_are_lost(log: EventLog) -> None:
-    activity = LearnerActivity()
-    await log.append("district-7", [statement_event(n % 5, n) for n in range(40)])
-    folder, keepers = await _folder(log, [activity], owner="a", cached_rows=1000)
-    folder.pipeline = True
-    _slow_commits(folder, 0.3)
-    await folder.step(1000)  # in flight...
-    for keeper in keepers:
-        await keeper.release()  # ... when its leases go
-    assert await folder.flush() is False  # abandoned: nothing written
-    assert await view_rows(log, activity) == []
-    assert set((await _marks(log, folder.generation)).values()) == {0}
-    for keeper in keepers:
-        await keeper.refresh()
-    while (await folder.step(1000)).covered:  # type: ignore[union-attr]
-        pass
-    folder.close()
-    assert await view_rows(log, activity) == await replayed_rows(log, activity)

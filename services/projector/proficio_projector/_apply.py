@@ -183,15 +183,11 @@ class Applier:
         replaying: bool = False,
         cache: RowCache | None = None,
         segment_of: Callable[[StoredEvent], int] | None = None,
-        pending: Batch | None = None,
     ) -> Batch:
         """The batch of ``events`` this projection folds, with the rows they read loaded (those ``cache`` holds
-        are taken from it; ``segment_of`` names an event's segment for it). ``pending``: the batch before, folded
-        but not committed yet: its rows and held streams come first."""
+        are taken from it; ``segment_of`` names an event's segment for it)."""
         relevant = [e for e in events if self.wants(e)]
         held = {} if replaying or not relevant else await open_dead_letter_streams(conn, self.generation.consumer)
-        if pending is not None and relevant:
-            held = {**pending.held, **held}
         batch = Batch(relevant, held)
         batch.outcome.skipped = len(events) - len(relevant)
         if not relevant:
@@ -220,8 +216,6 @@ class Applier:
                 if cache is not None:
                     slot_segments[slot] = segment
                     cached = cache.get(segment, slot)
-                if pending is not None and slot in pending.row_positions:
-                    cached = (pending.state.rows[slot[0]].get(slot[1]), pending.row_positions[slot])
                 if cached is not None:
                     state.set(slot[0], slot[1], cached[0])
                     row_positions[slot] = cached[1]

@@ -57,7 +57,10 @@ class RunnerSettings:
     #: checkpoint writes of a projection whose events are rare while the log is busy; its lag stays small).
     skip_pause: float = 0.05
     #: Rows a projector keeps in memory between batches while it holds their segments (``RowCache``); 0: none.
-    cached_rows: int = 500_000
+    #: Off by default: measured at 50,000 learners it saves PostgreSQL the rows' load (~2-4 µs per statement) but
+    #: costs the folding process more than that (~6 µs: keeping and looking up 50,000 rows; bench/README.md,
+    #: session 6).
+    cached_rows: int = 0
     owner: str = field(default_factory=worker_id)
 
 
@@ -80,10 +83,6 @@ async def _all_checkpoints(conn: AsyncConnection, generations: Sequence[Generati
     )
     found = {(str(c), int(p)): int(pos) for c, p, pos in rows}
     return [{s: found.get((g.consumer, s), 0) for s in range(g.segments)} for g in generations]
-
-
-class _Moved(Exception):
-    """A segment of the batch was taken, or its checkpoint moved, by another worker since the batch was folded."""
 
 
 @dataclass(frozen=True)
@@ -133,7 +132,6 @@ class SegmentFolder:
         keeper: LeaseKeeper | None = None,
         *,
         cached_rows: int = 0,
-        pipeline: bool = False,
     ) -> None:
         """``SegmentFolder(log, projection, generation, keeper)`` for one projection, or
         ``SegmentFolder(log, [(projection, generation, keeper), ...])`` for a fold group."""
@@ -153,12 +151,6 @@ class SegmentFolder:
         )
         # The batch after the last one read, read while that one is folded: (the position it follows, read).
         self._ahead: tuple[int, asyncio.Future[tuple[list[StoredEvent], int]]] | None = None
-        self.pipeline = pipeline
-        # The commit in flight: its batches (per member), the segments it moves and the checkpoints after it.
-        self._pending: asyncio.Future[None] | None = None
-        self._pending_batches: list[Batch | None] = [None] * len(self.members)
-        self._pending_owned: list[list[int]] = []
-        self._expected: list[dict[int, int]] = []
 
     @property
     def generation(self) -> Generation:
@@ -186,47 +178,14 @@ class SegmentFolder:
             if member.cache is not None:
                 member.cache.drop()
 
-    async def flush(self) -> bool:
-        """Wait for the commit in flight, if any; False if it was abandoned because another worker took or moved
-        one of its segments (it changed nothing; the next step starts again from the checkpoints). Raises what
-        else it raised."""
-        pending, self._pending = self._pending, None
-        self._pending_batches = [None] * len(self.members)
-        if pending is None:
-            return True
-        try:
-            await pending
-        except _Moved:
-            self._drop_cache()
-            return False
-        except BaseException:
-            self._drop_cache()  # what was kept may be what the failed transaction wrote
-            raise
-        return True
-
     async def step(self, batch_size: int) -> Step | None:
-        """Fold the next batch for the held segments (``covered`` 0: caught up); None: nothing held.
-
-        With ``pipeline`` the batch's transaction is left in flight when this returns, and the next step folds its
-        batch in memory meanwhile (its rows from this one's, the kept rows or the database), then waits for it
-        before committing its own: at most one commit in flight, committed in log order. ``flush()`` waits for it.
-        """
+        """Fold the next batch for the held segments (``covered`` 0: caught up); None: nothing held."""
         owned = [sorted(m.keeper.owned) for m in self.members]
-        if self._pending is not None and owned != self._pending_owned:
-            await self.flush()
         if not any(owned):
-            await self.flush()
             return None
-        if self._pending is not None:
-            marks = self._expected  # what the checkpoints are once the commit in flight is done
-        else:
-            async with self.log.engine.connect() as conn:
-                marks = await _all_checkpoints(conn, [m.generation for m in self.members])
-            for i, member in enumerate(self.members):
-                if member.cache is not None:
-                    for segment in range(member.generation.segments):
-                        if segment not in owned[i] or member.committed.get(segment) != marks[i][segment]:
-                            member.cache.drop(segment)  # not ours, or moved by another worker since we committed
+        generations = [m.generation for m in self.members]
+        async with self.log.engine.connect() as conn:
+            marks = await _all_checkpoints(conn, generations)
         start = min(marks[i][s] for i, segments in enumerate(owned) for s in segments)
         if self._ahead is not None and self._ahead[0] == start:
             batch, covered = await self._ahead[1]
@@ -235,79 +194,71 @@ class SegmentFolder:
             self.close()
             batch, covered = await self._scan(start, batch_size)
         if covered <= start:
-            await self.flush()
             return Step(0, 0)
         self._ahead = (covered, self._scan(covered, batch_size))
         try:
-            with cycle_collection_paused():
-                batches, plan = await self._prepare(batch, owned, marks)
-                self._fold_in_one_pass(plan, batches)
-            if not await self.flush():
-                return Step(covered - start, 0)  # the batch before was abandoned: this one goes too
+            moved, batches = await self._fold(batch, covered, owned, marks)
         except BaseException:
-            self._drop_cache()  # the rows of a commit still in flight stay with it (_pending_batches)
+            self._drop_cache()  # what was kept may be what the failed transaction wrote
             raise
-        self._pending = asyncio.ensure_future(self._commit(batches, covered, owned, marks))
-        self._pending_batches = batches
-        self._pending_owned = owned
-        self._expected = [{s: covered if s in owned[i] else m[s] for s in m} for i, m in enumerate(marks)]
-        if not self.pipeline:
-            await self.flush()
-        return Step(covered - start, len(batch))
-
-    async def _prepare(
-        self, batch: list[StoredEvent], owned: list[list[int]], marks: list[dict[int, int]]
-    ) -> tuple[list[Batch | None], list[tuple[StoredEvent, list[int]]]]:
-        """Each member's events of the batch (its types, in segments it holds, past its checkpoints) with the rows
-        they read, and which members fold each event."""
-        takers = [
-            (i, m.projection.event_types, set(owned[i]), marks[i], m.generation.segments)
-            for i, m in enumerate(self.members) if owned[i]
-        ]  # fmt: skip
-        chosen: list[list[StoredEvent]] = [[] for _ in self.members]
-        plan: list[tuple[StoredEvent, list[int]]] = []
-        for event in batch:
-            found: list[int] = []
-            for i, types, held, marks_now, segments in takers:
-                if types is None or event.event_type in types:
-                    segment = segment_of(event.tenant, event.stream, segments)
-                    if segment in held and event.position > marks_now[segment]:
-                        found.append(i)
-                        chosen[i].append(event)
-            if found:
-                plan.append((event, found))
-        batches: list[Batch | None] = []
-        async with self.log.engine.connect() as conn:
-            for i, member in enumerate(self.members):
-                batches.append(
-                    await member.applier.prepare(conn, chosen[i], cache=member.cache, segment_of=member.segment,
-                                                 pending=self._pending_batches[i])
-                    if owned[i] else None
-                )  # fmt: skip
-        return batches, plan
-
-    async def _commit(
-        self, batches: list[Batch | None], covered: int, owned: list[list[int]], marks: list[dict[int, int]]
-    ) -> None:
-        """One transaction: every member's view changes and checkpoints, if each segment is still held and its
-        checkpoint where the batch was folded from (else ``_Moved``: nothing is written)."""
-        async with self.log.transaction() as conn:
-            current = await _all_checkpoints(conn, [m.generation for m in self.members])
-            for i, member in enumerate(self.members):
-                for segment in owned[i]:
-                    if current[i][segment] != marks[i][segment] or not await member.keeper.holds(conn, segment):
-                        raise _Moved  # another worker took it, or moved it on, since we looked
-            for member, done in zip(self.members, batches, strict=True):
-                if done is not None:
-                    await member.applier.finish(conn, done)
-            for member, mine in zip(self.members, owned, strict=True):
-                for segment in mine:
-                    await self.log.save_checkpoint(member.generation.consumer, covered, segment, conn=conn)
-        for member, mine, done in zip(self.members, owned, batches, strict=True):
-            for segment in mine:
+        for member, segments, done in zip(self.members, moved, batches, strict=True):
+            for segment in segments:
                 member.committed[segment] = covered
             if member.cache is not None and done is not None:
                 member.cache.keep(done)
+        return Step(covered - start, len(batch))
+
+    async def _fold(
+        self, batch: list[StoredEvent], covered: int, owned: list[list[int]], marks: list[dict[int, int]]
+    ) -> tuple[list[list[int]], list[Batch | None]]:
+        """One transaction: each member's events of the batch folded (in one pass) and its checkpoints moved."""
+        moved: list[list[int]] = []
+        batches: list[Batch | None] = []
+        async with self.log.transaction() as conn:
+            current = await _all_checkpoints(conn, [m.generation for m in self.members])
+            with cycle_collection_paused():
+                takers: list[tuple[int, frozenset[str] | None, set[int], dict[int, int], int]] = []
+                for i, member in enumerate(self.members):
+                    mine: list[int] = []
+                    for segment in owned[i]:
+                        if current[i][segment] != marks[i][segment] or not await member.keeper.holds(conn, segment):
+                            continue  # another worker took it, or moved it on, since we looked
+                        mine.append(segment)
+                    cache = member.cache
+                    if cache is not None:
+                        for segment in range(member.generation.segments):
+                            if segment not in mine or member.committed.get(segment) != current[i][segment]:
+                                cache.drop(segment)  # not ours, or moved by another worker since we committed
+                    moved.append(mine)
+                    if mine:
+                        types = member.projection.event_types
+                        takers.append((i, types, set(mine), current[i], member.generation.segments))
+                # One look at each event: which members fold it (their types, segments held, not folded yet).
+                chosen: list[list[StoredEvent]] = [[] for _ in self.members]
+                plan: list[tuple[StoredEvent, list[int]]] = []
+                for event in batch:
+                    found: list[int] = []
+                    for i, types, held, marks_now, segments in takers:
+                        if types is None or event.event_type in types:
+                            segment = segment_of(event.tenant, event.stream, segments)
+                            if segment in held and event.position > marks_now[segment]:
+                                found.append(i)
+                                chosen[i].append(event)
+                    if found:
+                        plan.append((event, found))
+                for i, member in enumerate(self.members):
+                    batches.append(
+                        await member.applier.prepare(conn, chosen[i], cache=member.cache, segment_of=member.segment)
+                        if moved[i] else None
+                    )  # fmt: skip
+                self._fold_in_one_pass(plan, batches)
+                for member, done in zip(self.members, batches, strict=True):
+                    if done is not None:
+                        await member.applier.finish(conn, done)
+            for member, mine in zip(self.members, moved, strict=True):
+                for segment in mine:
+                    await self.log.save_checkpoint(member.generation.consumer, covered, segment, conn=conn)
+        return moved, batches
 
     def _fold_in_one_pass(self, plan: list[tuple[StoredEvent, list[int]]], batches: list[Batch | None]) -> None:
         """Each event into every member's batch that takes it, in log order; its payload decoded once for all of
@@ -469,10 +420,7 @@ async def _serve(
     freeze_heap()
     keepers = [LeaseKeeper(log, g.consumer, g.segments, settings.owner, ttl=settings.lease_ttl) for _, g in members]
     folder = SegmentFolder(
-        log,
-        [(p, g, k) for (p, g), k in zip(members, keepers, strict=True)],
-        cached_rows=settings.cached_rows,
-        pipeline=True,
+        log, [(p, g, k) for (p, g), k in zip(members, keepers, strict=True)], cached_rows=settings.cached_rows
     )
     loop = asyncio.get_running_loop()
     try:
@@ -503,8 +451,6 @@ async def _serve(
                 await _sleep(stop, settings.skip_pause)
     finally:
         folder.close()
-        with contextlib.suppress(Exception):
-            await folder.flush()  # a commit in flight is a whole batch: let it land
         for keeper in keepers:
             with contextlib.suppress(*RETRYABLE):
                 await keeper.release()
