@@ -3,7 +3,7 @@
 Run as a file (``python bench/_keepup_worker.py ...``), not as part of the ``bench`` package: the benchmark runs
 it with this branch's code and with another commit's (PYTHONPATH in front of the editable install), so it
 uses only what both have: ``SqlProjector``, ``default_projections``, ``EquityRefresher`` (and
-``sql_projectors``, the shared read, where the code has it).
+``sql_projectors``, the statement projections' fold group, where the code has it).
 
 The gate: the log shows this process the positions past ``--base`` at ``--rate`` per second from the moment
 ``--t0`` (up to ``--cap``), as if statements arrived at that rate, while they were appended beforehand by
@@ -103,8 +103,6 @@ async def main(args: argparse.Namespace) -> None:
     runners: list[Any] = []
     if args.part != "refresher":
         settings = RunnerSettings(owner=f"bench-{args.part}")
-        if args.shared_read:
-            settings.shared_read = True
         shared = getattr(proficio_projector, "sql_projectors", None)
         if shared is not None and not args.no_share:
             runners += shared(log, projections, settings)
@@ -128,5 +126,4 @@ if __name__ == "__main__":
     parser.add_argument("--rate", type=float, default=0, help="positions made visible per second (0: all at t0)")
     parser.add_argument("--t0", type=float, required=True)
     parser.add_argument("--no-share", action="store_true", help="each projection reads on its own")
-    parser.add_argument("--shared-read", action="store_true", help="the statement projections share one read")
     asyncio.run(main(parser.parse_args()))

@@ -25,8 +25,7 @@ input is made to *arrive* at ``--rate`` without an appender running meanwhile:
 
 Variants: ``--variants main:one,main:split,branch:split`` — ``main`` is the code of ``--main-ref`` (default:
 the merge base with main) exported to a temporary directory and put in front of the editable install;
-``branch`` is this tree; ``shared`` is this tree with the statement projections sharing one read
-(``RunnerSettings.shared_read``). ``one`` runs what ``proficio project`` ran before (projectors and refresher in one
+``branch`` is this tree. ``one`` runs what ``proficio project`` ran before (projectors and refresher in one
 process); ``split`` runs the projectors in one process and the refresher in another (as ``proficio project``
 now does by default, ``--equity apart``).
 """
@@ -271,7 +270,7 @@ def main() -> None:
             for variant in args.variants.split(","):
                 code, mode = variant.split(":")
                 env = pythonpath(main_code if code == "main" else None)
-                extra = ("--shared-read",) if code == "shared" else ()  # this branch with the shared read on
+                extra: tuple[str, ...] = ()
                 database, url = copy(f"{code}_{mode}")
                 parts = ["all"] if mode == "one" else ["folds", "refresher"]
                 t0 = time.time() + 6

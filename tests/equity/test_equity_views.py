@@ -139,3 +139,102 @@ async def test_equity_views_find_a_planted_gap_and_hide_small_groups(log: EventL
     # A new day judges everyone again.
     [next_day] = await refresher.refresh(date(2026, 11, 3))
     assert next_day.learners_refreshed == 80
+
+
+async def _district_with_plan(log: EventLog, tmp_path: Path) -> tuple[list[Student], dict[str, str]]:
+    """The district above with its gap planted and the projections caught up; (students, email -> learner id)."""
+    students = district()
+    package = read_package(write_oneroster(tmp_path / "oneroster", students, ["school-a", "school-b"]))
+    await import_roster(log, TENANT, package, learner_ids=enroll_learner_ids, effective=date(2026, 8, 24))
+    ids = dict(zip([s.email for s in students], await enroll_learner_ids(log, TENANT, [actor(s) for s in students]),
+                   strict=True))  # fmt: skip
+    await set_plan(log, TENANT, {
+        "plan": "math-8", "title": "Math 8", "start": "2026-08-24", "target": "2027-05-28",
+        "learners": sorted(ids.values()), "competencies": [{"uri": c, "tier": "must"} for c in COMPETENCIES],
+    })  # fmt: skip
+    for student in students:
+        done = COMPETENCIES[: 1 if student.english_learner else 4]
+        await log.append(TENANT, [mastery(student, c, 5 + k, ids[student.email]) for k, c in enumerate(done)])
+    await build(log)
+    return students, ids
+
+
+async def _fact_rows(log: EventLog, learner: str) -> dict[str, dict[str, Any]]:
+    async with log.engine.connect() as conn:
+        rows = (await conn.execute(sa.select(equity_facts).where(equity_facts.c.learner == learner))).mappings()
+        return {r["scope"]: dict(r) for r in rows}
+
+
+async def _mastered(log: EventLog, competency: str) -> int:
+    async with log.engine.connect() as conn:
+        row = (
+            await conn.execute(
+                sa.select(equity_cells.c.metrics).where(
+                    equity_cells.c.tenant == TENANT, equity_cells.c.audience == "staff",
+                    equity_cells.c.scope == f"competency:{competency}", equity_cells.c.level == "district",
+                    equity_cells.c.factor == "all",
+                )
+            )
+        ).scalar_one()  # fmt: skip
+    return int(orjson.loads(row)["mastered"]["count"])
+
+
+async def test_a_round_writes_only_the_facts_that_changed_and_never_trusts_facts_another_refresher_changed(
+    log: EventLog, tmp_path: Path
+) -> None:
+    students, ids = await _district_with_plan(log, tmp_path)
+    refresher = EquityRefresher(log)
+    await refresher.refresh(AS_OF)
+    assert await _mastered(log, COMPETENCIES[5]) == 0
+    # A statement that changes nothing the facts say (m0 passed again, the same day): her rows are not rewritten.
+    same, changed = students[0], students[1]
+    learner = ids[same.email]
+    async with log.transaction() as conn:
+        await conn.execute(equity_facts.update().where(equity_facts.c.learner == learner, equity_facts.c.scope == PLAN)
+                           .values(pct_mastered="12.5"))  # fmt: skip
+    await log.append(TENANT, [mastery(same, COMPETENCIES[0], 5, learner)])
+    await log.append(TENANT, [mastery(changed, COMPETENCIES[4], 21, ids[changed.email])])
+    await build(log)
+    [report] = await refresher.refresh(AS_OF)
+    assert report.learners_refreshed == 2
+    assert (await _fact_rows(log, learner))[PLAN]["pct_mastered"] == "12.5"  # left as it was: not written again
+    assert (await _fact_rows(log, ids[changed.email]))[f"competency:{COMPETENCIES[4]}"]["mastered"] is True
+    # Another refresher (``proficio equity refresh``) stores a change; this one's next round must not count on
+    # the facts it kept from its own last round.
+    third, fourth = students[2], students[3]
+    await log.append(TENANT, [mastery(third, COMPETENCIES[5], 22, ids[third.email])])
+    await build(log)
+    await EquityRefresher(log).refresh(AS_OF)
+    assert await _mastered(log, COMPETENCIES[5]) == 1
+    await log.append(TENANT, [mastery(fourth, COMPETENCIES[4], 23, ids[fourth.email])])
+    await build(log)
+    [report] = await refresher.refresh(AS_OF)
+    assert report.learners_refreshed == 1
+    assert await _mastered(log, COMPETENCIES[5]) == 1
+
+
+async def test_rounds_pause_longer_while_the_evidence_view_catches_up(log: EventLog, tmp_path: Path) -> None:
+    import asyncio
+
+    students, ids = await _district_with_plan(log, tmp_path)
+    rounds: list[float] = []
+
+    class Counted(EquityRefresher):
+        async def refresh(self, as_of: date | None = None) -> list[Any]:
+            rounds.append(asyncio.get_running_loop().time())
+            return await super().refresh(AS_OF)
+
+    async def rounds_in(seconds: float) -> int:
+        rounds.clear()
+        stop = asyncio.Event()
+        task = asyncio.create_task(Counted(log, interval_s=0.05, stretch=10_000).run(stop))
+        await asyncio.sleep(seconds)
+        stop.set()
+        await task
+        return len(rounds)
+
+    # Caught up: a round every interval_s, however long the stretch (here: nearly forever).
+    assert await rounds_in(1.5) >= 3
+    # Statements the evidence view has not folded yet: one round, then a pause of 10,000 times its length.
+    await log.append(TENANT, [mastery(students[0], COMPETENCIES[5], 22, ids[students[0].email])])
+    assert await rounds_in(1.5) == 1

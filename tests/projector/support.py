@@ -38,6 +38,20 @@ def statement_event(learner: int, n: int, *, verb: str = VERB, voiding: bool = F
     )
 
 
+def scored_statement_event(n: int) -> NewEvent:
+    """A statement with a scaled score, tagged with one of three competencies: evidence for competency_evidence."""
+    event = statement_event(n % 13, n)
+    data = event.decoded
+    data["statement"]["result"] = {"score": {"scaled": round((n % 10) / 10, 1)}}
+    data["statement"]["context"] = {
+        "contextActivities": {
+            "other": [{"id": f"https://example.org/c/{n % 3}",
+                       "definition": {"type": "http://adlnet.gov/expapi/activities/objective"}}]
+        }
+    }  # fmt: skip
+    return NewEvent.of(event.stream, event.event_type, data, key=event.key)
+
+
 async def append_statements(
     log: EventLog, count: int, *, learners: int = 10, start: int = 0, tenant: str = "district-7", per_batch: int = 50
 ) -> None:

@@ -228,7 +228,7 @@ async def test_project_refreshes_the_equity_views_in_a_child_process_that_ends_w
     its parent does, even a parent killed with SIGKILL that could not stop it."""
     from proficio_projector.equity._tables import equity_state
 
-    from .test_shared_scan import _scored
+    from .support import scored_statement_event as _scored
 
     log = await open_event_log(sqlite_url(tmp_path))
     try:

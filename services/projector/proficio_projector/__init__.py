@@ -13,6 +13,7 @@ from ._model import Change, MemoryState, Projection, Put, Remove, Row, RowKey, R
 from ._runtime import (
     ProjectorStatus,
     RunnerSettings,
+    SqlFoldGroup,
     SqlProjector,
     build,
     projection_named,
@@ -22,7 +23,6 @@ from ._runtime import (
     status,
 )
 from ._settings import StreamSettings
-from ._shared import ScanStats, SharedScan
 from ._store import Generation, ViewStore, active_generation, ensure_active, list_generations, migrate_runtime
 from ._stream import KafkaProjector, Relay, relay_consumer
 
@@ -43,8 +43,7 @@ __all__ = [
     "RowKey",
     "RowRef",
     "RunnerSettings",
-    "ScanStats",
-    "SharedScan",
+    "SqlFoldGroup",
     "SqlProjector",
     "State",
     "StreamSettings",

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -22,11 +24,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from proficio_events import EventLog, EventStoreError, StoredEvent
 from proficio_events._schema import checkpoints, events
 
-from ._apply import Applier
+from ._apply import Applier, Batch, RowCache, cycle_collection_paused
 from ._leases import LeaseKeeper, worker_id
 from ._model import Projection
 from ._schema import dead_letters, generations, offsets
-from ._shared import SharedScan, shared_scan_for
 from ._store import (
     ACTIVE,
     BUILDING,
@@ -55,10 +56,11 @@ class RunnerSettings:
     #: Seconds to wait after a step that passed over only other projections' events (bounds the
     #: checkpoint writes of a projection whose events are rare while the log is busy; its lag stays small).
     skip_pause: float = 0.05
-    #: Whether the statement projections of a process share one read and decode of the log (``SharedScan``).
-    #: Off: measured, it cost the fold process 2-3 µs more per statement than each reading on its own (the
-    #: decoded statements outlive a batch; bench/README.md, session 5).
-    shared_read: bool = False
+    #: Rows a projector keeps in memory between batches while it holds their segments (``RowCache``); 0: none.
+    #: Off by default: measured at 50,000 learners it saves PostgreSQL the rows' load (~2-4 µs per statement) but
+    #: costs the folding process more than that (~6 µs: keeping and looking up 50,000 rows; bench/README.md,
+    #: session 6).
+    cached_rows: int = 0
     owner: str = field(default_factory=worker_id)
 
 
@@ -70,6 +72,19 @@ async def sql_checkpoints(conn: AsyncConnection, generation: Generation) -> dict
     return {segment: found.get(segment, 0) for segment in range(generation.segments)}
 
 
+async def _all_checkpoints(conn: AsyncConnection, generations: Sequence[Generation]) -> list[dict[int, int]]:
+    """``sql_checkpoints`` of several generations in one query."""
+    if len(generations) == 1:
+        return [await sql_checkpoints(conn, generations[0])]
+    rows = await conn.execute(
+        sa.select(checkpoints.c.consumer, checkpoints.c.partition, checkpoints.c.position).where(
+            checkpoints.c.consumer.in_([g.consumer for g in generations])
+        )
+    )
+    found = {(str(c), int(p)): int(pos) for c, p, pos in rows}
+    return [{s: found.get((g.consumer, s), 0) for s in range(g.segments)} for g in generations]
+
+
 @dataclass(frozen=True)
 class Step:
     """What one step of a folder did: log positions it moved past, and events of its types among them."""
@@ -78,30 +93,72 @@ class Step:
     folded: int
 
 
-class SegmentFolder:
-    """Folds the log into one generation, for the segments a lease keeper holds.
+@dataclass
+class _Member:
+    """One projection of a folder: its generation, its leases, and what this folder last committed."""
 
-    It reads only the projection's event types (``EventLog.scan_after``): most projections want few
-    of the log's events, and reading the rest only to skip them was most of their cost. With a ``reader``
-    that serves its types, it reads through it (one read and decode shared by the projections of a process).
+    projection: Projection
+    generation: Generation
+    keeper: LeaseKeeper
+    applier: Applier
+    cache: RowCache | None
+    #: segment -> the checkpoint this folder committed last (its cached rows are valid while it stands).
+    committed: dict[int, int] = field(default_factory=dict)
+
+    def segment(self, event: StoredEvent) -> int:
+        return segment_of(event.tenant, event.stream, self.generation.segments)
+
+
+class SegmentFolder:
+    """Folds the log into the generations of one or more projections, for the segments their lease keepers hold.
+
+    It reads only the event types its projections fold (``EventLog.scan_after``): most projections want few
+    of the log's events, and reading the rest only to skip them was most of their cost. With several
+    projections (a fold group: ``learner_activity`` and ``competency_evidence`` both fold every statement) each
+    batch is read once, each event decoded once and folded into every projection that wants it in turn, and the
+    view changes of all of them with all their checkpoints are committed in one transaction. Each keeps its own
+    generation, leases and checkpoints; one whose checkpoints are behind the others' (a restart, a lease
+    taken over) makes the batch start there, and the others skip what they hold already.
+
+    With ``cached_rows`` the rows a projection reads stay in memory between batches while its segments stay
+    held and their checkpoints are the ones this folder committed (``RowCache``).
     """
 
     def __init__(
         self,
         log: EventLog,
-        projection: Projection,
-        generation: Generation,
-        keeper: LeaseKeeper,
-        reader: SharedScan | None = None,
+        projection: Projection | Sequence[tuple[Projection, Generation, LeaseKeeper]],
+        generation: Generation | None = None,
+        keeper: LeaseKeeper | None = None,
+        *,
+        cached_rows: int = 0,
     ) -> None:
+        """``SegmentFolder(log, projection, generation, keeper)`` for one projection, or
+        ``SegmentFolder(log, [(projection, generation, keeper), ...])`` for a fold group."""
+        if isinstance(projection, Sequence):
+            members = list(projection)
+        else:
+            assert generation is not None
+            assert keeper is not None
+            members = [(projection, generation, keeper)]
         self.log = log
-        self.generation = generation
-        self.keeper = keeper
-        self.event_types = projection.event_types
-        self.reader = reader if reader is not None and reader.serves(projection.event_types) else None
-        self.applier = Applier(projection, generation)
+        self.members = [
+            _Member(p, g, k, Applier(p, g), RowCache(cached_rows) if cached_rows > 0 else None) for p, g, k in members
+        ]
+        types = [p.event_types for p, _, _ in members]
+        self.event_types: frozenset[str] | None = (
+            None if any(t is None for t in types) else frozenset().union(*(t for t in types if t is not None))
+        )
         # The batch after the last one read, read while that one is folded: (the position it follows, read).
         self._ahead: tuple[int, asyncio.Future[tuple[list[StoredEvent], int]]] | None = None
+
+    @property
+    def generation(self) -> Generation:
+        return self.members[0].generation
+
+    @property
+    def keeper(self) -> LeaseKeeper:
+        return self.members[0].keeper
 
     def close(self) -> None:
         """Drop a read-ahead in flight."""
@@ -113,20 +170,23 @@ class SegmentFolder:
             self._ahead = None
 
     def _scan(self, position: int, batch_size: int) -> asyncio.Future[tuple[list[StoredEvent], int]]:
-        if self.reader is not None and self.event_types is not None:
-            return asyncio.ensure_future(
-                self.reader.scan_after(position, batch_size, self.event_types, consumer=self.generation.consumer)
-            )
         return asyncio.ensure_future(self.log.scan_after(position, batch_size, self.event_types))
+
+    def _drop_cache(self) -> None:
+        for member in self.members:
+            member.committed.clear()
+            if member.cache is not None:
+                member.cache.drop()
 
     async def step(self, batch_size: int) -> Step | None:
         """Fold the next batch for the held segments (``covered`` 0: caught up); None: nothing held."""
-        owned = sorted(self.keeper.owned)
-        if not owned:
+        owned = [sorted(m.keeper.owned) for m in self.members]
+        if not any(owned):
             return None
+        generations = [m.generation for m in self.members]
         async with self.log.engine.connect() as conn:
-            marks = await sql_checkpoints(conn, self.generation)
-        start = min(marks[s] for s in owned)
+            marks = await _all_checkpoints(conn, generations)
+        start = min(marks[i][s] for i, segments in enumerate(owned) for s in segments)
         if self._ahead is not None and self._ahead[0] == start:
             batch, covered = await self._ahead[1]
             self._ahead = None
@@ -136,23 +196,91 @@ class SegmentFolder:
         if covered <= start:
             return Step(0, 0)
         self._ahead = (covered, self._scan(covered, batch_size))
-        async with self.log.transaction() as conn:
-            current = await sql_checkpoints(conn, self.generation)
-            mine: list[StoredEvent] = []
-            moved: list[int] = []
-            for segment in owned:
-                if current[segment] != marks[segment] or not await self.keeper.holds(conn, segment):
-                    continue  # another worker took it, or moved it on, since we looked
-                moved.append(segment)
-            chosen = set(moved)
-            for event in batch:
-                segment = segment_of(event.tenant, event.stream, self.generation.segments)
-                if segment in chosen and event.position > current[segment]:
-                    mine.append(event)
-            await self.applier.apply(conn, mine)
-            for segment in moved:
-                await self.log.save_checkpoint(self.generation.consumer, covered, segment, conn=conn)
+        try:
+            moved, batches = await self._fold(batch, covered, owned, marks)
+        except BaseException:
+            self._drop_cache()  # what was kept may be what the failed transaction wrote
+            raise
+        for member, segments, done in zip(self.members, moved, batches, strict=True):
+            for segment in segments:
+                member.committed[segment] = covered
+            if member.cache is not None and done is not None:
+                member.cache.keep(done)
         return Step(covered - start, len(batch))
+
+    async def _fold(
+        self, batch: list[StoredEvent], covered: int, owned: list[list[int]], marks: list[dict[int, int]]
+    ) -> tuple[list[list[int]], list[Batch | None]]:
+        """One transaction: each member's events of the batch folded (in one pass) and its checkpoints moved."""
+        moved: list[list[int]] = []
+        batches: list[Batch | None] = []
+        async with self.log.transaction() as conn:
+            current = await _all_checkpoints(conn, [m.generation for m in self.members])
+            with cycle_collection_paused():
+                takers: list[tuple[int, frozenset[str] | None, set[int], dict[int, int], int]] = []
+                for i, member in enumerate(self.members):
+                    mine: list[int] = []
+                    for segment in owned[i]:
+                        if current[i][segment] != marks[i][segment] or not await member.keeper.holds(conn, segment):
+                            continue  # another worker took it, or moved it on, since we looked
+                        mine.append(segment)
+                    cache = member.cache
+                    if cache is not None:
+                        for segment in range(member.generation.segments):
+                            if segment not in mine or member.committed.get(segment) != current[i][segment]:
+                                cache.drop(segment)  # not ours, or moved by another worker since we committed
+                    moved.append(mine)
+                    if mine:
+                        types = member.projection.event_types
+                        takers.append((i, types, set(mine), current[i], member.generation.segments))
+                # One look at each event: which members fold it (their types, segments held, not folded yet).
+                chosen: list[list[StoredEvent]] = [[] for _ in self.members]
+                plan: list[tuple[StoredEvent, list[int]]] = []
+                for event in batch:
+                    found: list[int] = []
+                    for i, types, held, marks_now, segments in takers:
+                        if types is None or event.event_type in types:
+                            segment = segment_of(event.tenant, event.stream, segments)
+                            if segment in held and event.position > marks_now[segment]:
+                                found.append(i)
+                                chosen[i].append(event)
+                    if found:
+                        plan.append((event, found))
+                for i, member in enumerate(self.members):
+                    batches.append(
+                        await member.applier.prepare(conn, chosen[i], cache=member.cache, segment_of=member.segment)
+                        if moved[i] else None
+                    )  # fmt: skip
+                self._fold_in_one_pass(plan, batches)
+                for member, done in zip(self.members, batches, strict=True):
+                    if done is not None:
+                        await member.applier.finish(conn, done)
+            for member, mine in zip(self.members, moved, strict=True):
+                for segment in mine:
+                    await self.log.save_checkpoint(member.generation.consumer, covered, segment, conn=conn)
+        return moved, batches
+
+    def _fold_in_one_pass(self, plan: list[tuple[StoredEvent, list[int]]], batches: list[Batch | None]) -> None:
+        """Each event into every member's batch that takes it, in log order; its payload decoded once for all of
+        them and let go once they are done (a statement lives for the length of its folds, not of the batch)."""
+        appliers = [m.applier for m in self.members]
+        if len(self.members) == 1:
+            only = batches[0]
+            if only is not None:
+                for event in only.relevant:
+                    appliers[0].fold(only, event)
+            return
+        loads = orjson.loads
+        for event, found in plan:
+            if len(found) == 1 or event.decoded is not None:
+                for i in found:
+                    appliers[i].fold(batches[i], event)  # type: ignore[arg-type]
+                continue
+            # StoredEvent is frozen; its ``decoded`` field is the cache ``data()`` reads.
+            object.__setattr__(event, "decoded", loads(event.payload))
+            for i in found:
+                appliers[i].fold(batches[i], event)  # type: ignore[arg-type]
+            object.__setattr__(event, "decoded", None)
 
 
 class ActiveFollower:
@@ -186,69 +314,166 @@ class ActiveFollower:
         raise NotImplementedError
 
 
+class SqlFoldGroup:
+    """Keeps the active generations of several projections up to date from the SQL log, in one pass over it.
+
+    Each batch of the log is read once, each event decoded once and folded into each projection that wants it,
+    and all their view changes and checkpoints are committed in one transaction (``SegmentFolder``). A member
+    whose active generation was built by other code is rebuilt (``build``) while the others are served, and
+    joins them when it is live.
+    """
+
+    def __init__(
+        self, log: EventLog, projections: Sequence[Projection], settings: RunnerSettings | None = None
+    ) -> None:
+        self.log = log
+        self.projections = list(projections)
+        self.settings = settings or RunnerSettings()
+
+    @property
+    def name(self) -> str:
+        return "+".join(p.name for p in self.projections)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        building: dict[str, asyncio.Task[Generation]] = {}
+        try:
+            while not stop.is_set():
+                try:
+                    ready: list[tuple[Projection, Generation]] = []
+                    for projection in self.projections:
+                        task = building.get(projection.name)
+                        if task is not None and task.done():
+                            del building[projection.name]
+                            if not task.cancelled() and (exc := task.exception()) is not None:
+                                logger.warning("%s: the rebuild failed (%s); retrying", projection.name, exc)
+                        if projection.name in building:
+                            continue
+                        generation = await ensure_active(self.log, projection)
+                        if generation.code_version != projection.version:
+                            logger.warning(
+                                "%s: the active generation was built by version %d, the code is version %d: "
+                                "rebuilding", projection.name, generation.code_version, projection.version,
+                            )  # fmt: skip
+                            building[projection.name] = asyncio.create_task(
+                                build(self.log, projection, self.settings, stop=stop)
+                            )
+                            continue
+                        ready.append((projection, generation))
+                    rebuilt = asyncio.Event()
+                    for task in building.values():
+                        task.add_done_callback(_setter(rebuilt))
+                    if ready:
+                        await _serve(self.log, self.settings, ready, stop, rebuilt)
+                    else:
+                        await _sleep_until(stop, rebuilt, self.settings.idle_timeout)
+                except RETRYABLE as exc:
+                    logger.warning("%s: the store failed (%s); retrying", self.name, exc)
+                    await _sleep(stop, self.settings.retry_delay)
+        finally:
+            for task in building.values():
+                task.cancel()
+            for task in building.values():
+                with contextlib.suppress(BaseException):
+                    await task
+
+
 class SqlProjector(ActiveFollower):
     """Keeps one projection's active generation up to date from the SQL log, with other workers."""
 
-    def __init__(
-        self,
-        log: EventLog,
-        projection: Projection,
-        settings: RunnerSettings | None = None,
-        *,
-        reader: SharedScan | None = None,
-    ) -> None:
-        """``reader``: a scan shared with other projectors of this process (see ``sql_projectors``)."""
+    def __init__(self, log: EventLog, projection: Projection, settings: RunnerSettings | None = None) -> None:
         self.log = log
         self.projection = projection
         self.settings = settings or RunnerSettings()
-        self.reader = reader
 
     async def _serve(self, generation: Generation, stop: asyncio.Event) -> None:
-        keeper = LeaseKeeper(
-            self.log, generation.consumer, generation.segments, self.settings.owner, ttl=self.settings.lease_ttl
-        )
-        folder = SegmentFolder(self.log, self.projection, generation, keeper, self.reader)
-        loop = asyncio.get_running_loop()
-        try:
-            renew_at = 0.0
-            while not stop.is_set():
-                if loop.time() >= renew_at:
+        await _serve(self.log, self.settings, [(self.projection, generation)], stop, None)
+
+
+_heap_frozen = False
+
+
+def freeze_heap() -> None:
+    """Once per process: collect, then move every object alive now out of the cycle collector's sight
+    (``gc.freeze``).
+
+    A folding process lives long; what it holds when it starts (modules, SQLAlchemy's metadata and caches,
+    the app) stays to the end, and every full collection traversed all of it again (each batch promotes
+    thousands of young objects, which brings full collections on): ~10% of the statement folds' CPU
+    (bench/README.md, session 6).
+    """
+    global _heap_frozen
+    if not _heap_frozen:
+        _heap_frozen = True
+        gc.collect()
+        gc.freeze()
+
+
+async def _serve(
+    log: EventLog,
+    settings: RunnerSettings,
+    members: Sequence[tuple[Projection, Generation]],
+    stop: asyncio.Event,
+    regroup: asyncio.Event | None,
+) -> None:
+    """Fold the log into these active generations until stopped, one of them is swapped by a rebuild, or
+    ``regroup`` is set (then the caller serves them anew)."""
+    freeze_heap()
+    keepers = [LeaseKeeper(log, g.consumer, g.segments, settings.owner, ttl=settings.lease_ttl) for _, g in members]
+    folder = SegmentFolder(
+        log, [(p, g, k) for (p, g), k in zip(members, keepers, strict=True)], cached_rows=settings.cached_rows
+    )
+    loop = asyncio.get_running_loop()
+    try:
+        renew_at = 0.0
+        while not stop.is_set() and not (regroup is not None and regroup.is_set()):
+            if loop.time() >= renew_at:
+                for keeper in keepers:
                     await keeper.refresh()
-                    renew_at = loop.time() + self.settings.lease_ttl / 3
-                    async with self.log.engine.connect() as conn:
-                        active = await active_generation(conn, self.projection.name)
-                    if active != generation:
-                        return  # swapped by a rebuild: serve the new generation
-                try:
-                    step = await folder.step(self.settings.batch_size)
-                except IntegrityError as exc:  # a dead letter parked twice by racing workers, say
-                    logger.warning("%s: %s; retrying", generation.consumer, exc)
-                    continue
-                if step is None:
-                    await _sleep(stop, min(self.settings.idle_timeout, max(0.0, renew_at - loop.time())))
-                elif step.covered == 0:
-                    async with self.log.engine.connect() as conn:
-                        low = min((await sql_checkpoints(conn, generation)).values())
-                    await wait_for_events_or_stop(self.log, stop, low, self.settings.idle_timeout)
-                elif step.folded == 0 and step.covered < self.settings.batch_size:
-                    # Only other projections' events, and few: let them gather rather than commit a
-                    # checkpoint for every append while the log is busy.
-                    await _sleep(stop, self.settings.skip_pause)
-        finally:
-            folder.close()
+                renew_at = loop.time() + settings.lease_ttl / 3
+                async with log.engine.connect() as conn:
+                    for projection, generation in members:
+                        if await active_generation(conn, projection.name) != generation:
+                            return  # swapped by a rebuild: serve the new generation
+            try:
+                step = await folder.step(settings.batch_size)
+            except IntegrityError as exc:  # a dead letter parked twice by racing workers, say
+                logger.warning("%s: %s; retrying", "+".join(g.consumer for _, g in members), exc)
+                continue
+            if step is None:
+                await _sleep(stop, min(settings.idle_timeout, max(0.0, renew_at - loop.time())))
+            elif step.covered == 0:
+                async with log.engine.connect() as conn:
+                    low = min(min(m.values()) for m in await _all_checkpoints(conn, [g for _, g in members]))
+                await wait_for_events_or_stop(log, stop, low, settings.idle_timeout)
+            elif step.folded == 0 and step.covered < settings.batch_size:
+                # Only other projections' events, and few: let them gather rather than commit a
+                # checkpoint for every append while the log is busy.
+                await _sleep(stop, settings.skip_pause)
+    finally:
+        folder.close()
+        for keeper in keepers:
             with contextlib.suppress(*RETRYABLE):
                 await keeper.release()
 
 
+#: The busy event types: projections that fold them in one process are served as one fold group.
+STATEMENT_TYPES = frozenset({"StatementStored", "StatementVoided"})
+
+
 def sql_projectors(
     log: EventLog, projections: Sequence[Projection], settings: RunnerSettings | None = None
-) -> list[SqlProjector]:
-    """Projectors of ``projections`` for one process; with ``settings.shared_read``, those that fold statements
-    share one read of the log and one decode of each statement (``SharedScan``), else each reads its own types.
-    """
+) -> list[SqlProjector | SqlFoldGroup]:
+    """Runners of ``projections`` for one process: the projections that fold statements as one fold group
+    (``SqlFoldGroup``: one read, one decode and one transaction for all of them), each other one on its own."""
     settings = settings or RunnerSettings()
-    reader = shared_scan_for(log, projections, read_size=settings.batch_size) if settings.shared_read else None
-    return [SqlProjector(log, p, settings, reader=reader) for p in projections]
+    busy = [p for p in projections if p.event_types is not None and p.event_types & STATEMENT_TYPES]
+    runners: list[SqlProjector | SqlFoldGroup] = []
+    if len(busy) > 1:
+        runners.append(SqlFoldGroup(log, busy, settings))
+    else:
+        busy = []
+    runners += [SqlProjector(log, p, settings) for p in projections if p not in busy]
+    return runners
 
 
 async def build(
@@ -272,7 +497,7 @@ async def build(
     keeper = LeaseKeeper(
         log, generation.consumer, generation.segments, settings.owner, ttl=settings.lease_ttl, fair=False
     )
-    folder = SegmentFolder(log, projection, generation, keeper)
+    folder = SegmentFolder(log, projection, generation, keeper, cached_rows=settings.cached_rows)
     try:
         while True:
             if stop.is_set():
@@ -513,6 +738,19 @@ async def wait_for_events_or_stop(log: EventLog, stop: asyncio.Event, after: int
 async def _sleep(stop: asyncio.Event, seconds: float) -> None:
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), seconds)
+
+
+def _setter(event: asyncio.Event) -> Callable[[object], None]:
+    """A done-callback that sets ``event``."""
+    return lambda _: event.set()
+
+
+async def _sleep_until(stop: asyncio.Event, other: asyncio.Event, seconds: float) -> None:
+    """Until ``stop`` or ``other`` is set, or ``seconds``."""
+    waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(other.wait())]
+    await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    for task in waiters:
+        task.cancel()
 
 
 def projection_named(projections: Sequence[Projection], name: str) -> Projection:

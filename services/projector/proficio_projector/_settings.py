@@ -26,9 +26,7 @@ class StreamSettings(StoreSettings):
     #: least recently read go first), checked against the views on every read; 0: none, every grid is scored
     #: from the views.
     grid_cache_learners: int = 2000
-    #: Whether the statement projections of a process share one read of the log (see ``RunnerSettings``).
-    shared_read: bool = False
 
     def runner(self, **changes: object) -> RunnerSettings:
         """Runner settings for the relay and projectors from these settings."""
-        return RunnerSettings(lease_ttl=self.lease_ttl_s, shared_read=self.shared_read, **changes)  # type: ignore[arg-type]
+        return RunnerSettings(lease_ttl=self.lease_ttl_s, **changes)  # type: ignore[arg-type]

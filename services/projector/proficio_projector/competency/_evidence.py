@@ -16,6 +16,7 @@ say) is no evidence. Evidence is ordered by ``(timestamp, stored, statement id)`
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -87,12 +88,20 @@ def statement_time_us(statement: Mapping[str, Any], fallback: int) -> int:
     value = statement.get("timestamp")
     if not isinstance(value, str):
         return fallback
+    found = _timestamp_us(value)
+    return fallback if found is None else found
+
+
+@functools.lru_cache(maxsize=1024)
+def _timestamp_us(value: str) -> int | None:
+    """An ISO 8601 timestamp with its offset in µs since the epoch (None: not one). Kept for the latest few: the
+    statement projections, folded one after the other on each statement, parse the same timestamp."""
     try:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        return fallback
+        return None
     if moment.tzinfo is None:
-        return fallback
+        return None
     return (moment - EPOCH) // timedelta(microseconds=1)  # exact, unlike a float timestamp
 
 

@@ -172,14 +172,32 @@ def cell_rows(tenant: str, tables: Sequence[ScopeTable], rules: SuppressionRules
     return rows
 
 
+@dataclass
+class _KeptFacts:
+    """A tenant's facts as this refresher last stored them, and the refresh state it stored with them: valid while
+    that state is the tenant's (no other refresher has written since)."""
+
+    refreshed_us: int
+    as_of: str
+    #: learner -> her facts' stored rows (in scope order) and the facts.
+    rows: dict[str, tuple[list[dict[str, Any]], list[Fact]]]
+
+
 class EquityRefresher:
-    """Refreshes every tenant's equity facts and cells every ``interval_s`` (and on ``refresh()``)."""
+    """Refreshes every tenant's equity facts and cells every ``interval_s`` (and on ``refresh()``).
+
+    While the evidence view is catching up with the log (statements arriving faster than it folds them), the pause
+    between rounds stretches to ``stretch`` times the last round's length: a round then touches nearly every
+    learner and is out of date by the time it ends, and its CPU is better spent on the folds. The round starts
+    as soon as the evidence view has caught up.
+    """
 
     def __init__(
         self,
         log: EventLog,
         *,
         interval_s: float = 2.0,
+        stretch: float = 1.0,
         today: Callable[[], date] = _today,
         chunk: int = CHUNK,
         topic: str | None = None,
@@ -188,17 +206,40 @@ class EquityRefresher:
         self.log = log
         self.topic = topic
         self.interval_s = interval_s
+        self.stretch = stretch
         self.today = today
         self.chunk = chunk
+        #: tenant -> the facts stored by this refresher's last round (see ``_KeptFacts``).
+        self._kept: dict[str, _KeptFacts] = {}
 
     async def run(self, stop: asyncio.Event) -> None:
+        loop = asyncio.get_running_loop()
         while not stop.is_set():
+            started = loop.time()
             try:
                 await self.refresh()
             except Exception:  # a failed round is retried on the next; the views keep the last good refresh
                 log_.exception("equity refresh failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.interval_s)
+            longest = loop.time() + max(self.interval_s, self.stretch * (loop.time() - started))
+            pause = self.interval_s
+            while not stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), max(0.0, min(pause, longest - loop.time())))
+                if loop.time() >= longest or await self._evidence_caught_up():
+                    break
+                pause = self.interval_s / 4
+
+    async def _evidence_caught_up(self) -> bool:
+        """Whether the evidence view has folded the whole log (or Kafka topic) as far as it is known."""
+        try:
+            watermark = await active_watermark(self.log, CompetencyEvidence.name, topic=self.topic)
+            if watermark is None:
+                return True
+            if self.topic is not None:
+                return True  # its watermark already says how far the topic is folded
+            return watermark[0] >= await self.log.max_position()
+        except Exception:  # the store is down: the round tells
+            return True
 
     async def refresh(self, as_of: date | None = None) -> list[RefreshReport]:
         day = as_of or self.today()
@@ -220,6 +261,11 @@ class EquityRefresher:
                 (await conn.execute(sa.select(equity_state).where(equity_state.c.tenant == tenant))).mappings().first()
             )
             everyone = state is None or state["as_of"] != as_of.isoformat() or state["facts_mark"] != facts_mark
+            kept = self._kept.pop(tenant, None)
+            if kept is not None and (
+                everyone or state is None or state["refreshed_us"] != kept.refreshed_us or state["as_of"] != kept.as_of
+            ):
+                kept = None  # another refresher wrote since, or every fact is written anew: read them back
             pacing = await pacing_reference(conn, tenant)
             rosters = await section_rosters(conn, tenant, {s for p in pacing.plans.values() for s in p.sections})
             members = {plan.plan: set(learners_of(plan, rosters)) for plan in pacing.plans.values()}
@@ -255,17 +301,43 @@ class EquityRefresher:
 
             # In a thread: the event loop (serve's API, the folds beside it) keeps its turns meanwhile.
             facts = await asyncio.to_thread(chunk_facts)
-            async with self.log.transaction() as conn:  # the write lock up front (SQLite: BEGIN IMMEDIATE)
-                await conn.execute(equity_facts.delete().where(equity_facts.c.tenant == tenant,
-                                                               equity_facts.c.learner.in_(chunk)))  # fmt: skip
-                if facts:
-                    await conn.execute(equity_facts.insert(), [_fact_row(tenant, f, as_of) for f in facts])
+            by_learner: dict[str, tuple[list[dict[str, Any]], list[Fact]]] = {learner: ([], []) for learner in chunk}
+            for fact in sorted(facts, key=lambda f: f.scope):
+                rows, listed = by_learner[fact.learner]
+                rows.append(_fact_row(tenant, fact, as_of))
+                listed.append(fact)
+            if kept is not None:
+                # Only the learners whose facts changed are written again (the others' rows are these already).
+                before = kept.rows
+                by_learner = {
+                    learner: new for learner, new in by_learner.items()
+                    if (learner in before and before[learner][0] != new[0]) or (learner not in before and new[0])
+                }  # fmt: skip
+            if by_learner:
+                async with self.log.transaction() as conn:  # the write lock up front (SQLite: BEGIN IMMEDIATE)
+                    changed = equity_facts.c.learner.in_(list(by_learner))
+                    await conn.execute(equity_facts.delete().where(equity_facts.c.tenant == tenant, changed))
+                    written = [row for rows, _ in by_learner.values() for row in rows]
+                    if written:
+                        await conn.execute(equity_facts.insert(), written)
+            if kept is not None:
+                for learner, new in by_learner.items():
+                    if new[0]:
+                        kept.rows[learner] = new
+                    else:
+                        kept.rows.pop(learner, None)
         async with self.log.transaction() as conn:
             if everyone:  # learners no longer anywhere (a plan's section emptied): their facts go
                 await conn.execute(equity_facts.delete().where(equity_facts.c.tenant == tenant,
                                                                equity_facts.c.as_of != as_of.isoformat()))  # fmt: skip
-            rows = (await conn.execute(sa.select(equity_facts).where(equity_facts.c.tenant == tenant))).mappings()
-            all_facts = [_fact_of(r) for r in rows]
+            if kept is None:
+                kept = _KeptFacts(0, as_of.isoformat(), {})
+                query = sa.select(equity_facts).where(equity_facts.c.tenant == tenant)
+                for row in sorted((await conn.execute(query)).mappings(), key=lambda r: r["scope"]):
+                    rows, listed = kept.rows.setdefault(row["learner"], ([], []))
+                    rows.append({c: row[c] for c in _FACT_COLUMNS})
+                    listed.append(_fact_of(row))
+            all_facts = [fact for _, listed in kept.rows.values() for fact in listed]
             groups, schools = await _groups_and_schools(conn, tenant, as_of)
             rules = await suppression_rules(conn, tenant)
             stored = await asyncio.to_thread(
@@ -275,14 +347,20 @@ class EquityRefresher:
             if stored:
                 await conn.execute(equity_cells.insert(), stored)
             learners = len({f.learner for f in all_facts})
+            refreshed_us = time.time_ns() // 1000
             values = {
                 "as_of": as_of.isoformat(), "evidence_mark": evidence_mark, "facts_mark": facts_mark,
-                "cells_mark": cells_mark, "learners": learners, "refreshed_us": time.time_ns() // 1000,
+                "cells_mark": cells_mark, "learners": learners, "refreshed_us": refreshed_us,
             }  # fmt: skip
             updated = await conn.execute(equity_state.update().where(equity_state.c.tenant == tenant).values(values))
             if updated.rowcount == 0:
                 await conn.execute(equity_state.insert().values(tenant=tenant, **values))
+        kept.refreshed_us = refreshed_us
+        self._kept[tenant] = kept
         return RefreshReport(tenant, as_of, len(todo), learners, len(stored), time.perf_counter() - started)
+
+
+_FACT_COLUMNS = ("tenant", "learner", "scope", "pct_mastered", "mastered", "on_track", "stalled", "velocity", "as_of")
 
 
 def _fact_row(tenant: str, fact: Fact, as_of: date) -> dict[str, Any]:
