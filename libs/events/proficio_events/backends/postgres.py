@@ -75,11 +75,12 @@ _STREAM_VERSIONS = sa.text(
 # read the whole key table; a learner found both ways comes twice), kind 5 the learner ids the directory holds for the
 # batches' digests (`NewEvent.learner_of`; digest in `key`, learner in `stream`) with the current version of each
 # one's stream (in `position`).
-_GROUP_STATE = f"""
+_GROUP_KEYS = f"""
 SELECT 0 AS kind, {", ".join("e." + c for c in EVENT_COLUMNS)}
   FROM unnest($2::text[]) AS q(key)
   JOIN LATERAL (SELECT * FROM events x WHERE x.tenant = $1 AND x.key = q.key ORDER BY x.key LIMIT 1) AS e ON true
-UNION ALL
+"""
+_GROUP_STATE = """
 SELECT 1, (SELECT v.stream_version FROM events v WHERE v.tenant = $1 AND v.stream = s.stream
            ORDER BY v.stream_version DESC LIMIT 1)::bigint,
        NULL, s.stream, NULL::int, NULL, NULL::smallint, NULL::bigint, NULL, NULL::bytea, NULL::bytea, NULL::bytea,
@@ -132,14 +133,18 @@ SELECT 5, (SELECT v.stream_version FROM events v WHERE v.tenant = $1 AND v.strea
 # Every branch looks rows up one by one from an array where it can (unnest, then a LATERAL subquery of equalities on
 # all the columns of a unique index, LIMIT 1 so that it is not flattened into a join): an index scan per value
 # whatever the table's size. (One OR over two key sources read the whole key table; the tenant's last hash was found
-# by walking the log backwards past other tenants' events.) A generic plan, made once, would save the planning of
-# this query on each call (~0.1 ms of the database's CPU), but one made on a nearly empty table chose the
-# (tenant, position) index for the key lookups and kept it as the table grew: PostgreSQL's own choice stays.
+# by walking the log backwards past other tenants' events.) Planning the whole query on each call, as PostgreSQL
+# chose to, cost more than running it, so its plan is the generic one, made once per connection, with sequential
+# scans off. All but one branch pick the same indexes on an empty table as on a large one; the key lookups
+# (_GROUP_KEYS) on a nearly empty table chose the narrower (tenant, position) index and would have kept it as the
+# table grew, so they are planned on each call (EXECUTE: a small query, cheap to plan, seeing the current stats).
 _GROUP_STATE_FUNCTION = (
     "CREATE OR REPLACE FUNCTION pg_temp.proficio_group_state(text, text[], text[], text[], text[], text[], text[])"
     " RETURNS TABLE (" + ", ".join(f"c{i} {kind}" for i, kind in enumerate(("int", *_TYPES))) + ")"
-    " LANGUAGE plpgsql VOLATILE"
-    " AS $fn$ BEGIN LOCK TABLE events IN EXCLUSIVE MODE; RETURN QUERY " + _GROUP_STATE + "; END $fn$"
+    " LANGUAGE plpgsql VOLATILE SET plan_cache_mode = force_generic_plan SET enable_seqscan = off"
+    " AS $fn$ BEGIN LOCK TABLE events IN EXCLUSIVE MODE;"
+    " RETURN QUERY EXECUTE $k$" + _GROUP_KEYS + "$k$ USING $1, $2;"
+    " RETURN QUERY " + _GROUP_STATE + "; END $fn$"
 )
 _LOCKED_GROUP_STATE = "SELECT * FROM pg_temp.proficio_group_state($1, $2, $3, $4, $5, $6, $7)"
 #: Set in a pooled connection's ``info`` once it has the function.
