@@ -217,3 +217,41 @@ class TestPostgresLog(LogContract):
             assert waiting == 0  # the kept transactions were rolled back, not left open in the pool
         finally:
             await log.close()
+
+    async def test_a_young_log_is_analyzed_early_so_the_group_read_uses_its_key_index(self, log_url: str) -> None:
+        """Until autovacuum's first ANALYZE, the planner took the (tenant, position) index for the group read's key
+        lookups; the log runs ANALYZE itself as it grows past its first few hundred events."""
+        import asyncio
+
+        import asyncpg
+
+        from proficio_events import NewEvent
+        from proficio_events.backends.postgres import ANALYZE_FIRST, PostgresEventLog
+
+        log = PostgresEventLog(log_url)
+        await log.migrate()
+        observer = await asyncpg.connect(log._dsn)
+        try:
+
+            async def analyzed() -> bool:
+                return bool(await observer.fetchval("SELECT last_analyze IS NOT NULL FROM pg_stat_user_tables"
+                                                    " WHERE relname = 'events'"))  # fmt: skip
+
+            await log.append("t", [NewEvent.of("s", "E", {}, key="k0", fingerprint=b"f" * 32)])
+            assert not await analyzed()
+            batch = [NewEvent.of(f"s{n}", "E", {}, key=f"k{n}", fingerprint=b"f" * 32) for n in range(1, ANALYZE_FIRST)]
+            await log.append("t", batch)
+            await log.append("t", [NewEvent.of("s", "E", {}, key="last", fingerprint=b"f" * 32)])  # the read sees them
+            for _ in range(100):
+                if await analyzed():
+                    break
+                await asyncio.sleep(0.1)
+            assert await analyzed()
+            plan = await observer.fetchval(
+                "EXPLAIN (FORMAT JSON) SELECT * FROM events x WHERE x.tenant = 't' AND x.key = 'k7' ORDER BY x.key"
+                " LIMIT 1"
+            )
+            assert "uq_events_tenant_key" in str(plan)
+        finally:
+            await observer.close()
+            await log.close()

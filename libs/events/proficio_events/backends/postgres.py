@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -33,8 +34,14 @@ from .._schema import EVENT_COLUMNS, checkpoints
 from .._sql import GroupState, RawReader, SqlEventLog, prefetched, wait_for_flag
 
 CHANNEL = "proficio_log"
+_log = logging.getLogger("proficio.log")
 #: Most connections fetch_row keeps per process (requests beyond wait for one).
 READERS = 8
+#: The log's size (events) at which this process first runs ANALYZE itself, then each time it has grown this many
+#: times, up to ANALYZE_EARLY_UNTIL (past which autovacuum's own schedule is soon enough); see _analyze_early.
+ANALYZE_FIRST = 500
+ANALYZE_GROWTH = 4
+ANALYZE_EARLY_UNTIL = 2_000_000
 #: From this many rows on, a batch goes in by binary COPY rather than one unnest() insert.
 COPY_THRESHOLD = 200
 _TYPES = (
@@ -234,6 +241,8 @@ class PostgresEventLog(SqlEventLog):
         # reset or transaction (each query is a statement of its own), ~40 µs less CPU per read than the pool.
         self._readers: list[asyncpg.Connection] = []
         self._reader_slots = asyncio.Semaphore(READERS)
+        self._analyze_at = ANALYZE_FIRST
+        self._analyzing: asyncio.Task[None] | None = None
         self._held: AsyncConnection | None = None
 
     async def _lock_migrations(self, conn: AsyncConnection) -> None:
@@ -351,7 +360,33 @@ class PostgresEventLog(SqlEventLog):
                 else:
                     position, recorded = row[1] or 0, row[7] or 0
                     chain[tenant] = row[14] or GENESIS
+        if position >= self._analyze_at:
+            self._analyze_early(position)
         return GroupState(known, versions, chain, position, recorded, heads=found_heads, keys=keys, learners=learners)
+
+    def _analyze_early(self, position: int) -> None:
+        """Statistics for a young log, in the background: until autovacuum's first ANALYZE (a minute or more after
+        the rows came) the planner sees a nearly empty table, and the group read's key lookups take the narrower
+        (tenant, position) index, reading all of a tenant's events for each key. ANALYZE also makes the plans
+        cached on every connection be made again."""
+        while self._analyze_at <= position:
+            self._analyze_at *= ANALYZE_GROWTH
+        if self._analyze_at > ANALYZE_EARLY_UNTIL * ANALYZE_GROWTH or self._analyzing is not None:
+            return
+
+        async def analyze() -> None:
+            try:
+                conn = await asyncpg.connect(self._dsn)
+                try:
+                    await conn.execute("ANALYZE events, learner_keys, learner_directory")
+                finally:
+                    await conn.close()
+            except (OSError, asyncpg.PostgresError) as exc:  # autovacuum will do it later
+                _log.info("early ANALYZE of the log failed: %s", exc)
+            finally:
+                self._analyzing = None
+
+        self._analyzing = asyncio.get_running_loop().create_task(analyze())
 
     async def _stream_versions(self, conn: AsyncConnection, tenant: str, streams: set[str]) -> dict[str, int]:
         rows = await conn.execute(_STREAM_VERSIONS, {"tenant": tenant, "streams": list(streams)})
@@ -403,6 +438,9 @@ class PostgresEventLog(SqlEventLog):
         await wait_for_flag(changed, timeout)
 
     async def close(self) -> None:
+        if self._analyzing is not None:
+            with contextlib.suppress(Exception):
+                await self._analyzing
         with contextlib.suppress(Exception):
             await self._release_writer()
         readers, self._readers = self._readers, []
