@@ -321,11 +321,3 @@ async def test_rows_written_as_json_or_as_arrays_are_the_same_rows(log: EventLog
     assert [r["on"] for r in simple] == [k % 2 == 0 for k in range(len(labels))]
     assert [r["big"] for r in simple] == [2**62 + k for k in range(len(labels))]
     assert [r["amount"] for r in amounts] == [Decimal("1.125") * k for k in range(len(labels))]
-
-
-async def test_serve_runs_each_statement_projection_on_its_own(log: EventLog) -> None:
-    activity, evidence = LearnerActivity(), CompetencyEvidence()
-    grouped = sql_projectors(log, [activity, evidence], RunnerSettings(owner="w", **FAST))
-    apart = sql_projectors(log, [activity, evidence], RunnerSettings(owner="w", **FAST), fold_group=False)
-    assert [type(r) for r in grouped] == [SqlFoldGroup]
-    assert [type(r) for r in apart] == [SqlProjector, SqlProjector]

@@ -218,7 +218,7 @@ def install(
             recorder = AccessRecorder(log)
             app_.state.access_recorder = recorder
             tasks = (
-                [asyncio.create_task(p.run(stop)) for p in sql_projectors(log, projections, runner, fold_group=False)]
+                [asyncio.create_task(p.run(stop)) for p in sql_projectors(log, projections, runner)]
                 + [asyncio.create_task(EquityRefresher(log).run(stop))]
                 if run_projectors
                 else []

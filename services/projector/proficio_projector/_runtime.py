@@ -461,22 +461,14 @@ STATEMENT_TYPES = frozenset({"StatementStored", "StatementVoided"})
 
 
 def sql_projectors(
-    log: EventLog,
-    projections: Sequence[Projection],
-    settings: RunnerSettings | None = None,
-    *,
-    fold_group: bool = True,
+    log: EventLog, projections: Sequence[Projection], settings: RunnerSettings | None = None
 ) -> list[SqlProjector | SqlFoldGroup]:
     """Runners of ``projections`` for one process: the projections that fold statements as one fold group
-    (``SqlFoldGroup``: one read, one decode and one transaction for all of them), each other one on its own.
-
-    ``fold_group=False``: every projection on its own, as ``serve`` runs them beside the ingest service, where
-    batches are a few statements each: there the group's one transaction cost the serving process ~0.28 ms and
-    PostgreSQL ~0.24 ms more per single-statement POST (bench/README.md, session 6, end)."""
+    (``SqlFoldGroup``: one read, one decode and one transaction for all of them), each other one on its own."""
     settings = settings or RunnerSettings()
     busy = [p for p in projections if p.event_types is not None and p.event_types & STATEMENT_TYPES]
     runners: list[SqlProjector | SqlFoldGroup] = []
-    if fold_group and len(busy) > 1:
+    if len(busy) > 1:
         runners.append(SqlFoldGroup(log, busy, settings))
     else:
         busy = []
