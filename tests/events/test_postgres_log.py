@@ -16,6 +16,21 @@ from .contract import LogContract
 pytestmark = pytest.mark.postgres
 
 
+async def idle_in_transaction(dsn: str) -> int:
+    """Connections to the database that sit in an open transaction."""
+    import asyncpg
+
+    activity = await asyncpg.connect(dsn)
+    try:
+        count: int = await activity.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND state LIKE 'idle in transaction%'"
+        )
+    finally:
+        await activity.close()
+    return count
+
+
 class TestPostgresLog(LogContract):
     @pytest.fixture
     def log_url(self, postgres: PostgresServer, request: pytest.FixtureRequest) -> Iterator[str]:
@@ -115,15 +130,7 @@ class TestPostgresLog(LogContract):
             assert len(sent) == 3 * groups + 1  # BEGIN, then per group: locked read, insert, commit
             assert sorted(r.events[0].position for r in results) == list(range(2, appends + 2))
             assert log._held is None  # the drain ended: the kept connection went back to the pool
-            activity = await asyncpg.connect(log._dsn)
-            try:
-                waiting = await activity.fetchval(
-                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-                    " AND state LIKE 'idle in transaction%'"
-                )
-            finally:
-                await activity.close()
-            assert waiting == 0
+            assert await idle_in_transaction(log._dsn) == 0
         finally:
             await log.close()
 
@@ -206,15 +213,8 @@ class TestPostgresLog(LogContract):
             assert stored.events[0].position == 2  # type: ignore[attr-defined]
             await asyncio.sleep(0.1)
             assert given_back == [True, True]
-            activity = await asyncpg.connect(log._dsn)
-            try:
-                waiting = await activity.fetchval(
-                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-                    " AND state LIKE 'idle in transaction%'"
-                )
-            finally:
-                await activity.close()
-            assert waiting == 0  # the kept transactions were rolled back, not left open in the pool
+            # The kept transactions were rolled back, not left open in the pool.
+            assert await idle_in_transaction(log._dsn) == 0
         finally:
             await log.close()
 
