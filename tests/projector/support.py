@@ -10,6 +10,7 @@ from typing import Any, Protocol
 
 from proficio_events import EventLog, NewEvent, StoredEvent
 from proficio_projector import (
+    Generation,
     LearnerActivity,
     MemoryState,
     Projection,
@@ -105,6 +106,20 @@ async def caught_up(log: EventLog, name: str = "learner_activity", *, timeout: f
         if loop.time() > deadline:
             raise AssertionError(f"{name} did not catch up with the log at {head}: {found}")
         await asyncio.sleep(0.05)
+
+
+async def active_code(log: EventLog, code_version: int, name: str = "learner_activity") -> Generation:
+    """Wait (up to 10 s) until the active generation of ``name`` runs ``code_version``; that generation."""
+    from proficio_projector import list_generations
+
+    live: list[Generation] = []
+    for _ in range(200):
+        async with log.engine.connect() as conn:
+            live = [g for g in await list_generations(conn, name) if g.status == "active"]
+        if live and live[0].code_version == code_version:
+            return live[0]
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{name} never ran code version {code_version}: {live}")
 
 
 #: Runner settings that notice changes in tenths of a second rather than seconds.

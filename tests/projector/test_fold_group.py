@@ -6,7 +6,6 @@ same rows."""
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import random
 from collections.abc import Collection
@@ -26,7 +25,6 @@ from proficio_projector import (
     ViewStore,
     ViewTable,
     ensure_active,
-    list_generations,
     replay_dead_letters,
     sql_projectors,
 )
@@ -35,7 +33,16 @@ from proficio_projector._runtime import SegmentFolder, sql_checkpoints
 from proficio_projector.competency import CompetencyEvidence
 from proficio_projector.roster import Roster
 
-from .support import FAST, caught_up, replayed_rows, running, scored_statement_event, statement_event, view_rows
+from .support import (
+    FAST,
+    active_code,
+    caught_up,
+    replayed_rows,
+    running,
+    scored_statement_event,
+    statement_event,
+    view_rows,
+)
 from .test_runtime import Picky
 
 
@@ -256,15 +263,10 @@ async def test_a_member_with_new_code_is_rebuilt_while_the_group_serves_the_othe
         await caught_up(log, "competency_evidence")
     async with running(SqlFoldGroup(log, [ActivityTwo(), CompetencyEvidence()], settings)):
         await log.append("district-7", [scored_statement_event(n) for n in range(60, 90)])
-        for _ in range(200):
-            async with log.engine.connect() as conn:
-                live = [g for g in await list_generations(conn, "learner_activity") if g.status == "active"]
-            if live and live[0].code_version == ActivityTwo.version:
-                break
-            await asyncio.sleep(0.05)
+        live = await active_code(log, ActivityTwo.version)
         await caught_up(log, "learner_activity")
         await caught_up(log, "competency_evidence")
-    assert live[0].generation == 2
+    assert live.generation == 2
     assert await view_rows(log, ActivityTwo()) == await replayed_rows(log, ActivityTwo())
     evidence = CompetencyEvidence()
     assert await view_rows(log, evidence, "observations") == await replayed_rows(log, evidence, "observations")

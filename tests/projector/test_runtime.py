@@ -23,7 +23,7 @@ from proficio_projector import (
 )
 from proficio_projector._schema import dead_letters, leases
 
-from .support import FAST, append_statements, caught_up, replayed_rows, running, statement_event, view_rows
+from .support import FAST, active_code, append_statements, caught_up, replayed_rows, running, statement_event, view_rows
 from .support import sql_projector as projector
 
 
@@ -149,14 +149,9 @@ async def test_new_code_version_is_rebuilt_on_start(log: EventLog) -> None:
     async with running(projector(log)):
         await caught_up(log)
     async with running(projector(log, VersionTwo())):
-        for _ in range(200):
-            async with log.engine.connect() as conn:
-                live = [g for g in await list_generations(conn, "learner_activity") if g.status == "active"]
-            if live and live[0].code_version == VersionTwo.version:
-                break
-            await asyncio.sleep(0.05)
+        live = await active_code(log, VersionTwo.version)
         await caught_up(log)
-    assert live[0].generation == 2
+    assert live.generation == 2
     assert await view_rows(log, VersionTwo()) == await replayed_rows(log)
 
 
