@@ -529,6 +529,57 @@ async def test_references_to_statements_that_arrive_later(client: Client) -> Non
     assert await dump_tables(client) == before
 
 
+async def test_the_projections_lookups_come_in_the_group_commits_read(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On PostgreSQL the statement projection's two lookups (stored statements that point at the new ones, stored
+    definitions of the activities they define) run in the log's group read, in its round trip; elsewhere the
+    projection reads for itself. Either way a reference that came first and a definition stored before apply."""
+    import asyncpg
+
+    from proficio_ingest import _projection
+
+    item = "http://example.org/item/78"
+    assert (
+        await client.post([statement(78, object={"id": item, "definition": {"name": {"en-US": "Item"}}})])
+    ).is_success
+    x_id = str(uuid.uuid4())
+    cites = {"id": "http://example.org/verbs/cites"}
+    r1_id = (await client.post([statement(5, verb=cites, object={"objectType": "StatementRef", "id": x_id})])).json()[0]
+
+    results: list[Any] = []
+    group_read_rows = _projection.group_read_rows
+
+    def recording(*args: Any) -> Any:
+        results.append(group_read_rows(*args))
+        return results[-1]
+
+    queries: list[str] = []
+    fetch = asyncpg.Connection.fetch
+
+    def counting(self: asyncpg.Connection, query: str, *args: Any, **kwargs: Any) -> Any:
+        queries.append(query)
+        return fetch(self, query, *args, **kwargs)
+
+    monkeypatch.setattr(_projection, "group_read_rows", recording)
+    monkeypatch.setattr(asyncpg.Connection, "fetch", counting)
+    x = statement(77, object={"id": item, "definition": {"name": {"fr-FR": "Objet"}}})
+    assert (await client.put(x_id, x)).status_code == 204
+    monkeypatch.undo()
+
+    if client.log.engine.dialect.name == "postgresql":
+        assert [r.arguments for r in results] == [([x_id], [item])]
+        kinds = sorted(row[0] for row in results[0].rows)
+        assert kinds == [_projection._REFERRER, _projection._DEFINITION]  # r1, and the stored definition
+        assert not [q for q in queries if "xapi_activities" in q or "target_id" in q]  # no lookup of its own
+    else:
+        assert results == [None]
+    agent = orjson.dumps({"mbox": "mailto:learner77@example.org"}).decode()
+    assert await query_ids(client, agent=agent) == [x_id, r1_id]
+    activity = (await client.get("/xapi/activities", activityId=item)).json()
+    assert activity["definition"]["name"] == {"en-US": "Item", "fr-FR": "Objet"}
+
+
 async def test_a_large_batch_gives_the_event_loop_turns_while_it_is_worked_out(
     client: Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:

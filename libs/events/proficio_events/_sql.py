@@ -47,7 +47,7 @@ from ._errors import (
     StoreUnavailableError,
 )
 from ._keyring import DataKey, live_keys, seal
-from ._log import Decide, EventLog, InlineHandler
+from ._log import _GROUP_READ_ROWS, GROUP_READ_FIRST_KIND, Decide, EventLog, GroupRead, GroupReadResult, InlineHandler
 from ._schema import EVENT_COLUMNS, checkpoints, events, signed_checkpoints
 
 if TYPE_CHECKING:
@@ -103,6 +103,8 @@ class GroupState:
     keys: dict[tuple[str, str], DataKey] | None = None
     #: (tenant, directory digest) -> learner id, for the digests the directory holds (``NewEvent.learner_of``).
     learners: dict[tuple[str, str], str] = field(default_factory=dict)
+    #: (read name, tenant) -> what a ``GroupRead`` found, for the reads the backend ran with the rest.
+    read_rows: dict[tuple[str, str], GroupReadResult] = field(default_factory=dict)
 
 
 class _InlineFailed(Exception):
@@ -294,6 +296,17 @@ class SqlEventLog(EventLog):
         self._changed = asyncio.Event()
         self._pending: list[_Request] = []
         self._draining: asyncio.Task[None] | None = None
+        self._group_reads: list[GroupRead] = []
+
+    def add_group_read(self, read: GroupRead) -> None:
+        if any(r.name == read.name for r in self._group_reads):
+            return  # the same handler's read, registered again (by a second service on this log)
+        if min(read.kinds, default=0) < GROUP_READ_FIRST_KIND:
+            raise ValueError(f"a group read's kinds start at {GROUP_READ_FIRST_KIND}: {sorted(read.kinds)}")
+        taken = {kind for r in self._group_reads for kind in r.kinds}
+        if taken & read.kinds:
+            raise ValueError(f"group read {read.name!r} uses kinds another read uses: {sorted(taken & read.kinds)}")
+        self._group_reads = [*self._group_reads, read]
 
     # -- what a backend provides ---------------------------------------------------------------
 
@@ -473,7 +486,25 @@ class SqlEventLog(EventLog):
         for r in group:
             if r.decided is not None:
                 heads_wanted.setdefault(r.tenant, set()).update(r.decided.streams)
-        found = await self._group_state(conn, wanted, heads_wanted, _learners(group) if _keyring._ENCRYPT else None)
+        arguments: dict[str, dict[str, tuple[list[str], list[str]]]] | None = None
+        if self._group_reads:
+            arguments = {}
+            for tenant in tenants:
+                batch = [e for r in group if r.tenant == tenant for e in r.batch]
+                arguments[tenant] = {read.name: read.arguments(batch) for read in self._group_reads}
+        found = await self._group_state(
+            conn, wanted, heads_wanted, _learners(group) if _keyring._ENCRYPT else None, reads=arguments
+        )
+        if found.read_rows:
+            conn.info[_GROUP_READ_ROWS] = found.read_rows
+        try:
+            return await self._store_group(conn, group, found)
+        finally:
+            conn.info.pop(_GROUP_READ_ROWS, None)
+
+    async def _store_group(
+        self, conn: AsyncConnection, group: list[_Request], found: GroupState
+    ) -> list[AppendResult | Exception]:
         known: dict[tuple[str, str], StoredEvent] = found.known
         versions: dict[str, dict[str, int]] = found.versions
         heads: dict[str, dict[str, StreamHead]] = found.heads
@@ -651,13 +682,16 @@ class SqlEventLog(EventLog):
         wanted: dict[str, tuple[list[str], set[str], list[str]]],
         heads: Mapping[str, Collection[str]] | None = None,
         sealing: Mapping[str, Collection[str]] | None = None,
+        *,
+        reads: Mapping[str, Mapping[str, tuple[list[str], list[str]]]] | None = None,
     ) -> GroupState:
         """What a group commit must know, under the write lock: per tenant, the events already stored under
         the batches' keys, the learner ids the directory holds for the batches' digests, the current version of
         their streams (and those learners' streams) and the tenant's last hash; the head; and the newest event of
         each stream in ``heads`` (those of decided appends). A backend may also read the live keys of the
         learners in ``sealing`` and of those the digests name (those the group may seal for) in the same round
-        trip; this one leaves them."""
+        trip, and run the log's group reads (``reads``: per tenant, the arguments of each by name); this one leaves
+        both."""
         known: dict[tuple[str, str], StoredEvent] = {}
         versions: dict[str, dict[str, int]] = {}
         learners: dict[tuple[str, str], str] = {}

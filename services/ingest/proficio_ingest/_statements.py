@@ -232,6 +232,7 @@ class StatementService:
     def __init__(self, log: EventLog, consistency_margin_us: int = 1_000_000) -> None:
         self.log = log
         self.consistency_margin_us = consistency_margin_us
+        log.add_group_read(projection.LOOKUPS)  # the projection's lookups in the group commit's read
 
     async def store(
         self,

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -30,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 from .._chain import Row
 from .._envelope import GENESIS, StoredEvent, StreamHead
 from .._keyring import DataKey
+from .._log import GROUP_READ_FIRST_KIND, GROUP_READ_TYPES, GroupRead, GroupReadResult
 from .._schema import EVENT_COLUMNS, checkpoints
 from .._sql import GroupState, RawReader, SqlEventLog, prefetched, wait_for_flag
 
@@ -145,16 +147,32 @@ SELECT 5, (SELECT v.stream_version FROM events v WHERE v.tenant = $1 AND v.strea
 # scans off. All but one branch pick the same indexes on an empty table as on a large one; the key lookups
 # (_GROUP_KEYS) on a nearly empty table chose the narrower (tenant, position) index and would have kept it as the
 # table grew, so they are planned on each call (EXECUTE: a small query, cheap to plan, seeing the current stats).
-_GROUP_STATE_FUNCTION = (
-    "CREATE OR REPLACE FUNCTION pg_temp.proficio_group_state(text, text[], text[], text[], text[], text[], text[])"
-    " RETURNS TABLE (" + ", ".join(f"c{i} {kind}" for i, kind in enumerate(("int", *_TYPES))) + ")"
-    " LANGUAGE plpgsql VOLATILE SET plan_cache_mode = force_generic_plan SET enable_seqscan = off"
-    " AS $fn$ BEGIN LOCK TABLE events IN EXCLUSIVE MODE;"
-    " RETURN QUERY EXECUTE $k$" + _GROUP_KEYS + "$k$ USING $1, $2;"
-    " RETURN QUERY " + _GROUP_STATE + "; END $fn$"
-)
-_LOCKED_GROUP_STATE = "SELECT * FROM pg_temp.proficio_group_state($1, $2, $3, $4, $5, $6, $7)"
-#: Set in a pooled connection's ``info`` once it has the function.
+# The inline handlers' group reads (GroupRead) follow in the same call, each with two parameters of its own.
+
+
+def _group_state_function(reads: Sequence[GroupRead]) -> str:
+    """The function's definition, with the log's group reads after its own (read i gets parameters 8+2i, 9+2i)."""
+    own = " RETURN QUERY EXECUTE $k$" + _GROUP_KEYS + "$k$ USING $1, $2; RETURN QUERY " + _GROUP_STATE + ";"
+    theirs = "".join(" RETURN QUERY " + _renumbered(read.sql, 6 + 2 * i) + ";" for i, read in enumerate(reads))
+    parameters = ", ".join(["text"] + ["text[]"] * (6 + 2 * len(reads)))
+    return (
+        f"CREATE OR REPLACE FUNCTION pg_temp.proficio_group_state({parameters})"
+        " RETURNS TABLE (" + ", ".join(f"c{i} {kind}" for i, kind in enumerate(GROUP_READ_TYPES)) + ")"
+        " LANGUAGE plpgsql VOLATILE SET plan_cache_mode = force_generic_plan SET enable_seqscan = off"
+        " AS $fn$ BEGIN LOCK TABLE events IN EXCLUSIVE MODE;" + own + theirs + " END $fn$"
+    )
+
+
+def _renumbered(sql: str, shift: int) -> str:
+    """A group read's query with its own parameters ($2, $3) moved after those before it ($1 stays the tenant)."""
+    return re.sub(r"\$([23])\b", lambda found: f"${int(found[1]) + shift}", sql)
+
+
+def _locked_group_state(reads: int) -> str:
+    return f"SELECT * FROM pg_temp.proficio_group_state({', '.join(f'${i}' for i in range(1, 8 + 2 * reads))})"
+
+
+#: Set in a pooled connection's ``info`` once it has the function (to the names of the group reads it runs).
 _HAS_FUNCTION = "proficio_group_state"
 
 
@@ -266,9 +284,11 @@ class PostgresEventLog(SqlEventLog):
             if adapter._started:  # never: a connection comes back with its transaction ended
                 raise RuntimeError("the writer's connection is already in a transaction")
             driver: asyncpg.Connection = raw.driver_connection
-            if not conn.info.get(_HAS_FUNCTION):
-                await driver.execute(_GROUP_STATE_FUNCTION)  # before BEGIN: a rollback must not take it away
-                conn.info[_HAS_FUNCTION] = True
+            reads = tuple(read.name for read in self._group_reads)
+            if conn.info.get(_HAS_FUNCTION) != reads:
+                # Before BEGIN: a rollback must not take it away.
+                await driver.execute(_group_state_function(self._group_reads))
+                conn.info[_HAS_FUNCTION] = reads
             transaction = _OpenedTransaction(driver, begin_next=lambda: bool(self._pending))
             adapter._transaction = transaction
             adapter._started = True
@@ -321,6 +341,8 @@ class PostgresEventLog(SqlEventLog):
         wanted: dict[str, tuple[list[str], set[str], list[str]]],
         heads: Mapping[str, Collection[str]] | None = None,
         sealing: Mapping[str, Collection[str]] | None = None,
+        *,
+        reads: Mapping[str, Mapping[str, tuple[list[str], list[str]]]] | None = None,
     ) -> GroupState:
         raw = await conn.get_raw_connection()
         driver: asyncpg.Connection = raw.driver_connection
@@ -331,6 +353,12 @@ class PostgresEventLog(SqlEventLog):
         learners: dict[tuple[str, str], str] = {}
         keys: dict[tuple[str, str], DataKey] | None = None if sealing is None else {}
         position = recorded = 0
+        # The reads this connection's function runs (one added since runs from the next connection or group on).
+        by_name = {read.name: read for read in self._group_reads}
+        group_reads = [by_name[name] for name in conn.info.get(_HAS_FUNCTION, ())] if reads is not None else []
+        read_of = {kind: read for read in group_reads for kind in read.kinds}
+        read_rows: dict[tuple[str, str], GroupReadResult] = {}
+        statement = _locked_group_state(len(group_reads))
         for tenant, (event_keys, streams, digests) in wanted.items():
             versions[tenant] = {}
             head_streams = sorted((heads or {}).get(tenant, ()))
@@ -338,10 +366,16 @@ class PostgresEventLog(SqlEventLog):
                 found_heads[tenant] = {}
             named = sorted((sealing or {}).get(tenant, ()))
             sealing_digests = digests if sealing is not None else []
-            args = (tenant, event_keys, sorted(streams), head_streams, named, sealing_digests, digests)
-            for row in await driver.fetch(_LOCKED_GROUP_STATE, *args):
+            args: list[Any] = [tenant, event_keys, sorted(streams), head_streams, named, sealing_digests, digests]
+            for read in group_reads:
+                read_arguments = (reads or {})[tenant][read.name]
+                args.extend(read_arguments)
+                read_rows[(read.name, tenant)] = GroupReadResult(read_arguments, [])
+            for row in await driver.fetch(statement, *args):
                 kind = row[0]
-                if kind == 0:
+                if kind >= GROUP_READ_FIRST_KIND:
+                    read_rows[(read_of[kind].name, tenant)].rows.append(row)
+                elif kind == 0:
                     event = StoredEvent(*row[1:])
                     known[(tenant, event.key or "")] = event
                 elif kind == 1 or kind == 5:
@@ -362,7 +396,10 @@ class PostgresEventLog(SqlEventLog):
                     chain[tenant] = row[14] or GENESIS
         if position >= self._analyze_at:
             self._analyze_early(position)
-        return GroupState(known, versions, chain, position, recorded, heads=found_heads, keys=keys, learners=learners)
+        return GroupState(
+            known, versions, chain, position, recorded,
+            heads=found_heads, keys=keys, learners=learners, read_rows=read_rows,
+        )  # fmt: skip
 
     def _analyze_early(self, position: int) -> None:
         """Statistics for a young log, in the background: until autovacuum's first ANALYZE (a minute or more after
