@@ -204,6 +204,54 @@ class TestPostgresLog(LogContract):
         finally:
             await log.close()
 
+    async def test_a_group_that_finds_the_lock_taken_takes_the_appends_queued_while_it_waits(
+        self, log_url: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Another process holds the write lock: the group's read says so rather than wait inside it; the group
+        waits for the lock, then takes the appends queued meanwhile, and all commit together."""
+        import asyncio
+
+        import asyncpg
+
+        from proficio_events import NewEvent
+        from proficio_events.backends.postgres import PostgresEventLog
+
+        log = PostgresEventLog(log_url)
+        await log.migrate()
+        await log.append("t", [NewEvent.of("s", "E", {})])  # the writer's connection has its function now
+        other = await asyncpg.connect(log._dsn)
+        sent: list[str] = []
+        waiting = asyncio.Event()
+        for name in ("execute", "fetch"):
+            original = getattr(asyncpg.Connection, name)
+
+            def counting(self: asyncpg.Connection, *args: object, _original: object = original, **kw: object) -> object:
+                if self is not other:
+                    sent.append(str(args[0]) if args else "")
+                    if sent[-1].startswith("LOCK TABLE"):
+                        waiting.set()
+                return _original(self, *args, **kw)  # type: ignore[operator]
+
+            monkeypatch.setattr(asyncpg.Connection, name, counting)
+        try:
+            holding = other.transaction()
+            await holding.start()
+            await other.execute("LOCK TABLE events IN EXCLUSIVE MODE")
+            first = asyncio.ensure_future(log.append("t", [NewEvent.of("s", "E", {"n": 1})]))
+            await asyncio.wait_for(waiting.wait(), 10)  # told the lock is taken, it waits for it
+            later = [asyncio.ensure_future(log.append("t", [NewEvent.of("s", "E", {"n": n})])) for n in (2, 3)]
+            await asyncio.sleep(0.05)
+            assert not first.done()
+            await holding.rollback()
+            results = await asyncio.gather(first, *later)
+            monkeypatch.undo()
+            assert [q for q in sent if q.startswith("COMMIT")] == ["COMMIT"]  # one group
+            assert [r.events[0].position for r in results] == [2, 3, 4]
+            assert await idle_in_transaction(log._dsn) == 0
+        finally:
+            await other.close()
+            await log.close()
+
     async def test_a_group_waiting_for_the_lock_sees_what_the_holder_committed(self, log_url: str) -> None:
         """The group's read takes the lock and only then reads (a statement of its own, a fresh snapshot): an
         append committed by another writer while this one waited is seen, so versions and positions follow it."""

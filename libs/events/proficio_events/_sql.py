@@ -107,6 +107,10 @@ class GroupState:
     read_rows: dict[tuple[str, str], GroupReadResult] = field(default_factory=dict)
 
 
+class LockTaken(Exception):
+    """Raised by a backend's ``_group_state`` that found the write lock held by another writer and did not wait."""
+
+
 class _InlineFailed(Exception):
     """A batch's inline work raised: the group's transaction is rolled back."""
 
@@ -414,9 +418,10 @@ class SqlEventLog(EventLog):
             await self._release_writer()
             raise
 
-    def _take_group(self) -> list[_Request]:
-        group: list[_Request] = []
-        size = 0
+    def _take_group(self, group: list[_Request] | None = None) -> list[_Request]:
+        """Queued appends, in order, into ``group`` (a new one by default) while they fit ``max_group_events``."""
+        group = [] if group is None else group
+        size = sum(len(r.batch) for r in group)
         while self._pending and (not group or size + len(self._pending[0].batch) <= self.max_group_events):
             request = self._pending.pop(0)
             if not request.future.done():  # the caller may have gone away
@@ -433,7 +438,7 @@ class SqlEventLog(EventLog):
             async with self._writer() as conn:
                 if chosen is None:
                     group = self._take_group()
-                outcomes = await self._append_group(conn, group) if group else []
+                outcomes = await self._append_group(conn, group, may_grow=chosen is None) if group else []
         except _InlineFailed as failed:
             if len(group) == 1:
                 error = failed.error
@@ -466,10 +471,36 @@ class SqlEventLog(EventLog):
         for request, outcome in zip(group, outcomes, strict=True):
             _settle(request, outcome)
 
-    async def _append_group(self, conn: AsyncConnection, group: list[_Request]) -> list[AppendResult | Exception]:
-        """Check and store every batch of the group under the write lock, in one insert."""
+    async def _append_group(
+        self, conn: AsyncConnection, group: list[_Request], *, may_grow: bool = False
+    ) -> list[AppendResult | Exception]:
+        """Check and store every batch of the group under the write lock, in one insert.
+
+        A backend whose group read finds the lock held by another writer (another process) says so rather than
+        wait inside it: the group then waits for the lock, takes the appends queued meanwhile (``may_grow``: the
+        group was the queue's, not a retry's), and reads. Contending writers otherwise each commit half-size
+        groups, the appends that arrive while one waits forming the next."""
         if not group:
             return []
+        try:
+            found = await self._read_group(conn, group)
+        except LockTaken:
+            await self._wait_for_lock(conn)
+            if may_grow:
+                self._take_group(group)
+            found = await self._read_group(conn, group)
+        if found.read_rows:
+            conn.info[_GROUP_READ_ROWS] = found.read_rows
+        try:
+            return await self._store_group(conn, group, found)
+        finally:
+            conn.info.pop(_GROUP_READ_ROWS, None)
+
+    async def _wait_for_lock(self, conn: AsyncConnection) -> None:
+        """Wait for the write lock (a backend whose ``_group_state`` may raise ``LockTaken``)."""
+        raise NotImplementedError(f"{type(self).__name__} does not give up the write lock in its group read")
+
+    async def _read_group(self, conn: AsyncConnection, group: list[_Request]) -> GroupState:
         tenants = sorted({r.tenant for r in group})
         wanted = {
             tenant: (
@@ -492,15 +523,9 @@ class SqlEventLog(EventLog):
             for tenant in tenants:
                 batch = [e for r in group if r.tenant == tenant for e in r.batch]
                 arguments[tenant] = {read.name: read.arguments(batch) for read in self._group_reads}
-        found = await self._group_state(
+        return await self._group_state(
             conn, wanted, heads_wanted, _learners(group) if _keyring._ENCRYPT else None, reads=arguments
         )
-        if found.read_rows:
-            conn.info[_GROUP_READ_ROWS] = found.read_rows
-        try:
-            return await self._store_group(conn, group, found)
-        finally:
-            conn.info.pop(_GROUP_READ_ROWS, None)
 
     async def _store_group(
         self, conn: AsyncConnection, group: list[_Request], found: GroupState

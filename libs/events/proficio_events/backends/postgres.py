@@ -4,7 +4,9 @@ Appends take ``LOCK TABLE events IN EXCLUSIVE MODE`` (with a lock timeout) so th
 commit order: a reader that has seen position N can never later find a smaller position commit. The lock is
 taken by the group commit's one read (a function of the session, ``pg_temp.proficio_group_state``), and a
 group that commits while more appends wait begins the next one's transaction in the same round trip
-(``COMMIT; BEGIN``): three round trips a group (read, insert, commit) rather than five.
+(``COMMIT; BEGIN``): three round trips a group (read, insert, commit) rather than five. When another
+process holds the lock, the read says so at once; the group then waits for it and takes the appends queued
+meanwhile before it reads (one round trip more, but whole groups rather than halves).
 Plain SELECTs are not blocked by that lock. Positions are allocated under the lock as max + 1, so
 the log has no holes at all, not even from rolled-back appends. Batches go in with one
 ``INSERT ... SELECT FROM unnest(...)`` prepared once for any batch size (COPY for large ones). A
@@ -33,7 +35,7 @@ from .._envelope import GENESIS, StoredEvent, StreamHead
 from .._keyring import DataKey
 from .._log import GROUP_READ_FIRST_KIND, GROUP_READ_TYPES, GroupRead, GroupReadResult
 from .._schema import EVENT_COLUMNS, checkpoints
-from .._sql import GroupState, RawReader, SqlEventLog, prefetched, wait_for_flag
+from .._sql import GroupState, LockTaken, RawReader, SqlEventLog, prefetched, wait_for_flag
 
 CHANNEL = "proficio_log"
 _log = logging.getLogger("proficio.log")
@@ -136,7 +138,8 @@ SELECT 5, (SELECT v.stream_version FROM events v WHERE v.tenant = $1 AND v.strea
 
 # The group's read as a function of the session: it takes the write lock, then reads in a statement of its own,
 # whose snapshot (a VOLATILE function's statements each take a fresh one) sees every append committed before
-# the lock was granted. Lock and read are then one round trip. Created once per connection, in pg_temp: the
+# the lock was granted. Lock and read are then one round trip. (It does not wait for the lock: held by another
+# writer, it returns one row saying so; see SqlEventLog._append_group.) Created once per connection, in pg_temp: the
 # query stays here with the code that reads its rows, and no migration has to follow its changes.
 #
 # Every branch looks rows up one by one from an array where it can (unnest, then a LATERAL subquery of equalities on
@@ -159,8 +162,18 @@ def _group_state_function(reads: Sequence[GroupRead]) -> str:
         f"CREATE OR REPLACE FUNCTION pg_temp.proficio_group_state({parameters})"
         " RETURNS TABLE (" + ", ".join(f"c{i} {kind}" for i, kind in enumerate(GROUP_READ_TYPES)) + ")"
         " LANGUAGE plpgsql VOLATILE SET plan_cache_mode = force_generic_plan SET enable_seqscan = off"
-        " AS $fn$ BEGIN LOCK TABLE events IN EXCLUSIVE MODE;" + own + theirs + " END $fn$"
+        " AS $fn$ BEGIN" + _LOCK_OR_SAY_TAKEN + own + theirs + " END $fn$"
     )
+
+
+# The lock, without waiting: if another writer holds it, one row of kind -1 (LockTaken) and nothing else. (In a block
+# of its own: a failed statement rolls back to the block's start.) A writer that already holds it gets it at once.
+_LOCK_OR_SAY_TAKEN = (
+    " BEGIN LOCK TABLE events IN EXCLUSIVE MODE NOWAIT;"
+    " EXCEPTION WHEN lock_not_available THEN"
+    " RETURN QUERY SELECT -1, " + ", ".join(f"NULL::{kind}" for kind in GROUP_READ_TYPES[1:]) + "; RETURN; END;"
+)
+_TAKEN = -1
 
 
 def _renumbered(sql: str, shift: int) -> str:
@@ -303,6 +316,10 @@ class PostgresEventLog(SqlEventLog):
             else:
                 await conn.close()
 
+    async def _wait_for_lock(self, conn: AsyncConnection) -> None:
+        raw = await conn.get_raw_connection()
+        await raw.driver_connection.execute("LOCK TABLE events IN EXCLUSIVE MODE")  # type: ignore[union-attr]
+
     async def _release_writer(self) -> None:
         conn, self._held = self._held, None
         if conn is not None:
@@ -371,7 +388,10 @@ class PostgresEventLog(SqlEventLog):
                 read_arguments = (reads or {})[tenant][read.name]
                 args.extend(read_arguments)
                 read_rows[(read.name, tenant)] = GroupReadResult(read_arguments, [])
-            for row in await driver.fetch(statement, *args):
+            rows = await driver.fetch(statement, *args)
+            if rows and rows[0][0] == _TAKEN:
+                raise LockTaken
+            for row in rows:
                 kind = row[0]
                 if kind >= GROUP_READ_FIRST_KIND:
                     read_rows[(read_of[kind].name, tenant)].rows.append(row)
