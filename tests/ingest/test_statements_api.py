@@ -289,6 +289,40 @@ async def query_ids(client: Client, **params: Any) -> list[str]:
     return [s["id"] for s in response.json()["statements"]]
 
 
+async def test_a_page_reads_the_same_in_one_query_as_through_sqlalchemy(client: Client) -> None:
+    """On PostgreSQL ``find`` reads a page (and its learners' keys) in one query of its own; it must give what the
+    portable SQLAlchemy form gives, for every kind of filter, order, bound and continuation."""
+    from proficio_ingest._agents import identity_key
+    from proficio_ingest._projection import ACTIVITY, ACTIVITY_RELATED, AGENT, AGENT_RELATED, REGISTRATION, VERB
+    from proficio_ingest._statements import StatementQuery
+
+    ids = await seed(client)
+    service = client.app.state.statements
+    learner1 = identity_key({"mbox": "mailto:learner1@example.org"})
+    assert learner1 is not None
+    queries = [
+        StatementQuery(),
+        StatementQuery(ascending=True, limit=2),
+        StatementQuery(pairs=((VERB, "http://adlnet.gov/expapi/verbs/passed"),)),
+        StatementQuery(pairs=((AGENT, learner1),)),
+        StatementQuery(pairs=((AGENT_RELATED, learner1),), limit=1),
+        StatementQuery(pairs=((ACTIVITY, "http://example.org/item/3"), (REGISTRATION, ids["registration"]))),
+        StatementQuery(pairs=((ACTIVITY_RELATED, "http://example.org/course"),), since_us=0, until_us=2**62),
+        StatementQuery(since_us=2**62),
+        StatementQuery(credential=client.key, limit=3),
+    ]
+    bound = await client.log.max_position()
+    seen = set()
+    for query in queries:
+        keyed = await service.keyed("default", query)
+        for after in (None, bound, 3):
+            fast = await service.find("default", keyed, after, bound)
+            portable = await service._find_portable("default", keyed, after, bound)
+            assert fast == portable, (query, after)
+            seen.update(orjson.loads(body)["id"] for body in fast.bodies)
+    assert seen == {ids[name] for name in ("a1", "b1", "a_ctx", "ref")}
+
+
 async def test_filters(client: Client) -> None:
     ids = await seed(client)
     learner1 = orjson.dumps({"mbox": "mailto:learner1@example.org"}).decode()

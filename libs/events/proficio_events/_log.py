@@ -227,12 +227,17 @@ class EventLog(abc.ABC):
         PostgreSQL only: the hot reads of request handlers (a document by its stream, say), prepared once on the
         driver connection, without SQLAlchemy Core or a BEGIN and ROLLBACK around them.
         """
+        rows = await self.fetch_rows(sql, *args)
+        return rows[0] if rows else None
+
+    async def fetch_rows(self, sql: str, *args: Any) -> list[Sequence[Any]]:
+        """Every row of one read-only query, as ``fetch_row`` reads (PostgreSQL only)."""
         async with self.engine.connect() as conn:
             if conn.dialect.name != "postgresql":
-                raise NotImplementedError("fetch_row takes PostgreSQL's SQL; use SQLAlchemy on other backends")
+                raise NotImplementedError("fetch_rows takes PostgreSQL's SQL; use SQLAlchemy on other backends")
             raw = await conn.get_raw_connection()
-            row: Sequence[Any] | None = await raw.driver_connection.fetchrow(sql, *args)  # type: ignore[union-attr]
-            return row
+            rows: list[Sequence[Any]] = await raw.driver_connection.fetch(sql, *args)  # type: ignore[union-attr]
+            return rows
 
     async def __aenter__(self) -> EventLog:
         return self

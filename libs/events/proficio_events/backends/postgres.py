@@ -185,6 +185,7 @@ def _locked_group_state(reads: int) -> str:
     return f"SELECT * FROM pg_temp.proficio_group_state({', '.join(f'${i}' for i in range(1, 8 + 2 * reads))})"
 
 
+_HEAD = "SELECT position, recorded_us FROM events ORDER BY position DESC LIMIT 1"
 #: Set in a pooled connection's ``info`` once it has the function (to the names of the group reads it runs).
 _HAS_FUNCTION = "proficio_group_state"
 
@@ -463,15 +464,29 @@ class PostgresEventLog(SqlEventLog):
         )
 
     async def fetch_row(self, sql: str, *args: Any) -> Sequence[Any] | None:
+        rows = await self.fetch_rows(sql, *args)
+        return rows[0] if rows else None
+
+    async def fetch_rows(self, sql: str, *args: Any) -> list[Sequence[Any]]:
         async with self._reader_slots:
             conn = self._readers.pop() if self._readers else await asyncpg.connect(self._dsn)
             try:
-                row: Sequence[Any] | None = await conn.fetchrow(sql, *args)
+                rows: list[Sequence[Any]] = await conn.fetch(sql, *args)
             except BaseException:
                 conn.terminate()  # failed or cancelled half-way: never lent again
                 raise
             self._readers.append(conn)
-            return row
+            return rows
+
+    async def max_position(self) -> int:
+        row = await self.fetch_row(_HEAD)
+        head = 0 if row is None else int(row[0])
+        self._known_head = max(self._known_head, head)
+        return head
+
+    async def head(self) -> tuple[int, int]:
+        row = await self.fetch_row(_HEAD)
+        return (0, 0) if row is None else (int(row[0]), int(row[1]))
 
     def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
         with contextlib.suppress(ValueError):
