@@ -252,6 +252,39 @@ class TestPostgresLog(LogContract):
             await other.close()
             await log.close()
 
+    async def test_a_raw_read_that_loses_the_database_is_store_unavailable_and_the_next_reconnects(
+        self, log_url: str
+    ) -> None:
+        """The head and the pages of GET are read on raw reader connections: when the database goes away they fail
+        as the log's other reads do (StoreUnavailableError, which runners retry), and a later read reconnects."""
+        import asyncpg
+
+        from proficio_events import NewEvent, StoreUnavailableError
+        from proficio_events.backends.postgres import PostgresEventLog
+
+        log = PostgresEventLog(log_url)
+        await log.migrate()
+        killer = await asyncpg.connect(log._dsn)
+        try:
+            await log.append("t", [NewEvent.of("s", "E", {})])
+            assert await log.head() == (1, (await log.read_after(0))[0].recorded_us)
+            await killer.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+            with pytest.raises(StoreUnavailableError):
+                await log.max_position()
+            assert await log.max_position() == 1  # a new reader
+        finally:
+            await killer.close()
+            await log.close()
+        unreachable = PostgresEventLog(log_url.replace(f":{port()}/", ":1/"))
+        try:
+            with pytest.raises(StoreUnavailableError):
+                await unreachable.head()
+        finally:
+            await unreachable.close()
+
     async def test_a_group_waiting_for_the_lock_sees_what_the_holder_committed(self, log_url: str) -> None:
         """The group's read takes the lock and only then reads (a statement of its own, a fresh snapshot): an
         append committed by another writer while this one waited is seen, so versions and positions follow it."""

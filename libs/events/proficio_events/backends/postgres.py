@@ -32,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from .._chain import Row
 from .._envelope import GENESIS, StoredEvent, StreamHead
+from .._errors import StoreUnavailableError
 from .._keyring import DataKey
 from .._log import GROUP_READ_FIRST_KIND, GROUP_READ_TYPES, GroupRead, GroupReadResult
 from .._schema import EVENT_COLUMNS, checkpoints
@@ -186,6 +187,8 @@ def _locked_group_state(reads: int) -> str:
 
 
 _HEAD = "SELECT position, recorded_us FROM events ORDER BY position DESC LIMIT 1"
+#: What a raw reader's query raises when the database is gone or going (refused, closed, shut down).
+_CONNECTION_LOST = (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError, asyncpg.OperatorInterventionError)
 #: Set in a pooled connection's ``info`` once it has the function (to the names of the group reads it runs).
 _HAS_FUNCTION = "proficio_group_state"
 
@@ -469,11 +472,17 @@ class PostgresEventLog(SqlEventLog):
 
     async def fetch_rows(self, sql: str, *args: Any) -> list[Sequence[Any]]:
         async with self._reader_slots:
-            conn = self._readers.pop() if self._readers else await asyncpg.connect(self._dsn)
+            try:
+                conn = self._readers.pop() if self._readers else await asyncpg.connect(self._dsn)
+            except _CONNECTION_LOST as exc:
+                raise StoreUnavailableError(f"the log could not be read: {exc}") from exc
             try:
                 rows: list[Sequence[Any]] = await conn.fetch(sql, *args)
-            except BaseException:
+            except BaseException as exc:
                 conn.terminate()  # failed or cancelled half-way: never lent again
+                if isinstance(exc, _CONNECTION_LOST):
+                    # As the log's other reads fail when the database goes away (a runner retries these).
+                    raise StoreUnavailableError(f"the log could not be read: {exc}") from exc
                 raise
             self._readers.append(conn)
             return rows
