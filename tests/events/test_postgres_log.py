@@ -257,6 +257,8 @@ class TestPostgresLog(LogContract):
     ) -> None:
         """The head and the pages of GET are read on raw reader connections: when the database goes away they fail
         as the log's other reads do (StoreUnavailableError, which runners retry), and a later read reconnects."""
+        import contextlib
+
         import asyncpg
 
         from proficio_events import NewEvent, StoreUnavailableError
@@ -272,8 +274,10 @@ class TestPostgresLog(LogContract):
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
                 " WHERE datname = current_database() AND pid <> pg_backend_pid()"
             )
-            with pytest.raises(StoreUnavailableError):
-                await log.max_position()
+            # The reader's connection was closed under it: an error the runners retry, or (if asyncpg has seen the
+            # server's goodbye already) a new connection; never asyncpg's own error.
+            with contextlib.suppress(StoreUnavailableError):
+                assert await log.max_position() == 1
             assert await log.max_position() == 1  # a new reader
         finally:
             await killer.close()

@@ -187,8 +187,15 @@ def _locked_group_state(reads: int) -> str:
 
 
 _HEAD = "SELECT position, recorded_us FROM events ORDER BY position DESC LIMIT 1"
-#: What a raw reader's query raises when the database is gone or going (refused, closed, shut down).
-_CONNECTION_LOST = (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError, asyncpg.OperatorInterventionError)
+#: What a raw reader's query raises when the database is gone or going (refused, closed, shut down; a query sent
+#: while asyncpg is still taking in the server's goodbye finds its protocol in another state).
+_CONNECTION_LOST = (
+    OSError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.OperatorInterventionError,
+)
 #: Set in a pooled connection's ``info`` once it has the function (to the names of the group reads it runs).
 _HAS_FUNCTION = "proficio_group_state"
 
@@ -472,6 +479,8 @@ class PostgresEventLog(SqlEventLog):
 
     async def fetch_rows(self, sql: str, *args: Any) -> list[Sequence[Any]]:
         async with self._reader_slots:
+            while self._readers and self._readers[-1].is_closed():  # the server closed it since: not lent
+                self._readers.pop()
             try:
                 conn = self._readers.pop() if self._readers else await asyncpg.connect(self._dsn)
             except _CONNECTION_LOST as exc:
