@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable, Sequence
+from typing import Any
 
+import pytest
 import sqlalchemy as sa
 
 from proficio_events import EventLog, StoredEvent
@@ -76,6 +78,33 @@ async def test_a_replayed_event_changes_nothing(log: EventLog) -> None:
             outcome = await applier.apply(conn, events[start : start + 37])
             assert outcome.applied == 0
     assert await view_rows(log, LearnerActivity()) == before == await replayed_rows(log)
+
+
+async def test_workers_starting_together_make_one_active_generation(
+    log: EventLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Workers that start at once each find no active generation: one creates it, the others serve it (without
+    a lock, one that read "none" before the first committed made generation 2 beside it, and both stayed active)."""
+    import asyncio
+
+    from proficio_projector import _store, status
+
+    read = _store.active_generation
+    calls = 0
+
+    async def slow_after_the_first(conn: Any, name: str) -> Any:
+        nonlocal calls
+        calls += 1
+        found = await read(conn, name)
+        if calls > 1:
+            await asyncio.sleep(1.0)  # the first worker commits its generation meanwhile
+        return found
+
+    monkeypatch.setattr(_store, "active_generation", slow_after_the_first)
+    found = await asyncio.gather(*(ensure_active(log, LearnerActivity()) for _ in range(3)))
+    monkeypatch.undo()
+    assert {g.generation for g in found} == {1}
+    assert [s.generation for s in await status(log) if s.name == "learner_activity" and s.status == "active"] == [1]
 
 
 async def test_workers_share_the_segments_and_the_view_is_the_same(log: EventLog) -> None:

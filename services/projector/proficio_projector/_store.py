@@ -123,6 +123,12 @@ async def ensure_active(log: EventLog, projection: Projection) -> Generation:
     """The serving generation of ``projection``, created (empty, from position 0) when it has none."""
     try:
         async with log.transaction() as conn:
+            if conn.dialect.name == "postgresql":
+                # Workers starting at once: one that read "none" before the first committed would otherwise number
+                # its own generation after the first's, and both would be active. (SQLite has one writer at a time.)
+                await conn.execute(
+                    sa.text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": f"generation:{projection.name}"}
+                )
             found = await active_generation(conn, projection.name)
             if found is not None:
                 return found
