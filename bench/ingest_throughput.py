@@ -21,6 +21,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 import orjson
@@ -194,6 +195,9 @@ async def load_and_query(base: str, headers: dict[str, str], args: argparse.Name
 
         return request
 
+    if args.client == "wrk":
+        await query_with_wrk(base, headers, args, total)
+        return
     for related in (False, True):
         for clients in (1, 8):
             count, latencies, elapsed = await drive(clients, args.seconds, await get_agent(related), base, headers)
@@ -204,6 +208,34 @@ async def load_and_query(base: str, headers: dict[str, str], args: argparse.Name
                 f"  {label:<40} {len(latencies) / elapsed:>10,.0f} requests/s     "
                 f"p50 {percentile(latencies, 0.5) * 1000:6.1f} ms  p99 {percentile(latencies, 0.99) * 1000:6.1f} ms"
                 f"  ({count / max(1, len(latencies)):.0f} statements/response, log of {total:,})"
+            )
+
+
+async def query_with_wrk(base: str, headers: dict[str, str], args: argparse.Namespace, total: int) -> None:
+    """GET by agent (and with related_agents) driven by wrk, a C load generator: a Python client parsing ~90
+    statements per response would take a good part of the two cores from the server it measures."""
+    rng = random.Random(4)
+    for related in (False, True):
+        paths = []
+        for _ in range(300):
+            params = {"agent": orjson.dumps(learner(rng.randrange(LEARNERS))).decode()}
+            if related:
+                params["related_agents"] = "true"
+            paths.append("/xapi/statements?" + urlencode(params))
+        async with httpx.AsyncClient(base_url=base, headers=headers, timeout=60) as http:
+            sample = [len((await http.get(path)).raise_for_status().json()["statements"]) for path in paths[:30]]
+        for clients in (1, 8):
+            before = cpu.sample(args.data_dir, args.database)
+            result = wrk.get(base, headers, paths, clients=clients, seconds=args.seconds)
+            server_s, backends_s = cpu.spent(before, cpu.sample(args.data_dir, args.database))
+            label = (
+                "GET by agent" + (", related_agents" if related else "") + f" ({clients} client{'s' * (clients > 1)})"
+            )
+            print(
+                f"  {label:<40} {result.per_second:>10,.0f} requests/s     p50 {result.p50_ms:6.1f} ms"
+                f"  p99 {result.p99_ms:6.1f} ms  (wrk; {sum(sample) / len(sample):.0f} statements/response, log of"
+                f" {total:,}; load average {cpu.load_average()}; CPU per request: server"
+                f" {server_s / result.requests * 1000:.2f} ms, PostgreSQL {backends_s / result.requests * 1000:.2f} ms)"
             )
 
 
@@ -224,7 +256,7 @@ def main() -> None:
         "--client",
         choices=("wrk", "httpx"),
         default="wrk" if wrk.available() else "httpx",
-        help="load generator for the POSTs (wrk, a separate C process, when installed)",
+        help="load generator for the POSTs and the GETs (wrk, a separate C process, when installed)",
     )
     parser.add_argument(
         "--with-projectors",
