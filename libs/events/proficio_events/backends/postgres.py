@@ -77,11 +77,11 @@ _STREAM_VERSIONS = sa.text(
 # already stored under the batches' keys, kind 1 the current version of each stream (in `position`),
 # kind 2 the log's head (position, recorded_us) and the tenant's last hash (in `hash`), kind 3 the newest
 # event of each stream of a decided append (version in `position`; `hash` not NULL when its key is destroyed),
-# kind 4 the live data key of each learner the group may seal for, named ($5) or found in the directory by the
-# batches' digests ($6) (learner in `stream`, key in `sealed`; two branches, each an index scan, where one with OR
-# read the whole key table; a learner found both ways comes twice), kind 5 the learner ids the directory holds for the
-# batches' digests (`NewEvent.learner_of`; digest in `key`, learner in `stream`) with the current version of each
-# one's stream (in `position`).
+# kind 4 the live data key of each learner the group may seal for and names ($5) (learner in `stream`, key in
+# `sealed`), kind 5 the learner ids the directory holds for the batches' digests ($6, `NewEvent.learner_of`; digest in
+# `key`, learner in `stream`) with the current version of each one's stream (in `position`) and, when $7 (the group
+# may seal for them), her live data key as in kind 4 (NULL if she has none): one directory lookup per digest, where a
+# branch of its own for those keys looked each digest up a second time. A learner found both ways comes twice.
 _GROUP_KEYS = f"""
 SELECT 0 AS kind, {", ".join("e." + c for c in EVENT_COLUMNS)}
   FROM unnest($2::text[]) AS q(key)
@@ -115,21 +115,16 @@ SELECT 4, NULL::bigint, NULL, k.learner, NULL::int, NULL, NULL::smallint, NULL::
   JOIN LATERAL (SELECT * FROM learner_keys x WHERE x.tenant = $1 AND x.learner = q.learner AND x.erased_us IS NULL
                 ORDER BY x.learner LIMIT 1) AS k ON true
 UNION ALL
-SELECT 4, NULL::bigint, NULL, k.learner, NULL::int, NULL, NULL::smallint, NULL::bigint, NULL, NULL::bytea, NULL::bytea,
-       k.data_key, k.key_id, NULL::bytea, NULL::bytea
-  FROM unnest($6::text[]) AS q(digest)
-  JOIN LATERAL (SELECT x.learner FROM learner_directory x WHERE x.tenant = $1 AND x.digest = q.digest
-                ORDER BY x.digest LIMIT 1) AS l ON true
-  JOIN LATERAL (SELECT * FROM learner_keys x WHERE x.tenant = $1 AND x.learner = l.learner AND x.erased_us IS NULL
-                ORDER BY x.learner LIMIT 1) AS k ON true
-UNION ALL
 SELECT 5, (SELECT v.stream_version FROM events v WHERE v.tenant = $1 AND v.stream = d.learner
            ORDER BY v.stream_version DESC LIMIT 1)::bigint,
        NULL, d.learner, NULL::int, NULL, NULL::smallint, NULL::bigint, d.digest, NULL::bytea, NULL::bytea,
-       NULL::bytea, NULL, NULL::bytea, NULL::bytea
-  FROM unnest($7::text[]) AS q(digest)
+       k.data_key, k.key_id, NULL::bytea, NULL::bytea
+  FROM unnest($6::text[]) AS q(digest)
   JOIN LATERAL (SELECT x.learner, x.digest FROM learner_directory x WHERE x.tenant = $1 AND x.digest = q.digest
                 ORDER BY x.digest LIMIT 1) AS d ON true
+  LEFT JOIN LATERAL (SELECT x.data_key, x.key_id FROM learner_keys x
+                     WHERE $7 AND x.tenant = $1 AND x.learner = d.learner AND x.erased_us IS NULL
+                     ORDER BY x.learner LIMIT 1) AS k ON true
 """
 
 # The group's read as a function of the session: it takes the write lock, then reads in a statement of its own,
@@ -146,7 +141,7 @@ SELECT 5, (SELECT v.stream_version FROM events v WHERE v.tenant = $1 AND v.strea
 # (_GROUP_KEYS) on a nearly empty table chose the narrower (tenant, position) index and would have kept it as the
 # table grew, so they are planned on each call (EXECUTE: a small query, cheap to plan, seeing the current stats).
 _GROUP_STATE_FUNCTION = (
-    "CREATE OR REPLACE FUNCTION pg_temp.proficio_group_state(text, text[], text[], text[], text[], text[], text[])"
+    "CREATE OR REPLACE FUNCTION pg_temp.proficio_group_state(text, text[], text[], text[], text[], text[], boolean)"
     " RETURNS TABLE (" + ", ".join(f"c{i} {kind}" for i, kind in enumerate(("int", *_TYPES))) + ")"
     " LANGUAGE plpgsql VOLATILE SET plan_cache_mode = force_generic_plan SET enable_seqscan = off"
     " AS $fn$ BEGIN LOCK TABLE events IN EXCLUSIVE MODE;"
@@ -337,8 +332,7 @@ class PostgresEventLog(SqlEventLog):
             if head_streams:
                 found_heads[tenant] = {}
             named = sorted((sealing or {}).get(tenant, ()))
-            sealing_digests = digests if sealing is not None else []
-            args = (tenant, event_keys, sorted(streams), head_streams, named, sealing_digests, digests)
+            args = (tenant, event_keys, sorted(streams), head_streams, named, digests, sealing is not None)
             for row in await driver.fetch(_LOCKED_GROUP_STATE, *args):
                 kind = row[0]
                 if kind == 0:
@@ -347,6 +341,8 @@ class PostgresEventLog(SqlEventLog):
                 elif kind == 1 or kind == 5:
                     if kind == 5:
                         learners[(tenant, row[8])] = row[3]
+                        if keys is not None and row[12] is not None:
+                            keys[(tenant, row[3])] = DataKey(row[12], bytes(row[11]))
                     if row[1] is not None:
                         versions[tenant][row[3]] = int(row[1])
                 elif kind == 4:
