@@ -232,7 +232,7 @@ def _seal(event: NewEvent, tenant: str, keys: dict[tuple[str, str], DataKey]) ->
     # The constructor, not dataclasses.replace (several times slower, and this runs for every statement).
     return NewEvent(event.stream, event.event_type, event.payload, event.key, event.fingerprint, event.expected_version,
                     event.schema_version, sealed, key_id, event.decoded, None, event.seal_for,
-                    event.learner_of, event.prepared)  # fmt: skip
+                    event.learner_of, event.prepared, event.new_key)  # fmt: skip
 
 
 def _bind(event: NewEvent, learner: str) -> NewEvent:
@@ -245,7 +245,7 @@ def _bind(event: NewEvent, learner: str) -> NewEvent:
         payload = orjson.dumps(decoded)
     return NewEvent(stream, event.event_type, payload, event.key, event.fingerprint, event.expected_version,
                     event.schema_version, event.sealed, event.key_id, decoded, event.private, seal_for,
-                    event.learner_of, event.prepared)  # fmt: skip
+                    event.learner_of, event.prepared, event.new_key)  # fmt: skip
 
 
 def run_migrations(
@@ -460,7 +460,10 @@ class SqlEventLog(EventLog):
         tenants = sorted({r.tenant for r in group})
         wanted = {
             tenant: (
-                sorted({e.key for r in group if r.tenant == tenant for e in r.batch if e.key is not None}),
+                # Keys the writer made just now (``NewEvent.new_key``) cannot be stored yet: not looked up.
+                sorted(
+                    {e.key for r in group if r.tenant == tenant for e in r.batch if e.key is not None and not e.new_key}
+                ),
                 {e.stream for r in group if r.tenant == tenant for e in r.batch if e.stream != PENDING_LEARNER},
                 sorted(
                     {e.learner_of for r in group if r.tenant == tenant for e in r.batch if e.learner_of}

@@ -19,6 +19,7 @@ import os
 import time
 import uuid
 from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, replace
 from datetime import UTC
 from typing import Any
@@ -241,11 +242,14 @@ class StatementService:
         parts: dict[str, AttachmentPart],
         *,
         also: InlineHandler | None = None,
+        new_ids: AbstractSet[str] = frozenset(),
     ) -> list[str]:
         """Append the statements (already validated and prepared) and their attachments: all or nothing.
 
         ``also`` runs in the append transaction after the query tables are updated, with the new events (it
-        does not run when every statement was stored before).
+        does not run when every statement was stored before). ``new_ids`` are the ids this LRS assigned to
+        statements sent without one (``new_statement_ids``, lower case): random UUIDs no stored statement can
+        have, so the log does not look their keys up (``NewEvent.new_key``).
         """
         events: list[NewEvent] = []
         secret = await identifier_secret(self.log, tenant)
@@ -263,6 +267,7 @@ class StatementService:
                     projection.STATEMENT_VOIDED if projection.is_voiding(statement) else projection.STATEMENT_STORED,
                     {"statement": redacted, "credential": credential.key, "define": credential.may_define},
                     key=STATEMENT_KEY + str(statement["id"]).lower(),
+                    new_key=bool(new_ids) and statement["id"] in new_ids,
                     fingerprint=keyed_fingerprint(secret, statement),
                     private=personal,
                     seal_for=PENDING_LEARNER,
