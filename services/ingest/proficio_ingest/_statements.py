@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hmac
 import os
 import time
 import uuid
@@ -35,6 +34,7 @@ from proficio_events import (
     InlineHandler,
     NewEvent,
     StoredEvent,
+    hmac_sha256,
     identifier_secret,
     open_sealed,
     read_keys,
@@ -65,7 +65,7 @@ TURN_EVERY = 10
 
 def keyed_fingerprint(secret: bytes, statement: dict[str, Any]) -> bytes:
     """The statement's comparison digest (``statement_fingerprint``), keyed with the tenant's secret."""
-    return hmac.digest(secret, statement_fingerprint(statement), "sha256")  # one-shot: the C path, no HMAC object
+    return hmac_sha256(secret, statement_fingerprint(statement))
 
 
 def attachment_events(
