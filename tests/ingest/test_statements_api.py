@@ -66,6 +66,17 @@ async def test_only_ids_the_lrs_assigned_are_new_keys(client: Client, monkeypatc
     assert list(appended[-1].values()) == [False]
 
 
+def test_assigned_ids_are_random_uuids_as_the_uuid_module_writes_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    from proficio_ingest import _statements
+
+    randomness = hashlib.sha512(b"ids").digest() * 2  # 128 bytes: 8 ids
+    monkeypatch.setattr(_statements.os, "urandom", lambda n: randomness[:n])
+    ids = _statements.new_statement_ids(8)
+    assert ids == [str(uuid.UUID(bytes=randomness[i : i + 16], version=4)) for i in range(0, 128, 16)]
+    assert all(uuid.UUID(i).version == 4 and uuid.UUID(i).variant == uuid.RFC_4122 for i in ids)
+    assert _statements.new_statement_ids(0) == []
+
+
 async def test_put_stores_under_the_given_id(client: Client) -> None:
     statement_id = str(uuid.uuid4())
     assert (await client.put(statement_id, statement(1))).status_code == 204

@@ -148,11 +148,12 @@ async def post_statements(request: Request) -> Response:
     if len(batch) > settings(request).max_batch:
         raise BadRequest(f"at most {settings(request).max_batch} statements may be sent in one request")
     seen: set[str] = set()
+    version = xapi_version(request)
     for index, statement in enumerate(batch):
         if index % TURN_EVERY == TURN_EVERY - 1:
             await asyncio.sleep(0)  # the group commit in progress gets its turn (see TURN_EVERY)
         path = f"statements[{index}]" if isinstance(body, list) else "statement"
-        _validate(statement, path, xapi_version(request))
+        _validate(statement, path, version)
         statement_id = statement.get("id")
         if isinstance(statement_id, str):
             if statement_id.lower() in seen:
@@ -160,7 +161,6 @@ async def post_statements(request: Request) -> Response:
             seen.add(statement_id.lower())
     assigned = new_statement_ids(sum(1 for statement in batch if not statement.get("id")))
     fresh_ids = iter(assigned)
-    version = xapi_version(request)
     prepared = [
         prepare(statement, credential, version, None if statement.get("id") else next(fresh_ids)) for statement in batch
     ]
