@@ -134,6 +134,161 @@ class TestPostgresLog(LogContract):
         finally:
             await log.close()
 
+    async def test_a_group_read_runs_in_the_groups_read_and_leaves_its_rows_to_the_handler(
+        self, log_url: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """An inline handler's read of its own tables (GroupRead) comes in the group's locked read, in the same
+        round trip, per tenant, with the arguments made from the group's new events; its rows are in the append
+        transaction for the handler, and only there."""
+        import asyncio
+
+        import asyncpg
+
+        from proficio_events import GroupRead, GroupReadResult, NewEvent, group_read_rows
+        from proficio_events.backends.postgres import PostgresEventLog
+
+        log = PostgresEventLog(log_url)
+        await log.migrate()
+        async with log.transaction() as conn:
+            raw = await conn.get_raw_connection()
+            await raw.driver_connection.execute(  # type: ignore[union-attr]
+                "CREATE TABLE side (tenant text, name text, n bigint);"
+                " INSERT INTO side VALUES ('t', 'a', 1), ('t', 'b', 2), ('u', 'a', 3)"
+            )
+        read = GroupRead(
+            name="side",
+            sql="SELECT 100, s.n, NULL, s.name, NULL::int, NULL, NULL::smallint, NULL::bigint, NULL, NULL::bytea,"
+            " NULL::bytea, NULL::bytea, NULL, NULL::bytea, NULL::bytea FROM side s"
+            " WHERE s.tenant = $1 AND (s.name = ANY($2::text[]) OR s.name = ANY($3::text[]))",
+            kinds=frozenset({100}),
+            arguments=lambda batch: (sorted({e.decoded["name"] for e in batch}), []),
+        )
+        with pytest.raises(ValueError, match="kinds"):
+            log.add_group_read(GroupRead("low", "", frozenset({5}), read.arguments))
+        log.add_group_read(read)
+        seen: list[tuple[str, GroupReadResult | None]] = []
+
+        async def handler(conn: AsyncConnection, stored: Sequence[StoredEvent]) -> None:
+            for tenant in sorted({e.tenant for e in stored}):
+                seen.append((tenant, group_read_rows(conn, read, tenant)))
+
+        await log.append("t", [NewEvent.of("s", "E", {"name": "x"})], inline=handler)  # makes the function
+        seen.clear()
+        sent: list[str] = []
+        fetch = asyncpg.Connection.fetch
+
+        def counting(self: asyncpg.Connection, query: str, *args: object, **kwargs: object) -> object:
+            sent.append(query)
+            return fetch(self, query, *args, **kwargs)
+
+        monkeypatch.setattr(asyncpg.Connection, "fetch", counting)
+        try:
+            await asyncio.gather(
+                log.append("t", [NewEvent.of("s", "E", {"name": "a"}), NewEvent.of("s", "E", {"name": "b"})],
+                           inline=handler),
+                log.append("u", [NewEvent.of("s", "E", {"name": "a"})], inline=handler),
+            )  # fmt: skip
+            monkeypatch.undo()
+            assert not [q for q in sent if "side" in q]  # nothing read it but the group's read
+            found = {tenant: result for tenant, result in seen}
+            assert set(found) == {"t", "u"}
+            t, u = found["t"], found["u"]
+            assert t is not None
+            assert u is not None
+            assert t.arguments == (["a", "b"], [])
+            assert u.arguments == (["a"], [])
+            assert sorted((row[0], row[3], row[1]) for row in t.rows) == [(100, "a", 1), (100, "b", 2)]
+            assert [(row[3], row[1]) for row in u.rows] == [("a", 3)]
+            async with log.transaction() as conn:  # outside a group: nothing left behind
+                assert group_read_rows(conn, read, "t") is None
+        finally:
+            await log.close()
+
+    async def test_a_group_that_finds_the_lock_taken_takes_the_appends_queued_while_it_waits(
+        self, log_url: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Another process holds the write lock: the group's read says so rather than wait inside it; the group
+        waits for the lock, then takes the appends queued meanwhile, and all commit together."""
+        import asyncio
+
+        import asyncpg
+
+        from proficio_events import NewEvent
+        from proficio_events.backends.postgres import PostgresEventLog
+
+        log = PostgresEventLog(log_url)
+        await log.migrate()
+        await log.append("t", [NewEvent.of("s", "E", {})])  # the writer's connection has its function now
+        other = await asyncpg.connect(log._dsn)
+        sent: list[str] = []
+        waiting = asyncio.Event()
+        for name in ("execute", "fetch"):
+            original = getattr(asyncpg.Connection, name)
+
+            def counting(self: asyncpg.Connection, *args: object, _original: object = original, **kw: object) -> object:
+                if self is not other:
+                    sent.append(str(args[0]) if args else "")
+                    if sent[-1].startswith("LOCK TABLE"):
+                        waiting.set()
+                return _original(self, *args, **kw)  # type: ignore[operator]
+
+            monkeypatch.setattr(asyncpg.Connection, name, counting)
+        try:
+            holding = other.transaction()
+            await holding.start()
+            await other.execute("LOCK TABLE events IN EXCLUSIVE MODE")
+            first = asyncio.ensure_future(log.append("t", [NewEvent.of("s", "E", {"n": 1})]))
+            await asyncio.wait_for(waiting.wait(), 10)  # told the lock is taken, it waits for it
+            later = [asyncio.ensure_future(log.append("t", [NewEvent.of("s", "E", {"n": n})])) for n in (2, 3)]
+            await asyncio.sleep(0.05)
+            assert not first.done()
+            await holding.rollback()
+            results = await asyncio.gather(first, *later)
+            monkeypatch.undo()
+            assert [q for q in sent if q.startswith("COMMIT")] == ["COMMIT"]  # one group
+            assert [r.events[0].position for r in results] == [2, 3, 4]
+            assert await idle_in_transaction(log._dsn) == 0
+        finally:
+            await other.close()
+            await log.close()
+
+    async def test_a_raw_read_that_loses_the_database_is_store_unavailable_and_the_next_reconnects(
+        self, log_url: str
+    ) -> None:
+        """The head and the pages of GET are read on raw reader connections: when the database goes away they fail
+        as the log's other reads do (StoreUnavailableError, which runners retry), and a later read reconnects."""
+        import contextlib
+
+        import asyncpg
+
+        from proficio_events import NewEvent, StoreUnavailableError
+        from proficio_events.backends.postgres import PostgresEventLog
+
+        log = PostgresEventLog(log_url)
+        await log.migrate()
+        killer = await asyncpg.connect(log._dsn)
+        try:
+            await log.append("t", [NewEvent.of("s", "E", {})])
+            assert await log.head() == (1, (await log.read_after(0))[0].recorded_us)
+            await killer.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+            # The reader's connection was closed under it: an error the runners retry, or (if asyncpg has seen the
+            # server's goodbye already) a new connection; never asyncpg's own error.
+            with contextlib.suppress(StoreUnavailableError):
+                assert await log.max_position() == 1
+            assert await log.max_position() == 1  # a new reader
+        finally:
+            await killer.close()
+            await log.close()
+        unreachable = PostgresEventLog(log_url.replace(f":{port()}/", ":1/"))
+        try:
+            with pytest.raises(StoreUnavailableError):
+                await unreachable.head()
+        finally:
+            await unreachable.close()
+
     async def test_a_group_waiting_for_the_lock_sees_what_the_holder_committed(self, log_url: str) -> None:
         """The group's read takes the lock and only then reads (a statement of its own, a fresh snapshot): an
         append committed by another writer while this one waited is seen, so versions and positions follow it."""

@@ -322,6 +322,40 @@ async def query_ids(client: Client, **params: Any) -> list[str]:
     return [s["id"] for s in response.json()["statements"]]
 
 
+async def test_a_page_reads_the_same_in_one_query_as_through_sqlalchemy(client: Client) -> None:
+    """On PostgreSQL ``find`` reads a page (and its learners' keys) in one query of its own; it must give what the
+    portable SQLAlchemy form gives, for every kind of filter, order, bound and continuation."""
+    from proficio_ingest._agents import identity_key
+    from proficio_ingest._projection import ACTIVITY, ACTIVITY_RELATED, AGENT, AGENT_RELATED, REGISTRATION, VERB
+    from proficio_ingest._statements import StatementQuery
+
+    ids = await seed(client)
+    service = client.app.state.statements
+    learner1 = identity_key({"mbox": "mailto:learner1@example.org"})
+    assert learner1 is not None
+    queries = [
+        StatementQuery(),
+        StatementQuery(ascending=True, limit=2),
+        StatementQuery(pairs=((VERB, "http://adlnet.gov/expapi/verbs/passed"),)),
+        StatementQuery(pairs=((AGENT, learner1),)),
+        StatementQuery(pairs=((AGENT_RELATED, learner1),), limit=1),
+        StatementQuery(pairs=((ACTIVITY, "http://example.org/item/3"), (REGISTRATION, ids["registration"]))),
+        StatementQuery(pairs=((ACTIVITY_RELATED, "http://example.org/course"),), since_us=0, until_us=2**62),
+        StatementQuery(since_us=2**62),
+        StatementQuery(credential=client.key, limit=3),
+    ]
+    bound = await client.log.max_position()
+    seen = set()
+    for query in queries:
+        keyed = await service.keyed("default", query)
+        for after in (None, bound, 3):
+            fast = await service.find("default", keyed, after, bound)
+            portable = await service._find_portable("default", keyed, after, bound)
+            assert fast == portable, (query, after)
+            seen.update(orjson.loads(body)["id"] for body in fast.bodies)
+    assert seen == {ids[name] for name in ("a1", "b1", "a_ctx", "ref")}
+
+
 async def test_filters(client: Client) -> None:
     ids = await seed(client)
     learner1 = orjson.dumps({"mbox": "mailto:learner1@example.org"}).decode()
@@ -560,6 +594,57 @@ async def test_references_to_statements_that_arrive_later(client: Client) -> Non
     before = await dump_tables(client)
     await rebuild_statement_tables(client.log)
     assert await dump_tables(client) == before
+
+
+async def test_the_projections_lookups_come_in_the_group_commits_read(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On PostgreSQL the statement projection's two lookups (stored statements that point at the new ones, stored
+    definitions of the activities they define) run in the log's group read, in its round trip; elsewhere the
+    projection reads for itself. Either way a reference that came first and a definition stored before apply."""
+    import asyncpg
+
+    from proficio_ingest import _projection
+
+    item = "http://example.org/item/78"
+    assert (
+        await client.post([statement(78, object={"id": item, "definition": {"name": {"en-US": "Item"}}})])
+    ).is_success
+    x_id = str(uuid.uuid4())
+    cites = {"id": "http://example.org/verbs/cites"}
+    r1_id = (await client.post([statement(5, verb=cites, object={"objectType": "StatementRef", "id": x_id})])).json()[0]
+
+    results: list[Any] = []
+    group_read_rows = _projection.group_read_rows
+
+    def recording(*args: Any) -> Any:
+        results.append(group_read_rows(*args))
+        return results[-1]
+
+    queries: list[str] = []
+    fetch = asyncpg.Connection.fetch
+
+    def counting(self: asyncpg.Connection, query: str, *args: Any, **kwargs: Any) -> Any:
+        queries.append(query)
+        return fetch(self, query, *args, **kwargs)
+
+    monkeypatch.setattr(_projection, "group_read_rows", recording)
+    monkeypatch.setattr(asyncpg.Connection, "fetch", counting)
+    x = statement(77, object={"id": item, "definition": {"name": {"fr-FR": "Objet"}}})
+    assert (await client.put(x_id, x)).status_code == 204
+    monkeypatch.undo()
+
+    if client.log.engine.dialect.name == "postgresql":
+        assert [r.arguments for r in results] == [([x_id], [item])]
+        kinds = sorted(row[0] for row in results[0].rows)
+        assert kinds == [_projection._REFERRER, _projection._DEFINITION]  # r1, and the stored definition
+        assert not [q for q in queries if "xapi_activities" in q or "target_id" in q]  # no lookup of its own
+    else:
+        assert results == [None]
+    agent = orjson.dumps({"mbox": "mailto:learner77@example.org"}).decode()
+    assert await query_ids(client, agent=agent) == [x_id, r1_id]
+    activity = (await client.get("/xapi/activities", activityId=item)).json()
+    assert activity["definition"]["name"] == {"en-US": "Item", "fr-FR": "Objet"}
 
 
 async def test_a_large_batch_gives_the_event_loop_turns_while_it_is_worked_out(

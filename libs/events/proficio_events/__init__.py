@@ -58,13 +58,14 @@ from ._keyring import (
     scrub_keys,
     tenant_secret,
 )
-from ._log import Decide, EventLog, InlineHandler
+from ._log import GROUP_READ_TYPES, Decide, EventLog, GroupRead, GroupReadResult, InlineHandler, group_read_rows
 from ._open import make_event_log, open_event_log, sqlite_url
 from ._settings import StoreSettings
 from ._sql import run_alembic_env
 
 __all__ = [
     "GENESIS",
+    "GROUP_READ_TYPES",
     "PENDING_LEARNER",
     "Anchor",
     "AppendResult",
@@ -80,6 +81,8 @@ __all__ = [
     "EventStoreError",
     "ExportReport",
     "ExportSummary",
+    "GroupRead",
+    "GroupReadResult",
     "InlineHandler",
     "InvalidBatchError",
     "LogTamperedError",
@@ -106,6 +109,7 @@ __all__ = [
     "find_learners",
     "forget_learners",
     "generate_key_files",
+    "group_read_rows",
     "hmac_sha256",
     "identifier_secret",
     "keyed_digest",

@@ -198,19 +198,44 @@ async def bulk_insert_many(
         for table, rows, ignore in work:
             await bulk_insert(conn, table, rows, ignore_conflicts=ignore)
         return
-    parts: list[str] = []
+    shape: list[tuple[sa.Table, Conflicts, bool]] = []
     arguments: list[Any] = []
     for table, rows, ignore in work:
-        names = tuple(c.name for c in table.columns)
-        packed, own = _arguments(table, names, rows)
-        sql = _pg_sql(table, names, ignore, packed)
-        # Renumber this insert's parameters after the ones before it.
-        for index in range(len(names), 0, -1):
-            sql = sql.replace(f"${index}::", f"${index + len(arguments)}::")
-        parts.append(sql)
+        packed, own = _arguments(table, _names(table), rows)
+        shape.append((table, ignore, packed))
         arguments.extend(own)
-    statement = "WITH " + ", ".join(f"w{i} AS ({sql})" for i, sql in enumerate(parts[:-1])) + " " + parts[-1]
-    await _pg_execute(conn, statement, arguments)
+    await _pg_execute(conn, _many_sql(tuple(shape)), arguments)
+
+
+# Keyed by the Table objects themselves: two tables of one name (a test's, say) may differ in their columns.
+_MANY_SQL: dict[tuple[tuple[sa.Table, Conflicts, bool], ...], str] = {}
+_NAMES: dict[sa.Table, tuple[str, ...]] = {}
+
+
+def _names(table: sa.Table) -> tuple[str, ...]:
+    names = _NAMES.get(table)
+    if names is None:
+        names = _NAMES[table] = tuple(c.name for c in table.columns)
+    return names
+
+
+def _many_sql(shape: tuple[tuple[sa.Table, Conflicts, bool], ...]) -> str:
+    """The one statement of ``bulk_insert_many`` for inserts of this shape (table, conflicts, packed), made once."""
+    statement = _MANY_SQL.get(shape)
+    if statement is None:
+        parts: list[str] = []
+        count = 0
+        for table, ignore, packed in shape:
+            names = _names(table)
+            sql = _pg_sql(table, names, ignore, packed)
+            # Renumber this insert's parameters after the ones before it.
+            for index in range(len(names), 0, -1):
+                sql = sql.replace(f"${index}::", f"${index + count}::")
+            parts.append(sql)
+            count += len(names)
+        statement = "WITH " + ", ".join(f"w{i} AS ({sql})" for i, sql in enumerate(parts[:-1])) + " " + parts[-1]
+        _MANY_SQL[shape] = statement
+    return statement
 
 
 async def bulk_upsert(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import abc
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +25,50 @@ InlineHandler = Callable[[AsyncConnection, Sequence[StoredEvent]], Awaitable[Non
 Decide = Callable[[Mapping[str, StreamHead]], Sequence[NewEvent]]
 
 
+@dataclass(frozen=True)
+class GroupRead:
+    """A read an inline handler makes of its own tables before it writes, which the log may run inside the group
+    commit's own read, under the write lock (PostgreSQL: in the same round trip, one less per group). The rows are
+    left in the append transaction for the handler (``group_read_rows``); where they are not (another backend, a
+    rebuild, a handler run outside a group), the handler reads for itself, so the result must be the same.
+
+    ``sql`` (PostgreSQL) reads with ``$1`` the tenant and ``$2``, ``$3`` two text arrays that ``arguments`` makes
+    from a tenant's new events in the group (before their append: every event a handler may be given, perhaps
+    more). Its rows have the columns of the group read (``GROUP_READ_TYPES``), the first one of ``kinds``.
+    """
+
+    name: str
+    sql: str
+    kinds: frozenset[int]
+    arguments: Callable[[Sequence[NewEvent]], tuple[list[str], list[str]]]
+
+
+#: The column types of a group read's rows (PostgreSQL): a kind, then the events table's columns.
+GROUP_READ_TYPES = (
+    "int", "bigint", "text", "text", "int", "text", "smallint", "bigint", "text", "bytea", "bytea", "bytea",
+    "text", "bytea", "bytea",
+)  # fmt: skip
+#: Kinds below this belong to the log's own read.
+GROUP_READ_FIRST_KIND = 100
+
+
+@dataclass(frozen=True)
+class GroupReadResult:
+    """What a ``GroupRead`` found in this append transaction, and for which arguments."""
+
+    arguments: tuple[list[str], list[str]]
+    rows: list[Sequence[Any]]
+
+
+_GROUP_READ_ROWS = "proficio_group_read_rows"
+
+
+def group_read_rows(conn: AsyncConnection, read: GroupRead, tenant: str) -> GroupReadResult | None:
+    """The rows ``read`` found for ``tenant`` in the group read of the append transaction on ``conn``, if it ran."""
+    found: dict[tuple[str, str], GroupReadResult] | None = conn.info.get(_GROUP_READ_ROWS)
+    return None if found is None else found.get((read.name, tenant))
+
+
 class EventLog(abc.ABC):
     """An append-only, gap-free, tamper-evident log of events, partitioned by tenant.
 
@@ -32,6 +77,10 @@ class EventLog(abc.ABC):
     """
 
     engine: AsyncEngine
+
+    def add_group_read(self, read: GroupRead) -> None:
+        """Run ``read`` in every group commit's read from now on, where the backend can (see ``GroupRead``)."""
+        del read  # a backend without a group read leaves the reading to the handler
 
     @abc.abstractmethod
     async def append(
@@ -178,12 +227,17 @@ class EventLog(abc.ABC):
         PostgreSQL only: the hot reads of request handlers (a document by its stream, say), prepared once on the
         driver connection, without SQLAlchemy Core or a BEGIN and ROLLBACK around them.
         """
+        rows = await self.fetch_rows(sql, *args)
+        return rows[0] if rows else None
+
+    async def fetch_rows(self, sql: str, *args: Any) -> list[Sequence[Any]]:
+        """Every row of one read-only query, as ``fetch_row`` reads (PostgreSQL only)."""
         async with self.engine.connect() as conn:
             if conn.dialect.name != "postgresql":
-                raise NotImplementedError("fetch_row takes PostgreSQL's SQL; use SQLAlchemy on other backends")
+                raise NotImplementedError("fetch_rows takes PostgreSQL's SQL; use SQLAlchemy on other backends")
             raw = await conn.get_raw_connection()
-            row: Sequence[Any] | None = await raw.driver_connection.fetchrow(sql, *args)  # type: ignore[union-attr]
-            return row
+            rows: list[Sequence[Any]] = await raw.driver_connection.fetch(sql, *args)  # type: ignore[union-attr]
+            return rows
 
     async def __aenter__(self) -> EventLog:
         return self

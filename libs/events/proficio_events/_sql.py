@@ -48,7 +48,7 @@ from ._errors import (
     StoreUnavailableError,
 )
 from ._keyring import DataKey, live_keys, seal
-from ._log import Decide, EventLog, InlineHandler
+from ._log import _GROUP_READ_ROWS, GROUP_READ_FIRST_KIND, Decide, EventLog, GroupRead, GroupReadResult, InlineHandler
 from ._schema import EVENT_COLUMNS, checkpoints, events, signed_checkpoints
 
 if TYPE_CHECKING:
@@ -104,6 +104,12 @@ class GroupState:
     keys: dict[tuple[str, str], DataKey] | None = None
     #: (tenant, directory digest) -> learner id, for the digests the directory holds (``NewEvent.learner_of``).
     learners: dict[tuple[str, str], str] = field(default_factory=dict)
+    #: (read name, tenant) -> what a ``GroupRead`` found, for the reads the backend ran with the rest.
+    read_rows: dict[tuple[str, str], GroupReadResult] = field(default_factory=dict)
+
+
+class LockTaken(Exception):
+    """Raised by a backend's ``_group_state`` that found the write lock held by another writer and did not wait."""
 
 
 class _InlineFailed(Exception):
@@ -303,6 +309,17 @@ class SqlEventLog(EventLog):
         self._changed = asyncio.Event()
         self._pending: list[_Request] = []
         self._draining: asyncio.Task[None] | None = None
+        self._group_reads: list[GroupRead] = []
+
+    def add_group_read(self, read: GroupRead) -> None:
+        if any(r.name == read.name for r in self._group_reads):
+            return  # the same handler's read, registered again (by a second service on this log)
+        if min(read.kinds, default=0) < GROUP_READ_FIRST_KIND:
+            raise ValueError(f"a group read's kinds start at {GROUP_READ_FIRST_KIND}: {sorted(read.kinds)}")
+        taken = {kind for r in self._group_reads for kind in r.kinds}
+        if taken & read.kinds:
+            raise ValueError(f"group read {read.name!r} uses kinds another read uses: {sorted(taken & read.kinds)}")
+        self._group_reads = [*self._group_reads, read]
 
     # -- what a backend provides ---------------------------------------------------------------
 
@@ -410,9 +427,10 @@ class SqlEventLog(EventLog):
             await self._release_writer()
             raise
 
-    def _take_group(self) -> list[_Request]:
-        group: list[_Request] = []
-        size = 0
+    def _take_group(self, group: list[_Request] | None = None) -> list[_Request]:
+        """Queued appends, in order, into ``group`` (a new one by default) while they fit ``max_group_events``."""
+        group = [] if group is None else group
+        size = sum(len(r.batch) for r in group)
         while self._pending and (not group or size + len(self._pending[0].batch) <= self.max_group_events):
             request = self._pending.pop(0)
             if not request.future.done():  # the caller may have gone away
@@ -429,7 +447,7 @@ class SqlEventLog(EventLog):
             async with self._writer() as conn:
                 if chosen is None:
                     group = self._take_group()
-                outcomes = await self._append_group(conn, group) if group else []
+                outcomes = await self._append_group(conn, group, may_grow=chosen is None) if group else []
         except _InlineFailed as failed:
             if len(group) == 1:
                 error = failed.error
@@ -462,10 +480,36 @@ class SqlEventLog(EventLog):
         for request, outcome in zip(group, outcomes, strict=True):
             _settle(request, outcome)
 
-    async def _append_group(self, conn: AsyncConnection, group: list[_Request]) -> list[AppendResult | Exception]:
-        """Check and store every batch of the group under the write lock, in one insert."""
+    async def _append_group(
+        self, conn: AsyncConnection, group: list[_Request], *, may_grow: bool = False
+    ) -> list[AppendResult | Exception]:
+        """Check and store every batch of the group under the write lock, in one insert.
+
+        A backend whose group read finds the lock held by another writer (another process) says so rather than
+        wait inside it: the group then waits for the lock, takes the appends queued meanwhile (``may_grow``: the
+        group was the queue's, not a retry's), and reads. Contending writers otherwise each commit half-size
+        groups, the appends that arrive while one waits forming the next."""
         if not group:
             return []
+        try:
+            found = await self._read_group(conn, group)
+        except LockTaken:
+            await self._wait_for_lock(conn)
+            if may_grow:
+                self._take_group(group)
+            found = await self._read_group(conn, group)
+        if found.read_rows:
+            conn.info[_GROUP_READ_ROWS] = found.read_rows
+        try:
+            return await self._store_group(conn, group, found)
+        finally:
+            conn.info.pop(_GROUP_READ_ROWS, None)
+
+    async def _wait_for_lock(self, conn: AsyncConnection) -> None:
+        """Wait for the write lock (a backend whose ``_group_state`` may raise ``LockTaken``)."""
+        raise NotImplementedError(f"{type(self).__name__} does not give up the write lock in its group read")
+
+    async def _read_group(self, conn: AsyncConnection, group: list[_Request]) -> GroupState:
         tenants = sorted({r.tenant for r in group})
         wanted = {
             tenant: (
@@ -485,7 +529,19 @@ class SqlEventLog(EventLog):
         for r in group:
             if r.decided is not None:
                 heads_wanted.setdefault(r.tenant, set()).update(r.decided.streams)
-        found = await self._group_state(conn, wanted, heads_wanted, _learners(group) if _keyring._ENCRYPT else None)
+        arguments: dict[str, dict[str, tuple[list[str], list[str]]]] | None = None
+        if self._group_reads:
+            arguments = {}
+            for tenant in tenants:
+                batch = [e for r in group if r.tenant == tenant for e in r.batch]
+                arguments[tenant] = {read.name: read.arguments(batch) for read in self._group_reads}
+        return await self._group_state(
+            conn, wanted, heads_wanted, _learners(group) if _keyring._ENCRYPT else None, reads=arguments
+        )
+
+    async def _store_group(
+        self, conn: AsyncConnection, group: list[_Request], found: GroupState
+    ) -> list[AppendResult | Exception]:
         known: dict[tuple[str, str], StoredEvent] = found.known
         versions: dict[str, dict[str, int]] = found.versions
         heads: dict[str, dict[str, StreamHead]] = found.heads
@@ -662,13 +718,16 @@ class SqlEventLog(EventLog):
         wanted: dict[str, tuple[list[str], set[str], list[str]]],
         heads: Mapping[str, Collection[str]] | None = None,
         sealing: Mapping[str, Collection[str]] | None = None,
+        *,
+        reads: Mapping[str, Mapping[str, tuple[list[str], list[str]]]] | None = None,
     ) -> GroupState:
         """What a group commit must know, under the write lock: per tenant, the events already stored under
         the batches' keys, the learner ids the directory holds for the batches' digests, the current version of
         their streams (and those learners' streams) and the tenant's last hash; the head; and the newest event of
         each stream in ``heads`` (those of decided appends). A backend may also read the live keys of the
         learners in ``sealing`` and of those the digests name (those the group may seal for) in the same round
-        trip; this one leaves them."""
+        trip, and run the log's group reads (``reads``: per tenant, the arguments of each by name); this one leaves
+        both."""
         known: dict[tuple[str, str], StoredEvent] = {}
         versions: dict[str, dict[str, int]] = {}
         learners: dict[tuple[str, str], str] = {}

@@ -24,10 +24,13 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from proficio_events import (
+    GroupRead,
+    NewEvent,
     StoredEvent,
     bulk_insert,
     bulk_insert_many,
     bulk_upsert,
+    group_read_rows,
     keyed_digest,
     open_sealed,
     read_keys,
@@ -449,8 +452,27 @@ async def _apply_statements(conn: AsyncConnection, tenant: str, batch: dict[str,
 def _incoming_definitions(batch: list[_NewStatement]) -> list[tuple[str, dict[str, Any], int]]:
     """(activity, definition, position) from the statements of credentials that may define."""
     return [(activity, definition, new.event.position) for new in batch if new.define
-            for activity, definition in (new.prepared.defined if new.prepared is not None
-                                         else defined_activities(new.statement))]  # fmt: skip
+            for activity, definition in _defined(new.statement, new.prepared)]  # fmt: skip
+
+
+def _defined(statement: dict[str, Any], prepared: Prepared | None) -> Iterable[tuple[str, dict[str, Any]]]:
+    return prepared.defined if prepared is not None else defined_activities(statement)
+
+
+def _lookup_arguments(new_events: Sequence[NewEvent]) -> tuple[list[str], list[str]]:
+    """The ids and defined activities ``_lookups`` will ask about for these events (those ``apply`` is given)."""
+    ids: set[str] = set()
+    defined: set[str] = set()
+    for event in new_events:
+        if event.event_type not in STATEMENT_EVENTS:
+            continue
+        payload = event.decoded if isinstance(event.decoded, dict) else orjson.loads(event.payload)
+        statement = payload["statement"]
+        ids.add(statement["id"].lower())
+        if payload.get("define", False):
+            prepared = event.prepared if isinstance(event.prepared, Prepared) else None
+            defined.update(activity for activity, _definition in _defined(statement, prepared))
+    return sorted(ids), sorted(defined)
 
 
 # The projection's two lookups in one round trip on PostgreSQL: stored statements that point at the new
@@ -465,10 +487,43 @@ ORDER BY 1, 3
 """
 
 
+# The same two lookups as a group read (GroupRead): run in the log's group commit read, under its write lock, in the
+# same round trip (PostgreSQL). Rows in the group read's columns: kind 101 a referrer (statement id in the 4th,
+# position in the 2nd, is_voiding in the 5th, target in the 6th), kind 102 a definition (activity in the 4th,
+# definition in the 11th). `target_id IS NOT NULL` lets a partial index on target_id serve it.
+_REFERRER, _DEFINITION = 101, 102
+LOOKUPS = GroupRead(
+    name="xapi_statement_lookups",
+    sql=f"""
+SELECT {_REFERRER}, r.position, NULL, r.statement_id, r.is_voiding::int, r.target_id, NULL::smallint, NULL::bigint,
+       NULL, NULL::bytea, NULL::bytea, NULL::bytea, NULL, NULL::bytea, NULL::bytea
+  FROM unnest($2::text[]) AS q(id)
+  JOIN LATERAL (SELECT x.statement_id, x.position, x.is_voiding, x.target_id FROM xapi_statements x
+                WHERE x.tenant = $1 AND x.target_id = q.id AND x.target_id IS NOT NULL) AS r ON true
+UNION ALL
+SELECT {_DEFINITION}, NULL::bigint, NULL, a.activity_id, NULL::int, NULL, NULL::smallint, NULL::bigint, NULL,
+       NULL::bytea, a.definition, NULL::bytea, NULL, NULL::bytea, NULL::bytea
+  FROM unnest($3::text[]) AS q(activity)
+  JOIN LATERAL (SELECT y.activity_id, y.definition FROM xapi_activities y
+                WHERE y.tenant = $1 AND y.activity_id = q.activity ORDER BY y.activity_id LIMIT 1) AS a ON true
+""",
+    kinds=frozenset({_REFERRER, _DEFINITION}),
+    arguments=_lookup_arguments,
+)
+
+
 async def _lookups(
     conn: AsyncConnection, tenant: str, ids: list[str], activity_ids: list[str]
 ) -> tuple[list[tuple[Any, ...]], list[tuple[str, bytes]]]:
     """(statements pointing at ``ids``, in log order; stored definitions of ``activity_ids``)."""
+    found = group_read_rows(conn, LOOKUPS, tenant)
+    if found is not None and set(ids) <= set(found.arguments[0]) and set(activity_ids) <= set(found.arguments[1]):
+        wanted_ids, wanted_activities = set(ids), set(activity_ids)
+        referrers = sorted(
+            ((r[3], r[1], bool(r[4]), r[5]) for r in found.rows if r[0] == _REFERRER and r[5] in wanted_ids),
+            key=lambda referrer: int(referrer[1]),
+        )
+        return referrers, [(r[3], r[10]) for r in found.rows if r[0] == _DEFINITION and r[3] in wanted_activities]
     if conn.dialect.name == "postgresql":
         raw = await conn.get_raw_connection()
         rows = await raw.driver_connection.fetch(_PG_LOOKUPS, tenant, ids, activity_ids)  # type: ignore[union-attr]
@@ -483,9 +538,9 @@ async def _lookups(
         ids,
         order_by="position",
     )
-    found = await select_in(conn, activities, ("activity_id", "definition"), {"tenant": tenant}, "activity_id",
-                            activity_ids)  # fmt: skip
-    return referrers, [(activity, body) for activity, body in found]
+    stored = await select_in(conn, activities, ("activity_id", "definition"), {"tenant": tenant}, "activity_id",
+                             activity_ids)  # fmt: skip
+    return referrers, [(activity, body) for activity, body in stored]
 
 
 async def _merge_definitions(

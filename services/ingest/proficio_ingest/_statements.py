@@ -237,10 +237,55 @@ def _matches(index: Any, tenant: str, kind: int, value: str) -> sa.ColumnElement
     return sa.and_(condition, index.c.narrow == sa.true()) if narrow else condition
 
 
+def _pg_find(tenant: str, query: StatementQuery, after: int | None, bound: int) -> tuple[str, list[Any]]:
+    """A page of ``find`` as one query on PostgreSQL (the same rows as its SQLAlchemy form), with each statement's
+    live data key (learner_keys, joined): one round trip, outside a transaction, on the log's raw readers."""
+    args: list[Any] = [tenant]
+
+    def arg(value: Any) -> str:
+        args.append(value)
+        return f"${len(args)}"
+
+    def matches(alias: str, kind: int, value: str) -> str:
+        stored, narrow = projection.index_condition(kind)
+        condition = f"{alias}.tenant = $1 AND {alias}.kind = {arg(stored)} AND {alias}.value = {arg(value)}"
+        return condition + (f" AND {alias}.narrow" if narrow else "")
+
+    if query.pairs:
+        order = "f.position"
+        sql = "FROM xapi_statement_index f JOIN xapi_statements s ON s.tenant = f.tenant AND s.position = f.position"
+        where = [matches("f", *query.pairs[0])]
+        for n, (kind, value) in enumerate(query.pairs[1:]):
+            where.append(
+                f"EXISTS (SELECT 1 FROM xapi_statement_index o{n} WHERE {matches(f'o{n}', kind, value)}"
+                f" AND o{n}.position = s.position)"
+            )
+    else:
+        order = "s.position"
+        sql = "FROM xapi_statements s"
+        where = ["s.tenant = $1"]
+    where += ["NOT s.voided", f"{order} <= {arg(bound)}"]
+    if query.since_us is not None:
+        where.append(f"s.stored_us > {arg(query.since_us)}")
+    if query.until_us is not None:
+        where.append(f"s.stored_us <= {arg(query.until_us)}")
+    if query.credential is not None:
+        where.append(f"s.credential = {arg(query.credential)}")
+    if after is not None:
+        where.append(f"{order} {'>' if query.ascending else '<'} {arg(after)}")
+    return (
+        f"SELECT s.body, {order}, s.learner, s.sealed, s.key_id, k.data_key {sql}"
+        " LEFT JOIN learner_keys k ON k.tenant = s.tenant AND k.key_id = s.key_id AND k.data_key IS NOT NULL"
+        f" WHERE {' AND '.join(where)} ORDER BY {order} {'ASC' if query.ascending else 'DESC'}"
+        f" LIMIT {arg(query.limit + 1)}"
+    ), args
+
+
 class StatementService:
     def __init__(self, log: EventLog, consistency_margin_us: int = 1_000_000) -> None:
         self.log = log
         self.consistency_margin_us = consistency_margin_us
+        log.add_group_read(projection.LOOKUPS)  # the projection's lookups in the group commit's read
 
     async def store(
         self,
@@ -331,6 +376,19 @@ class StatementService:
         query = await self.keyed(tenant, query)
         if bound is None:
             bound = await self.log.max_position()
+        if self.log.engine.dialect.name == "postgresql":
+            sql, args = _pg_find(tenant, query, after, bound)
+            found = await self.log.fetch_rows(sql, *args)
+            more = len(found) > query.limit
+            found = found[: query.limit]
+            # The keys come with the page, in its snapshot; never kept: the next page honours an erasure.
+            keys = {str(r[4]): bytes(r[5]) for r in found if r[5] is not None}
+            bodies = [opened_statement(keys, tenant, r[2], bytes(r[0]), r[3], r[4]) for r in found]
+            return Page(bodies, [str(r[2]) for r in found], int(found[-1][1]) if more else None, bound)
+        return await self._find_portable(tenant, query, after, bound)
+
+    async def _find_portable(self, tenant: str, query: StatementQuery, after: int | None, bound: int) -> Page:
+        """``find`` through SQLAlchemy Core, on any backend (PostgreSQL has ``_pg_find``, which must agree)."""
         s = statements
         if query.pairs:
             first = statement_index.alias("first_pair")
@@ -407,5 +465,10 @@ class StatementService:
         log's write lock: never older than the newest committed event, and (appends take milliseconds)
         not older than ``consistency_margin_us`` ago.
         """
-        _position, recorded_us = await self.log.head()
-        return max(recorded_us, time.time_ns() // 1000 - self.consistency_margin_us)
+        _position, consistent_us = await self.head()
+        return consistent_us
+
+    async def head(self) -> tuple[int, int]:
+        """The log's newest position (a query's bound) and ``consistent_through_us``, from one read of its head."""
+        position, recorded_us = await self.log.head()
+        return position, max(recorded_us, time.time_ns() // 1000 - self.consistency_margin_us)

@@ -4,7 +4,9 @@ Appends take ``LOCK TABLE events IN EXCLUSIVE MODE`` (with a lock timeout) so th
 commit order: a reader that has seen position N can never later find a smaller position commit. The lock is
 taken by the group commit's one read (a function of the session, ``pg_temp.proficio_group_state``), and a
 group that commits while more appends wait begins the next one's transaction in the same round trip
-(``COMMIT; BEGIN``): three round trips a group (read, insert, commit) rather than five.
+(``COMMIT; BEGIN``): three round trips a group (read, insert, commit) rather than five. When another
+process holds the lock, the read says so at once; the group then waits for it and takes the appends queued
+meanwhile before it reads (one round trip more, but whole groups rather than halves).
 Plain SELECTs are not blocked by that lock. Positions are allocated under the lock as max + 1, so
 the log has no holes at all, not even from rolled-back appends. Batches go in with one
 ``INSERT ... SELECT FROM unnest(...)`` prepared once for any batch size (COPY for large ones). A
@@ -17,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -29,9 +32,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from .._chain import Row
 from .._envelope import GENESIS, StoredEvent, StreamHead
+from .._errors import StoreUnavailableError
 from .._keyring import DataKey
+from .._log import GROUP_READ_FIRST_KIND, GROUP_READ_TYPES, GroupRead, GroupReadResult
 from .._schema import EVENT_COLUMNS, checkpoints
-from .._sql import GroupState, RawReader, SqlEventLog, prefetched, wait_for_flag
+from .._sql import GroupState, LockTaken, RawReader, SqlEventLog, prefetched, wait_for_flag
 
 CHANNEL = "proficio_log"
 _log = logging.getLogger("proficio.log")
@@ -129,7 +134,8 @@ SELECT 5, (SELECT v.stream_version FROM events v WHERE v.tenant = $1 AND v.strea
 
 # The group's read as a function of the session: it takes the write lock, then reads in a statement of its own,
 # whose snapshot (a VOLATILE function's statements each take a fresh one) sees every append committed before
-# the lock was granted. Lock and read are then one round trip. Created once per connection, in pg_temp: the
+# the lock was granted. Lock and read are then one round trip. (It does not wait for the lock: held by another
+# writer, it returns one row saying so; see SqlEventLog._append_group.) Created once per connection, in pg_temp: the
 # query stays here with the code that reads its rows, and no migration has to follow its changes.
 #
 # Every branch looks rows up one by one from an array where it can (unnest, then a LATERAL subquery of equalities on
@@ -141,17 +147,57 @@ SELECT 5, (SELECT v.stream_version FROM events v WHERE v.tenant = $1 AND v.strea
 # (_GROUP_KEYS) on a nearly empty table chose the narrower (tenant, position) index and would have kept it as the
 # table grew, so they are planned on each call (EXECUTE: a small query, cheap to plan, seeing the current stats), and
 # only when there are keys to look up (a batch of statements this LRS gave ids has none: ``NewEvent.new_key``; the
-# planning alone was ~0.2 ms of the database's CPU per group).
-_GROUP_STATE_FUNCTION = (
-    "CREATE OR REPLACE FUNCTION pg_temp.proficio_group_state(text, text[], text[], text[], text[], text[], boolean)"
-    " RETURNS TABLE (" + ", ".join(f"c{i} {kind}" for i, kind in enumerate(("int", *_TYPES))) + ")"
-    " LANGUAGE plpgsql VOLATILE SET plan_cache_mode = force_generic_plan SET enable_seqscan = off"
-    " AS $fn$ BEGIN LOCK TABLE events IN EXCLUSIVE MODE;"
-    " IF cardinality($2) > 0 THEN RETURN QUERY EXECUTE $k$" + _GROUP_KEYS + "$k$ USING $1, $2; END IF;"
-    " RETURN QUERY " + _GROUP_STATE + "; END $fn$"
+# planning alone was ~0.2 ms of the database's CPU per group). The inline handlers' group reads (GroupRead) follow in
+# the same call, each with two parameters of its own.
+
+
+def _group_state_function(reads: Sequence[GroupRead]) -> str:
+    """The function's definition, with the log's group reads after its own (read i gets parameters 8+2i, 9+2i)."""
+    own = (
+        " IF cardinality($2) > 0 THEN RETURN QUERY EXECUTE $k$" + _GROUP_KEYS + "$k$ USING $1, $2; END IF;"
+        " RETURN QUERY " + _GROUP_STATE + ";"
+    )
+    theirs = "".join(" RETURN QUERY " + _renumbered(read.sql, 6 + 2 * i) + ";" for i, read in enumerate(reads))
+    # $7 says whether the group may seal (kind 5 then reads the learners' keys too).
+    parameters = ", ".join(["text", *["text[]"] * 5, "boolean", *["text[]"] * (2 * len(reads))])
+    return (
+        f"CREATE OR REPLACE FUNCTION pg_temp.proficio_group_state({parameters})"
+        " RETURNS TABLE (" + ", ".join(f"c{i} {kind}" for i, kind in enumerate(GROUP_READ_TYPES)) + ")"
+        " LANGUAGE plpgsql VOLATILE SET plan_cache_mode = force_generic_plan SET enable_seqscan = off"
+        " AS $fn$ BEGIN" + _LOCK_OR_SAY_TAKEN + own + theirs + " END $fn$"
+    )
+
+
+# The lock, without waiting: if another writer holds it, one row of kind -1 (LockTaken) and nothing else. (In a block
+# of its own: a failed statement rolls back to the block's start.) A writer that already holds it gets it at once.
+_LOCK_OR_SAY_TAKEN = (
+    " BEGIN LOCK TABLE events IN EXCLUSIVE MODE NOWAIT;"
+    " EXCEPTION WHEN lock_not_available THEN"
+    " RETURN QUERY SELECT -1, " + ", ".join(f"NULL::{kind}" for kind in GROUP_READ_TYPES[1:]) + "; RETURN; END;"
 )
-_LOCKED_GROUP_STATE = "SELECT * FROM pg_temp.proficio_group_state($1, $2, $3, $4, $5, $6, $7)"
-#: Set in a pooled connection's ``info`` once it has the function.
+_TAKEN = -1
+
+
+def _renumbered(sql: str, shift: int) -> str:
+    """A group read's query with its own parameters ($2, $3) moved after those before it ($1 stays the tenant)."""
+    return re.sub(r"\$([23])\b", lambda found: f"${int(found[1]) + shift}", sql)
+
+
+def _locked_group_state(reads: int) -> str:
+    return f"SELECT * FROM pg_temp.proficio_group_state({', '.join(f'${i}' for i in range(1, 8 + 2 * reads))})"
+
+
+_HEAD = "SELECT position, recorded_us FROM events ORDER BY position DESC LIMIT 1"
+#: What a raw reader's query raises when the database is gone or going (refused, closed, shut down; a query sent
+#: while asyncpg is still taking in the server's goodbye finds its protocol in another state).
+_CONNECTION_LOST = (
+    OSError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.OperatorInterventionError,
+)
+#: Set in a pooled connection's ``info`` once it has the function (to the names of the group reads it runs).
 _HAS_FUNCTION = "proficio_group_state"
 
 
@@ -263,9 +309,11 @@ class PostgresEventLog(SqlEventLog):
             if adapter._started:  # never: a connection comes back with its transaction ended
                 raise RuntimeError("the writer's connection is already in a transaction")
             driver: asyncpg.Connection = raw.driver_connection
-            if not conn.info.get(_HAS_FUNCTION):
-                await driver.execute(_GROUP_STATE_FUNCTION)  # before BEGIN: a rollback must not take it away
-                conn.info[_HAS_FUNCTION] = True
+            reads = tuple(read.name for read in self._group_reads)
+            if conn.info.get(_HAS_FUNCTION) != reads:
+                # Before BEGIN: a rollback must not take it away.
+                await driver.execute(_group_state_function(self._group_reads))
+                conn.info[_HAS_FUNCTION] = reads
             transaction = _OpenedTransaction(driver, begin_next=lambda: bool(self._pending))
             adapter._transaction = transaction
             adapter._started = True
@@ -279,6 +327,10 @@ class PostgresEventLog(SqlEventLog):
                 self._held = conn
             else:
                 await conn.close()
+
+    async def _wait_for_lock(self, conn: AsyncConnection) -> None:
+        raw = await conn.get_raw_connection()
+        await raw.driver_connection.execute("LOCK TABLE events IN EXCLUSIVE MODE")  # type: ignore[union-attr]
 
     async def _release_writer(self) -> None:
         conn, self._held = self._held, None
@@ -318,6 +370,8 @@ class PostgresEventLog(SqlEventLog):
         wanted: dict[str, tuple[list[str], set[str], list[str]]],
         heads: Mapping[str, Collection[str]] | None = None,
         sealing: Mapping[str, Collection[str]] | None = None,
+        *,
+        reads: Mapping[str, Mapping[str, tuple[list[str], list[str]]]] | None = None,
     ) -> GroupState:
         raw = await conn.get_raw_connection()
         driver: asyncpg.Connection = raw.driver_connection
@@ -328,16 +382,31 @@ class PostgresEventLog(SqlEventLog):
         learners: dict[tuple[str, str], str] = {}
         keys: dict[tuple[str, str], DataKey] | None = None if sealing is None else {}
         position = recorded = 0
+        # The reads this connection's function runs (one added since runs from the next connection or group on).
+        by_name = {read.name: read for read in self._group_reads}
+        group_reads = [by_name[name] for name in conn.info.get(_HAS_FUNCTION, ())] if reads is not None else []
+        read_of = {kind: read for read in group_reads for kind in read.kinds}
+        read_rows: dict[tuple[str, str], GroupReadResult] = {}
+        statement = _locked_group_state(len(group_reads))
         for tenant, (event_keys, streams, digests) in wanted.items():
             versions[tenant] = {}
             head_streams = sorted((heads or {}).get(tenant, ()))
             if head_streams:
                 found_heads[tenant] = {}
             named = sorted((sealing or {}).get(tenant, ()))
-            args = (tenant, event_keys, sorted(streams), head_streams, named, digests, sealing is not None)
-            for row in await driver.fetch(_LOCKED_GROUP_STATE, *args):
+            args: list[Any] = [tenant, event_keys, sorted(streams), head_streams, named, digests, sealing is not None]
+            for read in group_reads:
+                read_arguments = (reads or {})[tenant][read.name]
+                args.extend(read_arguments)
+                read_rows[(read.name, tenant)] = GroupReadResult(read_arguments, [])
+            rows = await driver.fetch(statement, *args)
+            if rows and rows[0][0] == _TAKEN:
+                raise LockTaken
+            for row in rows:
                 kind = row[0]
-                if kind == 0:
+                if kind >= GROUP_READ_FIRST_KIND:
+                    read_rows[(read_of[kind].name, tenant)].rows.append(row)
+                elif kind == 0:
                     event = StoredEvent(*row[1:])
                     known[(tenant, event.key or "")] = event
                 elif kind == 1 or kind == 5:
@@ -360,7 +429,10 @@ class PostgresEventLog(SqlEventLog):
                     chain[tenant] = row[14] or GENESIS
         if position >= self._analyze_at:
             self._analyze_early(position)
-        return GroupState(known, versions, chain, position, recorded, heads=found_heads, keys=keys, learners=learners)
+        return GroupState(
+            known, versions, chain, position, recorded,
+            heads=found_heads, keys=keys, learners=learners, read_rows=read_rows,
+        )  # fmt: skip
 
     def _analyze_early(self, position: int) -> None:
         """Statistics for a young log, in the background: until autovacuum's first ANALYZE (a minute or more after
@@ -404,15 +476,37 @@ class PostgresEventLog(SqlEventLog):
         )
 
     async def fetch_row(self, sql: str, *args: Any) -> Sequence[Any] | None:
+        rows = await self.fetch_rows(sql, *args)
+        return rows[0] if rows else None
+
+    async def fetch_rows(self, sql: str, *args: Any) -> list[Sequence[Any]]:
         async with self._reader_slots:
-            conn = self._readers.pop() if self._readers else await asyncpg.connect(self._dsn)
+            while self._readers and self._readers[-1].is_closed():  # the server closed it since: not lent
+                self._readers.pop()
             try:
-                row: Sequence[Any] | None = await conn.fetchrow(sql, *args)
-            except BaseException:
+                conn = self._readers.pop() if self._readers else await asyncpg.connect(self._dsn)
+            except _CONNECTION_LOST as exc:
+                raise StoreUnavailableError(f"the log could not be read: {exc}") from exc
+            try:
+                rows: list[Sequence[Any]] = await conn.fetch(sql, *args)
+            except BaseException as exc:
                 conn.terminate()  # failed or cancelled half-way: never lent again
+                if isinstance(exc, _CONNECTION_LOST):
+                    # As the log's other reads fail when the database goes away (a runner retries these).
+                    raise StoreUnavailableError(f"the log could not be read: {exc}") from exc
                 raise
             self._readers.append(conn)
-            return row
+            return rows
+
+    async def max_position(self) -> int:
+        row = await self.fetch_row(_HEAD)
+        head = 0 if row is None else int(row[0])
+        self._known_head = max(self._known_head, head)
+        return head
+
+    async def head(self) -> tuple[int, int]:
+        row = await self.fetch_row(_HEAD)
+        return (0, 0) if row is None else (int(row[0]), int(row[1]))
 
     def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
         with contextlib.suppress(ValueError):
