@@ -24,6 +24,7 @@ from proficio_events import (
     ConcurrencyError,
     DuplicateEventError,
     EventLog,
+    EventStoreError,
     InvalidBatchError,
     LogTamperedError,
     NewEvent,
@@ -185,6 +186,20 @@ class LogContract:
         assert again.events[0].data() == {"stored": 1}
         with pytest.raises(DuplicateEventError):
             await log.append(T, [NewEvent.of("s", "S", {"stored": 1}, key="k", fingerprint=b"other")])
+
+    async def test_a_new_key_is_not_looked_up_but_still_unique(self, log: EventLog) -> None:
+        # new_key: the writer says no event can have the key yet, so the group commit does not look it up. Were it
+        # stored after all, the key's unique index refuses the batch (rather than answering it as a repeat).
+        fresh = await log.append(T, [ev("s", 1, key="made-here", new_key=True), ev("s", 2, key="given")])
+        assert fresh.created == (True, True)
+        assert await log.get_by_key(T, "made-here") == fresh.events[0]
+        again = await log.append(T, [ev("s", 2, key="given")])
+        assert again.created == (False,)  # a key the writer did not make is looked up as before
+        with pytest.raises(EventStoreError):
+            await log.append(T, [ev("s", 1, key="made-here", new_key=True)])
+        assert await log.max_position() == 2
+        # Nothing was left half-done: the log takes appends after the refusal.
+        assert (await log.append(T, [ev("s", 3, key="next", new_key=True)])).events[0].position == 3
 
     async def test_keys_are_per_tenant(self, log: EventLog) -> None:
         await log.append(T, [ev("s", 1, key="k")])

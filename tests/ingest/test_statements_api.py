@@ -44,6 +44,39 @@ async def test_post_assigns_ids_stored_authority_and_version(client: Client) -> 
     assert "Last-Modified" in got.headers
 
 
+async def test_only_ids_the_lrs_assigned_are_new_keys(client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The log does not look up the keys of statements whose id this LRS made (NewEvent.new_key): no stored statement
+    # can have it. Ids a client sends (POST or PUT) are looked up, so that a retry is answered as one.
+    appended: list[Any] = []
+    append = client.log.append
+
+    async def spy(tenant: str, batch: Any, **kwargs: Any) -> Any:
+        appended.append({e.key: e.new_key for e in batch})
+        return await append(tenant, batch, **kwargs)
+
+    monkeypatch.setattr(client.log, "append", spy)
+    given = str(uuid.uuid4()).upper()
+    response = await client.post([statement(1), {**statement(2), "id": given}])
+    assert response.status_code == 200, response.text
+    assigned = response.json()[0]
+    assert appended[-1] == {f"statement:{assigned}": True, f"statement:{given.lower()}": False}
+    assert (await client.put(str(uuid.uuid4()), statement(3))).status_code == 204
+    assert list(appended[-1].values()) == [False]
+    assert (await client.post({**statement(2), "id": given})).json() == [given]  # a retry, answered as before
+    assert list(appended[-1].values()) == [False]
+
+
+def test_assigned_ids_are_random_uuids_as_the_uuid_module_writes_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    from proficio_ingest import _statements
+
+    randomness = hashlib.sha512(b"ids").digest() * 2  # 128 bytes: 8 ids
+    monkeypatch.setattr(_statements.os, "urandom", lambda n: randomness[:n])
+    ids = _statements.new_statement_ids(8)
+    assert ids == [str(uuid.UUID(bytes=randomness[i : i + 16], version=4)) for i in range(0, 128, 16)]
+    assert all(uuid.UUID(i).version == 4 and uuid.UUID(i).variant == uuid.RFC_4122 for i in ids)
+    assert _statements.new_statement_ids(0) == []
+
+
 async def test_put_stores_under_the_given_id(client: Client) -> None:
     statement_id = str(uuid.uuid4())
     assert (await client.put(statement_id, statement(1))).status_code == 204

@@ -10,6 +10,7 @@ import copy
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import pytest
 
 from proficio_ingest._errors import StatementValidationError
@@ -822,3 +823,42 @@ def test_iris_found_valid_are_remembered_and_invalid_ones_never() -> None:
     assert len(_validation._VALID_IRIS) <= 16384
     assert not _validation._is_iri("not an iri")
     assert _validation._is_iri("http://example.com/many/0")
+
+
+def test_verbs_and_activities_found_valid_are_remembered_as_json_and_nothing_else_is() -> None:
+    """``_check_core`` does not check again a Verb or an Activity object whose JSON it found valid before; any other
+    JSON (an invalid variant, a number of another type) is checked, in either version and inside a SubStatement."""
+    from proficio_ingest import _validation
+
+    verb = {"id": "http://example.com/verbs/remembered", "display": {"en-US": "remembered"}}
+    activity = {"id": "http://example.com/activities/remembered", "definition": {"name": {"en-US": "Remembered"}}}
+    for version in BOTH:
+        validate_statement({"actor": AGENT, "verb": verb, "object": activity}, version=version)
+    assert b"verb:" + orjson.dumps(verb) in _validation._VALID_PARTS
+    assert b"activity:" + orjson.dumps(activity) in _validation._VALID_PARTS
+    invalid: list[tuple[dict[str, Any], str]] = [
+        ({"verb": {**verb, "display": {"en-US": None}}}, "verb.display.en-US"),
+        ({"verb": {**verb, "extra": 1}}, "verb.extra"),
+        ({"object": {**activity, "definition": {"name": {"en-US": 1}}}}, "object.definition.name.en-US"),
+        ({"object": {**activity, "definition": {"moreInfo": "not an iri"}}}, "object.definition.moreInfo"),
+        ({"object": {**activity, "objectType": "Activity", "extra": True}}, "object.extra"),
+    ]
+    for version in BOTH:
+        for change, path in invalid:
+            for holder in ("top", "sub"):
+                statement = {"actor": AGENT, "verb": verb, "object": activity, **change}
+                if holder == "sub":
+                    statement = {"actor": AGENT, "verb": verb, "object": {"objectType": "SubStatement", **statement}}
+                    path = f"object.{path}"
+                with pytest.raises(StatementValidationError) as caught:
+                    validate_statement(statement, version=version)
+                assert caught.value.path == path
+    # The voided verb still needs a StatementRef, remembered or not.
+    voided = {"id": "http://adlnet.gov/expapi/verbs/voided"}
+    validate_statement({"actor": AGENT, "verb": voided, "object": {"objectType": "StatementRef", "id": UUID}})
+    with pytest.raises(StatementValidationError) as caught:
+        validate_statement({"actor": AGENT, "verb": voided, "object": activity})
+    assert caught.value.path == "object"
+    for n in range(_validation._MAX_VALID_PARTS + 10):
+        validate_statement({"actor": AGENT, "verb": {"id": f"http://example.com/verbs/{n}"}, "object": activity})
+    assert len(_validation._VALID_PARTS) <= _validation._MAX_VALID_PARTS

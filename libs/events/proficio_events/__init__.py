@@ -47,6 +47,7 @@ from ._errors import (
     StoreUnavailableError,
 )
 from ._export import ExportReport, ExportSummary, export_segment, verify_export
+from ._hmac import hmac_sha256
 from ._keyring import (
     destroy_keys,
     identifier_secret,
@@ -109,6 +110,7 @@ __all__ = [
     "forget_learners",
     "generate_key_files",
     "group_read_rows",
+    "hmac_sha256",
     "identifier_secret",
     "keyed_digest",
     "learners_with_live_keys",

@@ -24,7 +24,6 @@ same id. Nothing is cached: a lookup after an erasure has committed finds nothin
 from __future__ import annotations
 
 import contextlib
-import hmac
 import secrets
 import time
 from collections.abc import Iterable
@@ -34,6 +33,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ._bulk import bulk_insert
+from ._hmac import hmac_sha256
 from ._schema import learner_directory
 
 #: Where a writer wants the learner id of its event's ``learner_of`` (see ``NewEvent``).
@@ -45,7 +45,7 @@ _PG_FIND = "SELECT digest, learner FROM learner_directory WHERE tenant = $1 AND 
 def directory_digest(secret: bytes, identity: str) -> str:
     """The directory's key for an identity: HMAC-SHA256 with the tenant secret (domain-separated from the
     statement index's digests)."""
-    return hmac.digest(secret, _DOMAIN + identity.encode(), "sha256").hex()  # one-shot: the C path, no HMAC object
+    return hmac_sha256(secret, _DOMAIN + identity.encode()).hex()
 
 
 def new_learner_id() -> str:

@@ -86,6 +86,10 @@ class NewEvent:
     ``key_id``). It is never stored in clear. A keyed event with ``private`` needs its own ``fingerprint``
     (the ciphertext differs every time, so it cannot be the content's identity).
 
+    ``new_key``: the writer made ``key`` just now from enough randomness that no event can have it yet (a random
+    UUID the writer assigned). The group commit then does not look it up among the stored keys (one index probe
+    per event under the log's write lock); the log's unique index on keys would still refuse a repeat.
+
     ``learner_of`` names the event's learner by the directory digest of her identity (see ``_directory``):
     the log resolves it to her learner id inside the append transaction (creating her directory row, and so
     her id, if she has none) and puts that id where the event has ``PENDING_LEARNER``: its stream, its
@@ -111,6 +115,7 @@ class NewEvent:
     #: work is not done under the log's write lock). Passed on to ``StoredEvent.prepared``; never stored or
     #: hashed, and never relied on: a handler must give the same result without it (a rebuild has none).
     prepared: Any = field(default=None, compare=False, repr=False)
+    new_key: bool = False
 
     @classmethod
     def of(cls, stream: str, event_type: str, data: Any, **kwargs: Any) -> NewEvent:

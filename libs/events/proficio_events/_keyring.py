@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import logging
 import os
 import secrets
@@ -51,6 +50,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ._bulk import bulk_insert
+from ._hmac import hmac_sha256
 from ._schema import learner_directory, learner_keys, tenant_secrets
 
 if TYPE_CHECKING:
@@ -233,7 +233,7 @@ async def identifier_secret(log: EventLog, tenant: str) -> bytes:
 def keyed_digest(secret: bytes, value: str) -> str:
     """A keyed digest of an identifier (hex HMAC-SHA256): equal identifiers give equal digests, and without
     the tenant secret nobody can test a guessed identifier against it."""
-    return hmac.digest(secret, _HMAC_DOMAIN + value.encode(), "sha256").hex()  # one-shot: the C path
+    return hmac_sha256(secret, _HMAC_DOMAIN + value.encode()).hex()
 
 
 async def destroy_keys(conn: AsyncConnection, tenant: str, learner: str, *, erased_by: str, at_us: int) -> list[str]:

@@ -51,6 +51,8 @@ _TIMESTAMP = re.compile(
 #: Leading zeros of a duration component's integer part (not of its fraction).
 _LEADING_ZEROS = re.compile(r"(?<![\d.,])0+(?=\d)")
 _DURATION_SECONDS = re.compile(r"(P[^T]*T(?:\d+H)?(?:\d+M)?)(\d+)(?:[.,](\d+))?S")
+_DURATIONS: dict[str, str] = {}  # duration -> its compared form (see _duration)
+_MAX_DURATIONS = 4096
 
 
 def statement_fingerprint(statement: dict[str, Any]) -> bytes:
@@ -70,23 +72,18 @@ def _statement(value: Any, *, sub: bool) -> Any:
     if not isinstance(value, dict):
         return _json(value)
     out: dict[str, Any] = {}
+    left_out = _LEFT_OUT_IN_SUBSTATEMENT if sub else _LEFT_OUT
     for key, item in value.items():
-        if key in _NOT_IN_STATEMENT or (key in _LRS_ASSIGNED and not sub):
+        if key in left_out:
             continue
-        if key == "actor":
-            out[key] = _actor(item)
-        elif key == "verb":
-            out[key] = _verb(item)
+        part = _PARTS.get(key)
+        if part is not None:
+            out[key] = part(item)
         elif key == "object":
             out[key] = _object(item, sub=sub)
-        elif key == "result":
-            out[key] = _result(item)
-        elif key == "context":
-            out[key] = _context(item)
-        elif key == "timestamp":  # only a SubStatement's gets here: the LRS never assigns that one
-            out[key] = _timestamp(item)
         else:
-            out[key] = _json(item)
+            # (A SubStatement's timestamp is one of _PARTS: only the top-level one is the LRS's to assign.)
+            out[key] = item if type(item) is str else _json(item)
     return out
 
 
@@ -99,7 +96,9 @@ def _actor(value: Any) -> Any:
 def _agent(value: Any) -> Any:
     if not isinstance(value, dict):
         return _json(value)
-    out = {key: _mbox(item) if key == "mbox" else _json(item) for key, item in value.items()}
+    out = {
+        key: _mbox(item) if key == "mbox" else item if type(item) is str else _json(item) for key, item in value.items()
+    }
     out.setdefault("objectType", "Agent")
     return out
 
@@ -118,7 +117,7 @@ def _group(value: dict[str, Any]) -> dict[str, Any]:
 def _verb(value: Any) -> Any:
     if not isinstance(value, dict):
         return _json(value)
-    return {key: _json(item) for key, item in value.items() if key != "display"}
+    return {key: item if type(item) is str else _json(item) for key, item in value.items() if key != "display"}
 
 
 def _object(value: Any, *, sub: bool) -> Any:
@@ -141,7 +140,7 @@ def _object(value: Any, *, sub: bool) -> Any:
 def _activity(value: Any) -> Any:
     if not isinstance(value, dict):
         return _json(value)
-    out = {key: _json(item) for key, item in value.items() if key != "definition"}
+    out = {key: item if type(item) is str else _json(item) for key, item in value.items() if key != "definition"}
     out.setdefault("objectType", "Activity")
     return out
 
@@ -238,6 +237,16 @@ def _duration(value: Any) -> Any:
     """Seconds truncated (never rounded) to 0.01 s; the rest of the string is compared as it is (§2.3.1.b8)."""
     if not isinstance(value, str):
         return _json(value)
+    # Most statements of a source repeat a few durations: each is worked out once (a bounded memo).
+    known = _DURATIONS.get(value)
+    if known is None:
+        if len(_DURATIONS) >= _MAX_DURATIONS:
+            _DURATIONS.clear()
+        known = _DURATIONS[value] = _normal_duration(value)
+    return known
+
+
+def _normal_duration(value: str) -> str:
     # A number is a number: PT01M11S (as tincan writes it) is PT1M11S. Units are never converted.
     value = _LEADING_ZEROS.sub("", value)
     match = _DURATION_SECONDS.fullmatch(value)
@@ -248,16 +257,26 @@ def _duration(value: Any) -> Any:
     return f"{head}{whole}.{hundredths}S" if hundredths else f"{head}{whole}S"
 
 
+#: A Statement's properties with a normalisation of their own (``object``, which depends on the level, aside).
+_PARTS = {"actor": _actor, "verb": _verb, "result": _result, "context": _context, "timestamp": _timestamp}
+_LEFT_OUT = _NOT_IN_STATEMENT | _LRS_ASSIGNED
+_LEFT_OUT_IN_SUBSTATEMENT = _NOT_IN_STATEMENT
+
+
 def _json(value: Any) -> Any:
     """Any JSON value with its numbers in one form: integral floats as ints, ints beyond orjson's range kept exact."""
     # The exact types orjson parses to first (most values are strings): one type() instead of four isinstance calls.
     kind = type(value)
     if kind is str or kind is bool or value is None:
         return value
+    if kind is float:
+        return int(value) if value.is_integer() and abs(value) < _EXACT_FLOAT_INT else value
+    if kind is int:
+        return value if _INT64[0] <= value <= _INT64[1] else orjson.Fragment(str(value).encode("ascii"))
     if kind is dict:
-        return {key: _json(item) for key, item in value.items()}
+        return {key: item if type(item) is str else _json(item) for key, item in value.items()}
     if kind is list:
-        return [_json(item) for item in value]
+        return [item if type(item) is str else _json(item) for item in value]
     return _json_other(value)
 
 

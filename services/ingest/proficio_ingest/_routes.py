@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 from datetime import datetime
 from typing import Any
 from urllib.parse import quote
@@ -100,11 +101,17 @@ def _validate(statement: Any, path: str, version: str) -> None:
         raise StatementValidationError(f"{path}.{exc.path}" if exc.path else path, exc.reason) from exc
 
 
-async def _store(request: Request, credential: Credential, prepared: list[dict[str, Any]], parts: Any) -> list[str]:
+async def _store(
+    request: Request,
+    credential: Credential,
+    prepared: list[dict[str, Any]],
+    parts: Any,
+    new_ids: AbstractSet[str] = frozenset(),
+) -> list[str]:
     check_attachments(prepared, parts)
     for statement in prepared:
         check_signed_statement(statement, parts)
-    return await statement_service(request).store(credential.tenant, credential, prepared, parts)
+    return await statement_service(request).store(credential.tenant, credential, prepared, parts, new_ids=new_ids)
 
 
 @router.put("/statements", status_code=204)
@@ -141,22 +148,23 @@ async def post_statements(request: Request) -> Response:
     if len(batch) > settings(request).max_batch:
         raise BadRequest(f"at most {settings(request).max_batch} statements may be sent in one request")
     seen: set[str] = set()
+    version = xapi_version(request)
     for index, statement in enumerate(batch):
         if index % TURN_EVERY == TURN_EVERY - 1:
             await asyncio.sleep(0)  # the group commit in progress gets its turn (see TURN_EVERY)
         path = f"statements[{index}]" if isinstance(body, list) else "statement"
-        _validate(statement, path, xapi_version(request))
+        _validate(statement, path, version)
         statement_id = statement.get("id")
         if isinstance(statement_id, str):
             if statement_id.lower() in seen:
                 raise BadRequest(f"{path}.id: statement id {statement_id} appears twice in the batch")
             seen.add(statement_id.lower())
-    fresh_ids = iter(new_statement_ids(sum(1 for statement in batch if not statement.get("id"))))
-    version = xapi_version(request)
+    assigned = new_statement_ids(sum(1 for statement in batch if not statement.get("id")))
+    fresh_ids = iter(assigned)
     prepared = [
         prepare(statement, credential, version, None if statement.get("id") else next(fresh_ids)) for statement in batch
     ]
-    return JSONResponse(await _store(request, credential, prepared, parts))
+    return JSONResponse(await _store(request, credential, prepared, parts, frozenset(assigned)))
 
 
 # -- reading --------------------------------------------------------------------------------------------

@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hmac
 import os
 import time
-import uuid
 from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, replace
 from datetime import UTC
 from typing import Any
@@ -34,6 +33,7 @@ from proficio_events import (
     InlineHandler,
     NewEvent,
     StoredEvent,
+    hmac_sha256,
     identifier_secret,
     open_sealed,
     read_keys,
@@ -64,7 +64,7 @@ TURN_EVERY = 10
 
 def keyed_fingerprint(secret: bytes, statement: dict[str, Any]) -> bytes:
     """The statement's comparison digest (``statement_fingerprint``), keyed with the tenant's secret."""
-    return hmac.digest(secret, statement_fingerprint(statement), "sha256")  # one-shot: the C path, no HMAC object
+    return hmac_sha256(secret, statement_fingerprint(statement))
 
 
 def attachment_events(
@@ -130,9 +130,18 @@ def _normalise_context(context: Any) -> Any:
 
 
 def new_statement_ids(count: int) -> list[str]:
-    """Random (version 4) UUIDs from one read of the OS's randomness, not one system call each."""
-    randomness = os.urandom(16 * count)
-    return [str(uuid.UUID(bytes=randomness[i * 16 : i * 16 + 16], version=4)) for i in range(count)]
+    """Random (version 4) UUIDs from one read of the OS's randomness, not one system call each: what
+    ``str(uuid.UUID(bytes=..., version=4))`` gives for the same bytes, formatted without the UUID object."""
+    randomness = bytearray(os.urandom(16 * count))
+    for start in range(0, 16 * count, 16):
+        randomness[start + 6] = randomness[start + 6] & 0x0F | 0x40  # version 4
+        randomness[start + 8] = randomness[start + 8] & 0x3F | 0x80  # RFC 4122 variant
+    text = randomness.hex()
+    ids = []
+    for start in range(0, 32 * count, 32):
+        part = text[start : start + 32]
+        ids.append(f"{part[:8]}-{part[8:12]}-{part[12:16]}-{part[16:20]}-{part[20:]}")
+    return ids
 
 
 def prepare(
@@ -286,11 +295,14 @@ class StatementService:
         parts: dict[str, AttachmentPart],
         *,
         also: InlineHandler | None = None,
+        new_ids: AbstractSet[str] = frozenset(),
     ) -> list[str]:
         """Append the statements (already validated and prepared) and their attachments: all or nothing.
 
         ``also`` runs in the append transaction after the query tables are updated, with the new events (it
-        does not run when every statement was stored before).
+        does not run when every statement was stored before). ``new_ids`` are the ids this LRS assigned to
+        statements sent without one (``new_statement_ids``, lower case): random UUIDs no stored statement can
+        have, so the log does not look their keys up (``NewEvent.new_key``).
         """
         events: list[NewEvent] = []
         secret = await identifier_secret(self.log, tenant)
@@ -308,6 +320,7 @@ class StatementService:
                     projection.STATEMENT_VOIDED if projection.is_voiding(statement) else projection.STATEMENT_STORED,
                     {"statement": redacted, "credential": credential.key, "define": credential.may_define},
                     key=STATEMENT_KEY + str(statement["id"]).lower(),
+                    new_key=bool(new_ids) and statement["id"] in new_ids,
                     fingerprint=keyed_fingerprint(secret, statement),
                     private=personal,
                     seal_for=PENDING_LEARNER,

@@ -21,6 +21,8 @@ import re
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Literal, NoReturn
 
+import orjson
+
 from proficio_ingest._errors import StatementValidationError
 
 __all__ = [
@@ -442,12 +444,47 @@ def _scan_language_tag(tag: str) -> bool:
 # Statement parts.
 
 
+#: Verbs and Activity objects found valid, as their JSON (the bytes orjson writes, which tell every JSON value
+#: apart): statements name the same few over and over, and whether one is valid depends on nothing else (not the
+#: version, not where it is). A part seen before is not checked again. Bounded: emptied when full.
+_VALID_PARTS: set[bytes] = set()
+_MAX_VALID_PARTS = 4096
+
+
+def _part_key(kind: bytes, value: object) -> bytes | None:
+    try:
+        return kind + orjson.dumps(value)
+    except TypeError:  # not JSON (keys that are not strings, integers past 64 bits): checked every time
+        return None
+
+
+def _valid_part(key: bytes | None) -> None:
+    if key is not None:
+        if len(_VALID_PARTS) >= _MAX_VALID_PARTS:
+            _VALID_PARTS.clear()
+        _VALID_PARTS.add(key)
+
+
 def _check_core(stmt: _JSONObject, path: str, v2: bool, *, in_substatement: bool) -> None:
     """The properties a Statement and a SubStatement share."""
     _actor(stmt["actor"], _join(path, "actor"))
-    verb_id = _verb(stmt["verb"], _join(path, "verb"))
+    verb = stmt["verb"]
+    key = _part_key(b"verb:", verb)
+    if key is not None and key in _VALID_PARTS:
+        verb_id = verb["id"]  # type: ignore[index]  # a valid Verb: a JSON object with an IRI id
+    else:
+        verb_id = _verb(verb, _join(path, "verb"))
+        _valid_part(key)
     object_path = _join(path, "object")
-    object_type = _statement_object(stmt["object"], object_path, v2, in_substatement=in_substatement)
+    target = stmt["object"]
+    is_activity = type(target) is dict and target.get("objectType", "Activity") == "Activity"
+    key = _part_key(b"activity:", target) if is_activity else None
+    if key is not None and key in _VALID_PARTS:
+        object_type = "Activity"
+    else:
+        object_type = _statement_object(target, object_path, v2, in_substatement=in_substatement)
+        if object_type == "Activity":
+            _valid_part(key)
     if verb_id == _VOIDED_VERB and object_type != "StatementRef":
         # Data 2.3.2: a voiding statement's object must be a StatementRef to the voided statement.
         _fail(object_path, "must be a StatementRef when the verb is 'http://adlnet.gov/expapi/verbs/voided'")

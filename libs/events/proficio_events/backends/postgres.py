@@ -82,11 +82,11 @@ _STREAM_VERSIONS = sa.text(
 # already stored under the batches' keys, kind 1 the current version of each stream (in `position`),
 # kind 2 the log's head (position, recorded_us) and the tenant's last hash (in `hash`), kind 3 the newest
 # event of each stream of a decided append (version in `position`; `hash` not NULL when its key is destroyed),
-# kind 4 the live data key of each learner the group may seal for, named ($5) or found in the directory by the
-# batches' digests ($6) (learner in `stream`, key in `sealed`; two branches, each an index scan, where one with OR
-# read the whole key table; a learner found both ways comes twice), kind 5 the learner ids the directory holds for the
-# batches' digests (`NewEvent.learner_of`; digest in `key`, learner in `stream`) with the current version of each
-# one's stream (in `position`).
+# kind 4 the live data key of each learner the group may seal for and names ($5) (learner in `stream`, key in
+# `sealed`), kind 5 the learner ids the directory holds for the batches' digests ($6, `NewEvent.learner_of`; digest in
+# `key`, learner in `stream`) with the current version of each one's stream (in `position`) and, when $7 (the group
+# may seal for them), her live data key as in kind 4 (NULL if she has none): one directory lookup per digest, where a
+# branch of its own for those keys looked each digest up a second time. A learner found both ways comes twice.
 _GROUP_KEYS = f"""
 SELECT 0 AS kind, {", ".join("e." + c for c in EVENT_COLUMNS)}
   FROM unnest($2::text[]) AS q(key)
@@ -120,21 +120,16 @@ SELECT 4, NULL::bigint, NULL, k.learner, NULL::int, NULL, NULL::smallint, NULL::
   JOIN LATERAL (SELECT * FROM learner_keys x WHERE x.tenant = $1 AND x.learner = q.learner AND x.erased_us IS NULL
                 ORDER BY x.learner LIMIT 1) AS k ON true
 UNION ALL
-SELECT 4, NULL::bigint, NULL, k.learner, NULL::int, NULL, NULL::smallint, NULL::bigint, NULL, NULL::bytea, NULL::bytea,
-       k.data_key, k.key_id, NULL::bytea, NULL::bytea
-  FROM unnest($6::text[]) AS q(digest)
-  JOIN LATERAL (SELECT x.learner FROM learner_directory x WHERE x.tenant = $1 AND x.digest = q.digest
-                ORDER BY x.digest LIMIT 1) AS l ON true
-  JOIN LATERAL (SELECT * FROM learner_keys x WHERE x.tenant = $1 AND x.learner = l.learner AND x.erased_us IS NULL
-                ORDER BY x.learner LIMIT 1) AS k ON true
-UNION ALL
 SELECT 5, (SELECT v.stream_version FROM events v WHERE v.tenant = $1 AND v.stream = d.learner
            ORDER BY v.stream_version DESC LIMIT 1)::bigint,
        NULL, d.learner, NULL::int, NULL, NULL::smallint, NULL::bigint, d.digest, NULL::bytea, NULL::bytea,
-       NULL::bytea, NULL, NULL::bytea, NULL::bytea
-  FROM unnest($7::text[]) AS q(digest)
+       k.data_key, k.key_id, NULL::bytea, NULL::bytea
+  FROM unnest($6::text[]) AS q(digest)
   JOIN LATERAL (SELECT x.learner, x.digest FROM learner_directory x WHERE x.tenant = $1 AND x.digest = q.digest
                 ORDER BY x.digest LIMIT 1) AS d ON true
+  LEFT JOIN LATERAL (SELECT x.data_key, x.key_id FROM learner_keys x
+                     WHERE $7 AND x.tenant = $1 AND x.learner = d.learner AND x.erased_us IS NULL
+                     ORDER BY x.learner LIMIT 1) AS k ON true
 """
 
 # The group's read as a function of the session: it takes the write lock, then reads in a statement of its own,
@@ -150,15 +145,21 @@ SELECT 5, (SELECT v.stream_version FROM events v WHERE v.tenant = $1 AND v.strea
 # chose to, cost more than running it, so its plan is the generic one, made once per connection, with sequential
 # scans off. All but one branch pick the same indexes on an empty table as on a large one; the key lookups
 # (_GROUP_KEYS) on a nearly empty table chose the narrower (tenant, position) index and would have kept it as the
-# table grew, so they are planned on each call (EXECUTE: a small query, cheap to plan, seeing the current stats).
-# The inline handlers' group reads (GroupRead) follow in the same call, each with two parameters of its own.
+# table grew, so they are planned on each call (EXECUTE: a small query, cheap to plan, seeing the current stats), and
+# only when there are keys to look up (a batch of statements this LRS gave ids has none: ``NewEvent.new_key``; the
+# planning alone was ~0.2 ms of the database's CPU per group). The inline handlers' group reads (GroupRead) follow in
+# the same call, each with two parameters of its own.
 
 
 def _group_state_function(reads: Sequence[GroupRead]) -> str:
     """The function's definition, with the log's group reads after its own (read i gets parameters 8+2i, 9+2i)."""
-    own = " RETURN QUERY EXECUTE $k$" + _GROUP_KEYS + "$k$ USING $1, $2; RETURN QUERY " + _GROUP_STATE + ";"
+    own = (
+        " IF cardinality($2) > 0 THEN RETURN QUERY EXECUTE $k$" + _GROUP_KEYS + "$k$ USING $1, $2; END IF;"
+        " RETURN QUERY " + _GROUP_STATE + ";"
+    )
     theirs = "".join(" RETURN QUERY " + _renumbered(read.sql, 6 + 2 * i) + ";" for i, read in enumerate(reads))
-    parameters = ", ".join(["text"] + ["text[]"] * (6 + 2 * len(reads)))
+    # $7 says whether the group may seal (kind 5 then reads the learners' keys too).
+    parameters = ", ".join(["text", *["text[]"] * 5, "boolean", *["text[]"] * (2 * len(reads))])
     return (
         f"CREATE OR REPLACE FUNCTION pg_temp.proficio_group_state({parameters})"
         " RETURNS TABLE (" + ", ".join(f"c{i} {kind}" for i, kind in enumerate(GROUP_READ_TYPES)) + ")"
@@ -393,8 +394,7 @@ class PostgresEventLog(SqlEventLog):
             if head_streams:
                 found_heads[tenant] = {}
             named = sorted((sealing or {}).get(tenant, ()))
-            sealing_digests = digests if sealing is not None else []
-            args: list[Any] = [tenant, event_keys, sorted(streams), head_streams, named, sealing_digests, digests]
+            args: list[Any] = [tenant, event_keys, sorted(streams), head_streams, named, digests, sealing is not None]
             for read in group_reads:
                 read_arguments = (reads or {})[tenant][read.name]
                 args.extend(read_arguments)
@@ -412,6 +412,8 @@ class PostgresEventLog(SqlEventLog):
                 elif kind == 1 or kind == 5:
                     if kind == 5:
                         learners[(tenant, row[8])] = row[3]
+                        if keys is not None and row[12] is not None:
+                            keys[(tenant, row[3])] = DataKey(row[12], bytes(row[11]))
                     if row[1] is not None:
                         versions[tenant][row[3]] = int(row[1])
                 elif kind == 4:
