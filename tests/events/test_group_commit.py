@@ -55,4 +55,5 @@ async def test_the_ingest_service_takes_the_setting(store_url: str, monkeypatch:
         assert log.max_group_events == 7
     finally:
         await log.close()
-    assert IngestSettings.model_fields["group_max_events"].default == MAX_GROUP_EVENTS
+    # The service's own default is smaller than the log's: groups of a few requests overlap with the parsing.
+    assert IngestSettings.model_fields["group_max_events"].default == 400 < MAX_GROUP_EVENTS

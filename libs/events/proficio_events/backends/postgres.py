@@ -1,14 +1,14 @@
 """The production backend: PostgreSQL through asyncpg.
 
-Appends take ``LOCK TABLE events IN EXCLUSIVE MODE`` (with a lock timeout) so that insert order is
+Appends take one transaction-scoped advisory lock (``WRITE_LOCK``, with a lock timeout) so that insert order is
 commit order: a reader that has seen position N can never later find a smaller position commit. The lock is
 taken by the group commit's one read (a function of the session, ``pg_temp.proficio_group_state``), and a
 group that commits while more appends wait begins the next one's transaction in the same round trip
 (``COMMIT; BEGIN``): three round trips a group (read, insert, commit) rather than five. When another
 process holds the lock, the read says so at once; the group then waits for it and takes the appends queued
 meanwhile before it reads (one round trip more, but whole groups rather than halves).
-Plain SELECTs are not blocked by that lock. Positions are allocated under the lock as max + 1, so
-the log has no holes at all, not even from rolled-back appends. Batches go in with one
+Plain SELECTs, VACUUM and ANALYZE are not blocked by that lock, nor block it. Positions are allocated
+under the lock as max + 1, so the log has no holes at all, not even from rolled-back appends. Batches go in with one
 ``INSERT ... SELECT FROM unnest(...)`` prepared once for any batch size (COPY for large ones). A
 statement trigger on the events table NOTIFYs the channel ``proficio_log`` with the newest position
 (migration 0002), so waiting readers wake at once, whoever wrote.
@@ -47,6 +47,10 @@ READERS = 8
 ANALYZE_FIRST = 500
 ANALYZE_GROWTH = 4
 ANALYZE_EARLY_UNTIL = 2_000_000
+#: The appends' lock: a transaction-scoped advisory lock, which every writer of the log takes (not a lock on the
+#: events table, which autovacuum's and ANALYZE's SHARE UPDATE EXCLUSIVE would conflict with: appends stalled
+#: behind them, up to deadlock_timeout, until autovacuum gave way).
+WRITE_LOCK = 7220002
 #: From this many rows on, a batch goes in by binary COPY rather than one unnest() insert.
 COPY_THRESHOLD = 200
 _TYPES = (
@@ -168,12 +172,11 @@ def _group_state_function(reads: Sequence[GroupRead]) -> str:
     )
 
 
-# The lock, without waiting: if another writer holds it, one row of kind -1 (LockTaken) and nothing else. (In a block
-# of its own: a failed statement rolls back to the block's start.) A writer that already holds it gets it at once.
+# The lock, without waiting: if another writer holds it, one row of kind -1 (LockTaken) and nothing else. A writer
+# that already holds it gets it at once.
 _LOCK_OR_SAY_TAKEN = (
-    " BEGIN LOCK TABLE events IN EXCLUSIVE MODE NOWAIT;"
-    " EXCEPTION WHEN lock_not_available THEN"
-    " RETURN QUERY SELECT -1, " + ", ".join(f"NULL::{kind}" for kind in GROUP_READ_TYPES[1:]) + "; RETURN; END;"
+    f" IF NOT pg_try_advisory_xact_lock({WRITE_LOCK}) THEN"
+    " RETURN QUERY SELECT -1, " + ", ".join(f"NULL::{kind}" for kind in GROUP_READ_TYPES[1:]) + "; RETURN; END IF;"
 )
 _TAKEN = -1
 
@@ -330,7 +333,7 @@ class PostgresEventLog(SqlEventLog):
 
     async def _wait_for_lock(self, conn: AsyncConnection) -> None:
         raw = await conn.get_raw_connection()
-        await raw.driver_connection.execute("LOCK TABLE events IN EXCLUSIVE MODE")  # type: ignore[union-attr]
+        await raw.driver_connection.execute(f"SELECT pg_advisory_xact_lock({WRITE_LOCK})")  # type: ignore[union-attr]
 
     async def _release_writer(self) -> None:
         conn, self._held = self._held, None
