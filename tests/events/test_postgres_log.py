@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from proficio_events import StoredEvent
 from tests.support.postgres import PostgresServer, _as_postgres, port
+from tests.support.queries import record_queries
 
 from .contract import LogContract
 
@@ -104,23 +105,13 @@ class TestPostgresLog(LogContract):
         group's transaction begun in the commit's round trip); the connection goes back once none is left."""
         import asyncio
 
-        import asyncpg
-
         from proficio_events import NewEvent
         from proficio_events.backends.postgres import PostgresEventLog
 
         log = PostgresEventLog(log_url)
         await log.migrate()
         await log.append("t", [NewEvent.of("s", "E", {})])  # the writer's connection has its function now
-        sent: list[str] = []
-        for name in ("execute", "fetch", "_executemany", "copy_records_to_table"):
-            original = getattr(asyncpg.Connection, name)
-
-            def counting(self: asyncpg.Connection, *args: object, _original: object = original, **kw: object) -> object:
-                sent.append(str(args[0]) if args else "")
-                return _original(self, *args, **kw)  # type: ignore[operator]
-
-            monkeypatch.setattr(asyncpg.Connection, name, counting)
+        sent = record_queries(monkeypatch, ("execute", "fetch", "_executemany", "copy_records_to_table"))
         try:
             appends = 40
             log.max_group_events = 6  # all are queued before the first group starts: 7 groups
@@ -148,8 +139,6 @@ class TestPostgresLog(LogContract):
         round trip, per tenant, with the arguments made from the group's new events; its rows are in the append
         transaction for the handler, and only there."""
         import asyncio
-
-        import asyncpg
 
         from proficio_events import GroupRead, GroupReadResult, NewEvent, group_read_rows
         from proficio_events.backends.postgres import PostgresEventLog
@@ -181,14 +170,7 @@ class TestPostgresLog(LogContract):
 
         await log.append("t", [NewEvent.of("s", "E", {"name": "x"})], inline=handler)  # makes the function
         seen.clear()
-        sent: list[str] = []
-        fetch = asyncpg.Connection.fetch
-
-        def counting(self: asyncpg.Connection, query: str, *args: object, **kwargs: object) -> object:
-            sent.append(query)
-            return fetch(self, query, *args, **kwargs)
-
-        monkeypatch.setattr(asyncpg.Connection, "fetch", counting)
+        sent = record_queries(monkeypatch)
         try:
             await asyncio.gather(
                 log.append("t", [NewEvent.of("s", "E", {"name": "a"}), NewEvent.of("s", "E", {"name": "b"})],
@@ -227,19 +209,13 @@ class TestPostgresLog(LogContract):
         await log.migrate()
         await log.append("t", [NewEvent.of("s", "E", {})])  # the writer's connection has its function now
         other = await asyncpg.connect(log._dsn)
-        sent: list[str] = []
         waiting = asyncio.Event()
-        for name in ("execute", "fetch"):
-            original = getattr(asyncpg.Connection, name)
 
-            def counting(self: asyncpg.Connection, *args: object, _original: object = original, **kw: object) -> object:
-                if self is not other:
-                    sent.append(str(args[0]) if args else "")
-                    if sent[-1].startswith("SELECT pg_advisory_xact_lock"):
-                        waiting.set()
-                return _original(self, *args, **kw)  # type: ignore[operator]
+        def told_to_wait(query: str) -> None:
+            if query.startswith("SELECT pg_advisory_xact_lock"):
+                waiting.set()
 
-            monkeypatch.setattr(asyncpg.Connection, name, counting)
+        sent = record_queries(monkeypatch, ("execute", "fetch"), ignore=other, on_sent=told_to_wait)
         try:
             holding = other.transaction()
             await holding.start()

@@ -602,9 +602,8 @@ async def test_the_projections_lookups_come_in_the_group_commits_read(
     """On PostgreSQL the statement projection's two lookups (stored statements that point at the new ones, stored
     definitions of the activities they define) run in the log's group read, in its round trip; elsewhere the
     projection reads for itself. Either way a reference that came first and a definition stored before apply."""
-    import asyncpg
-
     from proficio_ingest import _projection
+    from tests.support.queries import record_queries
 
     item = "http://example.org/item/78"
     assert (
@@ -621,15 +620,8 @@ async def test_the_projections_lookups_come_in_the_group_commits_read(
         results.append(group_read_rows(*args))
         return results[-1]
 
-    queries: list[str] = []
-    fetch = asyncpg.Connection.fetch
-
-    def counting(self: asyncpg.Connection, query: str, *args: Any, **kwargs: Any) -> Any:
-        queries.append(query)
-        return fetch(self, query, *args, **kwargs)
-
     monkeypatch.setattr(_projection, "group_read_rows", recording)
-    monkeypatch.setattr(asyncpg.Connection, "fetch", counting)
+    queries = record_queries(monkeypatch)
     x = statement(77, object={"id": item, "definition": {"name": {"fr-FR": "Objet"}}})
     assert (await client.put(x_id, x)).status_code == 204
     monkeypatch.undo()
