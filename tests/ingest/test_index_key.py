@@ -1,8 +1,10 @@
-"""The statement index's primary key (migration ingest_0010): (kind, value, tenant, position), values bytewise on
-PostgreSQL; rows written before it are kept and still found, on both backends."""
+"""The statement index's primary key (migration ingest_0011): (pair_key, position), pair_key a digest of (tenant,
+kind, value); rows written before it are kept, given the same digest as new ones, and still found, on both
+backends."""
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import orjson
@@ -12,24 +14,23 @@ from alembic import command
 from alembic.config import Config
 
 from proficio_ingest._app import MIGRATIONS, VERSION_TABLE
+from proficio_ingest._projection import pair_key
 
 from .conftest import Client, statement
 
 pytestmark = pytest.mark.filterwarnings("error")
 
 
-async def _key_and_collation(client: Client) -> tuple[list[str], str | None]:
+async def _key(client: Client) -> list[str]:
     async with client.log.engine.connect() as conn:
         key = await conn.run_sync(lambda sync: sa.inspect(sync).get_pk_constraint("xapi_statement_index"))
-        collation = None
-        if conn.dialect.name == "postgresql":
-            collation = await conn.scalar(
-                sa.text(
-                    "SELECT collation_name FROM information_schema.columns"
-                    " WHERE table_name = 'xapi_statement_index' AND column_name = 'value'"
-                )
-            )
-    return list(key["constrained_columns"]), collation
+    return list(key["constrained_columns"])
+
+
+async def _pair_keys(client: Client) -> dict[tuple[str, int, str, int], str]:
+    async with client.log.engine.connect() as conn:
+        rows = await conn.execute(sa.text("SELECT tenant, kind, value, position, pair_key FROM xapi_statement_index"))
+        return {(r[0], r[1], r[2], r[3]): str(r[4]).replace("-", "") for r in rows}
 
 
 def _migrate(sync: sa.Connection, revision: str) -> None:
@@ -49,10 +50,22 @@ async def _found(client: Client, agent: dict[str, Any], **more: str) -> list[str
     return [s["id"] for s in answer.json()["statements"]]
 
 
-async def test_the_key_leads_with_kind_and_value(client: Client) -> None:
-    key, collation = await _key_and_collation(client)
-    assert key == ["kind", "value", "tenant", "position"]
-    assert collation == ("C" if client.log.engine.dialect.name == "postgresql" else None)
+async def test_the_key_is_the_pairs_digest_and_the_position(client: Client) -> None:
+    assert await _key(client) == ["pair_key", "position"]
+    posted = await client.post([statement(1)])
+    assert posted.status_code == 200, posted.text
+    keys = await _pair_keys(client)
+    assert len(keys) == 4  # actor, authority, verb, object
+    for (tenant, kind, value, _position), key in keys.items():
+        assert key == pair_key(tenant, kind, value)
+        assert len(key) == 32
+
+
+def test_a_pair_key_is_sha256_of_tenant_kind_and_value() -> None:
+    expected = hashlib.sha256("district-7\x1f3\x1fhttp://example.org/verbs/é".encode()).hexdigest()[:32]
+    assert pair_key("district-7", 3, "http://example.org/verbs/é") == expected
+    assert pair_key("district-8", 3, "http://example.org/verbs/é") != expected  # the tenant is part of it
+    assert pair_key("district-7", 4, "http://example.org/verbs/é") != expected
 
 
 async def test_rows_from_before_the_new_key_are_kept_and_found(client: Client) -> None:
@@ -61,15 +74,17 @@ async def test_rows_from_before_the_new_key_are_kept_and_found(client: Client) -
     posted = await client.post(sent)
     assert posted.status_code == 200, posted.text
     ids = posted.json()
+    written = await _pair_keys(client)
     async with client.log.engine.begin() as conn:
         before = await conn.scalar(sa.text("SELECT count(*) FROM xapi_statement_index"))
-        await conn.run_sync(_migrate, "ingest_0009")
-    assert (await _key_and_collation(client))[0] == ["tenant", "kind", "value", "position"]  # as it was
+        await conn.run_sync(_migrate, "ingest_0010")
+    assert await _key(client) == ["kind", "value", "tenant", "position"]  # as it was
     async with client.log.engine.begin() as conn:
         await conn.run_sync(_migrate, "heads")
         rows = await conn.scalar(sa.text("SELECT count(*) FROM xapi_statement_index"))
-    assert (await _key_and_collation(client))[0] == ["kind", "value", "tenant", "position"]
+    assert await _key(client) == ["pair_key", "position"]
     assert rows == before == 3 * 5  # each statement's: actor, instructor, authority, verb, object
+    assert await _pair_keys(client) == written  # the migration's digests (SQL on PostgreSQL) are the writers'
     assert await _found(client, sent[1]["actor"]) == [ids[1]]
     assert await _found(client, teacher, related_agents="true") == ids[::-1]
     assert (await client.post([statement(9, context={"instructor": teacher})])).status_code == 200

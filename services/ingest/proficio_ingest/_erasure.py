@@ -60,7 +60,7 @@ from ._deps import event_log
 from ._errors import BadRequest, StatementValidationError
 from ._http import JSONResponse
 from ._learners import find_learner_ids
-from ._projection import AGENT_RELATED, agent_value
+from ._projection import AGENT_RELATED, agent_value, pair_key
 from ._schema import documents, statement_index, statements
 from ._validation import validate_agent_json
 
@@ -141,7 +141,7 @@ async def erase_learners(
         if digests:
             await conn.execute(
                 index.delete().where(
-                    index.c.tenant == tenant, index.c.kind == AGENT_RELATED, index.c.value.in_(digests)
+                    index.c.pair_key.in_([pair_key(tenant, AGENT_RELATED, digest) for digest in digests])
                 )
             )
         gone = await conn.execute(

@@ -13,10 +13,12 @@ replays the log into empty tables (``rebuild``): the tables depend only on the e
 from __future__ import annotations
 
 import base64
+import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -96,8 +98,21 @@ def _merged(pairs: AbstractSet[Pair]) -> dict[tuple[int, str], bool]:
     return merged
 
 
-def index_rows(tenant: str, position: int, pairs: AbstractSet[Pair]) -> list[tuple[str, int, str, int, bool]]:
-    return [(tenant, kind, value, position, narrow) for (kind, value), narrow in _merged(pairs).items()]
+@lru_cache(maxsize=1 << 16)  # verbs, activities, instructors and authorities repeat in statement after statement
+def pair_key(tenant: str, kind: int, value: str) -> str:
+    """The statement index's key for (tenant, stored kind, value): the first 16 bytes of SHA-256 over them, in hex
+    (a uuid on PostgreSQL). Migration ingest_0011 computes the same in SQL for rows stored before it."""
+    return hashlib.sha256(f"{tenant}\x1f{kind}\x1f{value}".encode()).hexdigest()[:32]
+
+
+IndexRow = tuple[str, int, str, int, bool, str]  # tenant, kind, value, position, narrow, pair_key
+
+
+def index_rows(tenant: str, position: int, pairs: AbstractSet[Pair]) -> list[IndexRow]:
+    return [
+        (tenant, kind, value, position, narrow, pair_key(tenant, kind, value))
+        for (kind, value), narrow in _merged(pairs).items()
+    ]
 
 
 def format_stored(recorded_us: int) -> str:
@@ -233,7 +248,7 @@ class Prepared:
     """What ``prepare_statement`` works out for a statement event before its append, outside the log's write
     lock (``NewEvent.prepared``): everything of its rows but the position and the stored time."""
 
-    index: tuple[tuple[int, str, bool], ...]  # index_rows of its own pairs, without tenant and position
+    index: tuple[tuple[int, str, bool, str], ...]  # index_rows of its own pairs: (kind, value, narrow, pair_key)
     pairs: frozenset[Pair]  # its own pairs (keyed), for statements that point at it
     body: bytes  # the redacted statement as JSON, without its closing brace (``stored`` goes after)
     has_timestamp: bool
@@ -241,7 +256,7 @@ class Prepared:
 
 
 def prepare_statement(
-    secret: bytes, whole: dict[str, Any], redacted: dict[str, Any], memo: dict[str, str]
+    tenant: str, secret: bytes, whole: dict[str, Any], redacted: dict[str, Any], memo: dict[str, str]
 ) -> Prepared | None:
     """The statement's index pairs and body, as ``apply`` would compute them (None: let ``apply`` do it).
 
@@ -260,7 +275,9 @@ def prepare_statement(
     if body == b"{}":
         return None
     return Prepared(
-        tuple([(kind, value, narrow) for (kind, value), narrow in _merged(pairs).items()]),
+        tuple(
+            [(kind, value, narrow, pair_key(tenant, kind, value)) for (kind, value), narrow in _merged(pairs).items()]
+        ),
         frozenset(pairs),
         body[:-1],
         "timestamp" in redacted,
@@ -392,7 +409,7 @@ async def _apply_statements(conn: AsyncConnection, tenant: str, batch: dict[str,
             batch[target_id].voided = True
 
     statement_rows: list[tuple[Any, ...]] = []
-    found_by: list[tuple[str, int, str, int, bool]] = []
+    found_by: list[IndexRow] = []
     for sid, new in batch.items():
         stored = format_stored(new.event.recorded_us)
         position = new.event.position
@@ -403,7 +420,8 @@ async def _apply_statements(conn: AsyncConnection, tenant: str, batch: dict[str,
                  new.event.sealed, new.event.key_id)
             )  # fmt: skip
             if not new.extra:
-                found_by.extend([(tenant, kind, value, position, narrow) for kind, value, narrow in new.prepared.index])
+                found_by.extend([(tenant, kind, value, position, narrow, key)
+                                 for kind, value, narrow, key in new.prepared.index])  # fmt: skip
                 continue
             found_by.extend(index_rows(tenant, position, new.pairs | new.extra))
             continue
@@ -600,7 +618,7 @@ async def _propagate(
         if not rows:
             return
         next_round: dict[str, set[Pair]] = {}
-        new_rows: list[tuple[str, int, str, int, bool]] = []
+        new_rows: list[IndexRow] = []
         for sid, position, target_id in rows:
             inherited = pairs_by_id[target_id]
             new_rows.extend(index_rows(tenant, position, inherited))

@@ -15,7 +15,7 @@ from ._agents import IFI_PROPERTIES, identity_key
 from ._deps import authenticate, event_log, parameters
 from ._errors import BadRequest, StatementValidationError
 from ._http import JSONResponse, PlainRoute
-from ._projection import AGENT, agent_value, index_condition
+from ._projection import AGENT, agent_value, index_condition, pair_key
 from ._schema import activities, statement_index, statements
 from ._statements import opened_statement
 from ._validation import validate_agent_json
@@ -77,8 +77,8 @@ async def get_person(request: Request) -> Response:
     value = agent_value(await identifier_secret(event_log(request), tenant), key)
     query = (
         sa.select(s.c.body, s.c.learner, s.c.sealed, s.c.key_id)
-        .select_from(index.join(s, sa.and_(s.c.tenant == index.c.tenant, s.c.position == index.c.position)))
-        .where(index.c.tenant == tenant, index.c.kind == kind, index.c.value == value, index.c.narrow)
+        .select_from(index.join(s, sa.and_(s.c.tenant == tenant, s.c.position == index.c.position)))
+        .where(index.c.pair_key == pair_key(tenant, kind, value), index.c.narrow)
         .order_by(index.c.position.desc())
         .limit(PERSON_STATEMENTS)
     )

@@ -233,7 +233,7 @@ def _then(also: InlineHandler) -> InlineHandler:
 
 def _matches(index: Any, tenant: str, kind: int, value: str) -> sa.ColumnElement[bool]:
     stored, narrow = projection.index_condition(kind)
-    condition = sa.and_(index.c.tenant == tenant, index.c.kind == stored, index.c.value == value)
+    condition = index.c.pair_key == projection.pair_key(tenant, stored, value)
     return sa.and_(condition, index.c.narrow == sa.true()) if narrow else condition
 
 
@@ -248,12 +248,13 @@ def _pg_find(tenant: str, query: StatementQuery, after: int | None, bound: int) 
 
     def matches(alias: str, kind: int, value: str) -> str:
         stored, narrow = projection.index_condition(kind)
-        condition = f"{alias}.tenant = $1 AND {alias}.kind = {arg(stored)} AND {alias}.value = {arg(value)}"
+        condition = f"{alias}.pair_key = {arg(projection.pair_key(tenant, stored, value))}::uuid"
         return condition + (f" AND {alias}.narrow" if narrow else "")
 
     if query.pairs:
         order = "f.position"
-        sql = "FROM xapi_statement_index f JOIN xapi_statements s ON s.tenant = f.tenant AND s.position = f.position"
+        # The tenant from the query, not the index row: the index answers alone (pair_key, position, narrow).
+        sql = "FROM xapi_statement_index f JOIN xapi_statements s ON s.tenant = $1 AND s.position = f.position"
         where = [matches("f", *query.pairs[0])]
         for n, (kind, value) in enumerate(query.pairs[1:]):
             where.append(
@@ -327,7 +328,7 @@ class StatementService:
                     learner_of=learner_digest(secret, statement.get("actor")),
                     # The projection's rows, but for position and stored time, worked out here rather than
                     # under the log's write lock.
-                    prepared=projection.prepare_statement(secret, statement, redacted, digests),
+                    prepared=projection.prepare_statement(tenant, secret, statement, redacted, digests),
                 )
             )
         try:
@@ -394,7 +395,7 @@ class StatementService:
             first = statement_index.alias("first_pair")
             order = first.c.position
             select = sa.select(s.c.body, order, s.c.learner, s.c.sealed, s.c.key_id).select_from(
-                first.join(s, sa.and_(s.c.tenant == first.c.tenant, s.c.position == first.c.position))
+                first.join(s, sa.and_(s.c.tenant == tenant, s.c.position == first.c.position))
             )
             select = select.where(_matches(first, tenant, *query.pairs[0]))
             for kind, value in query.pairs[1:]:
