@@ -13,6 +13,7 @@ the hash, so moving an event is as visible as editing it.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -182,6 +183,35 @@ class StoredEvent:
             sealed=self.sealed,
             key_id=self.key_id,
         )
+
+
+def _faster_init(cls: type) -> None:
+    """Give a frozen, slotted dataclass an ``__init__`` that sets its slots through their own descriptors.
+
+    The generated ``__init__`` sets each field with ``object.__setattr__`` (~90 ns a field: 1.6 µs for a
+    StoredEvent, built for every event appended or read); the slot descriptors take half of that. Same
+    parameters and defaults; instances stay frozen."""
+    fields = dataclasses.fields(cls)
+    scope: dict[str, Any] = {}
+    parameters: list[str] = []
+    for f in fields:
+        if f.default_factory is not dataclasses.MISSING or f.kw_only:
+            raise TypeError(f"{cls.__name__}.{f.name}: only plain fields and defaults are supported")
+        scope[f"_set_{f.name}"] = cls.__dict__[f.name].__set__
+        if f.default is dataclasses.MISSING:
+            parameters.append(f.name)
+        else:
+            scope[f"_default_{f.name}"] = f.default
+            parameters.append(f"{f.name}=_default_{f.name}")
+    body = "".join(f"    _set_{f.name}(self, {f.name})\n" for f in fields)
+    exec(f"def __init__(self, {', '.join(parameters)}):\n{body}", scope)  # as dataclasses makes __init__
+    init = scope["__init__"]
+    init.__qualname__ = f"{cls.__qualname__}.__init__"
+    cls.__init__ = init  # type: ignore[misc]
+
+
+_faster_init(NewEvent)
+_faster_init(StoredEvent)
 
 
 @dataclass(frozen=True, slots=True)
