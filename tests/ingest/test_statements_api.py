@@ -105,6 +105,38 @@ async def test_a_retry_is_harmless_and_different_content_is_409(client: Client) 
     assert await log_size(client) == before
 
 
+async def test_a_statement_sent_again_with_the_id_the_lrs_assigned_is_compared_in_full(client: Client) -> None:
+    # Stored with an LRS-assigned id, a statement carries no canonical fingerprint (``assigned_fingerprint``): a
+    # statement sent later with that id is compared with the stored one by the comparison requirements.
+    first = statement(1, context={"instructor": {"mbox": "mailto:teacher.repeat@example.org"}})
+    posted = await client.post([first])
+    assert posted.status_code == 200, posted.text
+    (assigned,) = posted.json()
+    before = await log_size(client)
+    # Equivalent: other key order, the LRS-set fields, a verb display (which comparison ignores).
+    again = {**dict(reversed(list(first.items()))), "id": assigned.upper(), "version": "1.0.3"}
+    again["verb"] = {**first["verb"], "display": {"fr-FR": "a fait"}}
+    assert (await client.put(assigned, again)).status_code == 204
+    assert (await client.post([again])).json() == [again["id"]]
+    assert await log_size(client) == before
+    # In a batch with a new statement: the repeat is left out, the new one stored, atomically with nothing else.
+    fresh_id = str(uuid.uuid4())
+    both = await client.post([statement(2, id=fresh_id), again])
+    assert both.status_code == 200, both.text
+    assert both.json() == [fresh_id, again["id"]]
+    assert await log_size(client) == before + 1
+    # Different content (her personal data too: the instructor is sealed): 409, nothing stored.
+    other_teacher = {**first, "id": assigned, "context": {"instructor": {"mbox": "mailto:someone.else@example.org"}}}
+    for different in (statement(9, id=assigned), other_teacher):
+        conflict = await client.post([statement(3), different])
+        assert conflict.status_code == 409, conflict.text
+        assert assigned in conflict.json()["message"]
+        assert (await client.put(assigned, different)).status_code == 409
+    assert await log_size(client) == before + 1
+    shown = await client.get(statementId=assigned)
+    assert shown.json()["context"]["instructor"]["mbox"] == "mailto:teacher.repeat@example.org"
+
+
 async def test_a_batch_is_atomic(client: Client) -> None:
     bad = statement(2)
     bad["verb"] = {"id": "not an iri"}
