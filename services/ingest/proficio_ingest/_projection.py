@@ -575,7 +575,10 @@ async def _merge_definitions(
     # event that last changed the definition, the same whether folded live or in a rebuild.
     positions: dict[str, int] = {}
     for activity, definition, position in incoming:
-        merged = merge_definition(canonical.get(activity), definition)
+        known = canonical.get(activity)
+        if known == definition:  # the definition as known (most statements repeat it): merging it changes nothing
+            continue
+        merged = merge_definition(known, definition)
         if activity not in canonical or merged != canonical[activity]:
             positions[activity] = position
         canonical[activity] = merged
