@@ -54,6 +54,25 @@ def test_verify_exits_non_zero_and_names_the_tampered_event(tmp_path: Path) -> N
     assert report["events_checked"] == 2
 
 
+def test_migrate_brings_every_schema_up_to_date(tmp_path: Path) -> None:
+    # A deployment's migrate job runs this before the servers start: the ingest service's and the projectors'
+    # tables too, not the log's alone (an upgrade that rewrites the statement index runs here, not in serve).
+    migrated = run("migrate", "--data-dir", str(tmp_path))
+    assert migrated.returncode == 0, migrated.stderr
+    assert "schema up to date" in migrated.stdout
+    with sqlite3.connect(next(tmp_path.glob("*.db"))) as db:
+        tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        versions = {
+            table: db.execute(f"SELECT version_num FROM {table}").fetchall()
+            for table in ("alembic_version", "proficio_ingest_version", "proficio_projector_version")
+        }
+    assert {"events", "xapi_statements", "xapi_statement_index", "checkpoints"} <= tables
+    assert versions["proficio_ingest_version"] == [("ingest_0011",)]
+    assert all(versions.values()), versions
+    again = run("migrate", "--data-dir", str(tmp_path))
+    assert again.returncode == 0, again.stderr
+
+
 def test_data_dir_comes_from_the_environment(tmp_path: Path) -> None:
     asyncio.run(_fill(tmp_path))
     env = {"PROFICIO_DATA_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"}

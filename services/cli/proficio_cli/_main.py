@@ -827,9 +827,14 @@ async def deadletters_replay(data_dir: Path | None, name: str, position: int | N
 @store_options
 @_async
 async def migrate(data_dir: Path | None) -> int:
-    """Create or upgrade the log's schema (serve and every command also do this on start)."""
+    """Create or upgrade every schema Proficio keeps: the log's, the ingest service's tables and the projectors'
+    runtime tables. Serve and every command also do this on start; run it alone first (a deployment's migrate
+    job) when an upgrade rewrites a large table, such as ingest_0011 the statement index."""
+    from proficio_ingest import open_ingest_store
+    from proficio_projector import migrate_runtime
+
     settings = _store(data_dir)
-    async with await open_event_log(settings.log_url()):
-        pass
+    async with await open_ingest_store(_ingest_settings(data_dir)) as log:
+        await migrate_runtime(log)
     click.echo(f"schema up to date at {_describe(settings)}")
     return 0
