@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sys
 import time
@@ -91,6 +92,8 @@ class Gate:
 
 
 async def main(args: argparse.Namespace) -> None:
+    if args.nice:
+        os.nice(args.nice)
     log = await open_event_log(args.url, migrate=False)
     Gate(log, args.base, args.rate, args.cap, args.t0).install()
     stop = asyncio.Event()
@@ -126,4 +129,5 @@ if __name__ == "__main__":
     parser.add_argument("--rate", type=float, default=0, help="positions made visible per second (0: all at t0)")
     parser.add_argument("--t0", type=float, required=True)
     parser.add_argument("--no-share", action="store_true", help="each projection reads on its own")
+    parser.add_argument("--nice", type=int, default=0, help="lower this process's CPU priority (os.nice)")
     asyncio.run(main(parser.parse_args()))

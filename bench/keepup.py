@@ -101,13 +101,15 @@ def workers(
     t0: float,
     logs: Path,
     extra: tuple[str, ...] = (),
+    refresher_nice: int = 0,
 ) -> Iterator[dict[str, int]]:
     processes = {}
     for part in parts:
         with (logs / f"worker-{part.replace(':', '-')}-{int(t0)}.log").open("wb") as sink:
             processes[part] = subprocess.Popen(
                 [sys.executable, str(WORKER), url, "--part", part, "--base", str(base), "--cap", str(cap),
-                 "--rate", str(rate), "--t0", str(t0), *extra],
+                 "--rate", str(rate), "--t0", str(t0), *extra,
+                 *(("--nice", str(refresher_nice)) if part == "refresher" and refresher_nice else ())],
                 env=env, stdout=sink, stderr=sink,
             )  # fmt: skip
     try:
@@ -200,6 +202,14 @@ def report(run: Run, folds: tuple[str, ...], refresher: bool) -> None:
     print(f"    CPU: {per}; PostgreSQL backends {pg:.1f} s ({pg / n * 1e6:.1f} µs/statement)")
 
 
+async def head_of(url: str) -> int:
+    log = await open_event_log(url, migrate=False)
+    try:
+        return await log.max_position()
+    finally:
+        await log.close()
+
+
 async def fill(url: str, args: argparse.Namespace) -> tuple[int, int]:
     """The district and its views, then the backlog: (the position before the backlog, the last one)."""
     today = datetime.now(UTC).date()
@@ -238,6 +248,16 @@ def main() -> None:
                         help="statements each fold folds alone, main and branch (0: skip)")  # fmt: skip
     parser.add_argument("--main-ref", default=None, help="the code compared (default: the merge base with main)")
     parser.add_argument("--timeout", type=float, default=600, help="seconds after t0 a run may take")
+    parser.add_argument(
+        "--refresher-nice",
+        type=int,
+        default=10,
+        metavar="N",
+        help="the refresher's process runs at nice N, as proficio project runs it (split only)",
+    )
+    parser.add_argument("--keep-template", metavar="NAME",
+                        help="fill PostgreSQL database NAME once and keep it as the template of later runs with the "
+                             "same sizes (the district's set-up and the backlog take minutes at full size)")  # fmt: skip
     args = parser.parse_args()
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, CPython {platform.python_version()}; "
           f"load average {_cpu.load_average()}")  # fmt: skip
@@ -255,13 +275,25 @@ def main() -> None:
         commit = export_code(ref, main_code)
         head = subprocess.run(["git", "rev-parse", "--short=9", "HEAD"], cwd=ROOT, capture_output=True, text=True)
         print(f"  main = {commit}; branch = this tree (HEAD {head.stdout.strip()}, with any uncommitted changes)")
-        base, last = asyncio.run(fill(pg.url, args))
+        template, template_url = pg.database, pg.url
+        if args.keep_template:
+            template = args.keep_template
+            if pg.database_exists(template):
+                template_url = pg.url_for(template)
+                last = asyncio.run(head_of(template_url))
+                base = last - args.backlog
+                print(f"  kept template {template}: backlog at positions {base + 1:,}-{last:,}")
+            else:
+                template_url = pg.create_database(template)
+                base, last = asyncio.run(fill(template_url, args))
+        else:
+            base, last = asyncio.run(fill(pg.url, args))
         copies: list[str] = []
 
         def copy(label: str) -> tuple[str, str]:
             name = f"{pg.database}_{label}"
             started = time.perf_counter()
-            _psql(f'CREATE DATABASE "{name}" TEMPLATE "{pg.database}"')
+            _psql(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
             copies.append(name)
             print(f"  ({label}: a copy of the template in {time.perf_counter() - started:.0f} s)", flush=True)
             return name, pg.url_for(name)
@@ -276,7 +308,7 @@ def main() -> None:
                 t0 = time.time() + 6
                 how = "in one process" if mode == "one" else "in two processes"
                 label = f"{code} (projectors and refresher {how})"
-                with workers(url, parts, env, base, last, args.rate, t0, Path(tmp), extra) as pids:
+                with workers(url, parts, env, base, last, args.rate, t0, Path(tmp), extra, args.refresher_nice) as pids:
                     run = Run(label, base, last, args.rate, t0, pids, database)
                     asyncio.run(observe(url, run, FOLDS, True, args.timeout))
                 report(run, FOLDS, True)

@@ -17,7 +17,7 @@ from proficio_events import EventLog, NewEvent
 from proficio_ingest import enroll_learner_ids
 from proficio_projector import RunnerSettings, SqlProjector, default_projections
 from proficio_projector.equity import CO, EquityRefresher, Fact, scope_tables, suppress
-from proficio_projector.equity._tables import equity_cells, equity_facts
+from proficio_projector.equity._tables import equity_cells, equity_facts, equity_state
 from proficio_projector.pacing import set_plan
 from proficio_projector.roster import import_roster, read_package
 from tests.equity.district import Student, write_oneroster
@@ -238,3 +238,34 @@ async def test_rounds_pause_longer_while_the_evidence_view_catches_up(log: Event
     # Statements the evidence view has not folded yet: one round, then a pause of 10,000 times its length.
     await log.append(TENANT, [mastery(students[0], COMPETENCIES[5], 22, ids[students[0].email])])
     assert await rounds_in(1.5) == 1
+
+
+async def _all_cells(log: EventLog) -> list[dict[str, Any]]:
+    async with log.engine.connect() as conn:
+        query = sa.select(equity_cells).order_by(*equity_cells.primary_key.columns)
+        return [dict(r) for r in (await conn.execute(query)).mappings()]
+
+
+async def test_cells_kept_from_round_to_round_are_the_cells_built_afresh(log: EventLog, tmp_path: Path) -> None:
+    """A round changes the cells by the facts that changed (``RunningCells``); after rounds of masteries, a refresher
+    judging everyone from scratch stores the same cells."""
+    students, ids = await _district_with_plan(log, tmp_path)
+    refresher = EquityRefresher(log)
+    await refresher.refresh(AS_OF)
+    before = await _all_cells(log)
+    for day, chosen in ((21, students[0:30:3]), (22, students[40:80:7]), (23, students[0:80:11])):
+        for student in chosen:
+            await log.append(TENANT, [mastery(student, COMPETENCIES[5], day, ids[student.email])])
+        await build(log)
+        [report] = await refresher.refresh(AS_OF)
+        assert report.learners_refreshed == len(chosen)
+    kept = await _all_cells(log)
+    assert kept != before
+    assert await _mastered(log, COMPETENCIES[5]) == len({s.email for s in students[0:30:3] + students[40:80:7]
+                                                          + students[0:80:11]})  # fmt: skip
+    async with log.transaction() as conn:
+        await conn.execute(equity_cells.delete())  # nothing of the kept rounds is left to build on
+        await conn.execute(sa.delete(equity_state))
+    [afresh] = await EquityRefresher(log).refresh(AS_OF)
+    assert afresh.learners_refreshed == len(students)
+    assert await _all_cells(log) == kept

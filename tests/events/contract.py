@@ -535,6 +535,11 @@ class LogContract:
         assert await log.get_checkpoint("competency") == 12
         assert await log.get_checkpoint("competency", 2) == 3
         assert await log.get_checkpoint("pacing") == 0
+        # Several partitions in one call (a projector's segments, committed with one batch).
+        await log.save_checkpoint("competency", 20, partition=[3, 0, 2])
+        assert [await log.get_checkpoint("competency", p) for p in range(4)] == [20, 0, 20, 20]
+        await log.save_checkpoint("competency", 21, partition=[])
+        assert await log.get_checkpoint("competency") == 20
 
     async def test_checkpoint_commits_with_the_view_change_or_not_at_all(self, log: EventLog) -> None:
         async with log.transaction() as conn:

@@ -181,9 +181,10 @@ class EventLog(abc.ABC):
 
     @abc.abstractmethod
     async def save_checkpoint(
-        self, consumer: str, position: int, partition: int = 0, *, conn: AsyncConnection | None = None
+        self, consumer: str, position: int, partition: int | Collection[int] = 0, *, conn: AsyncConnection | None = None
     ) -> None:
-        """Record progress; with ``conn``, inside that transaction (with the consumer's view change)."""
+        """Record progress (of one partition, or of several in one statement); with ``conn``, inside that transaction
+        (with the consumer's view change)."""
 
     @abc.abstractmethod
     async def verify(self, tenant: str | None = None, *, public_key: Ed25519PublicKey | None = None) -> VerifyReport:

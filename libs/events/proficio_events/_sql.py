@@ -340,7 +340,7 @@ class SqlEventLog(EventLog):
         """``column`` is one of ``values``, in the form the backend runs best."""
 
     @abc.abstractmethod
-    async def _upsert_checkpoint(self, conn: AsyncConnection, values: dict[str, Any]) -> None: ...
+    async def _upsert_checkpoint(self, conn: AsyncConnection, values: list[dict[str, Any]]) -> None: ...
 
     #: Exceptions of the database driver itself (statements run on the driver connection, past SQLAlchemy).
     _driver_errors: tuple[type[Exception], ...] = ()
@@ -939,9 +939,13 @@ class SqlEventLog(EventLog):
         return int(value or 0)
 
     async def save_checkpoint(
-        self, consumer: str, position: int, partition: int = 0, *, conn: AsyncConnection | None = None
+        self, consumer: str, position: int, partition: int | Collection[int] = 0, *, conn: AsyncConnection | None = None
     ) -> None:
-        values = {"consumer": consumer, "partition": partition, "position": position, "updated_us": now_us()}
+        at = now_us()
+        partitions = [partition] if isinstance(partition, int) else sorted(partition)
+        values = [{"consumer": consumer, "partition": p, "position": position, "updated_us": at} for p in partitions]
+        if not values:
+            return
         if conn is not None:
             await self._upsert_checkpoint(conn, values)
             return

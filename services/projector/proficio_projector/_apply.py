@@ -183,9 +183,11 @@ class Applier:
         replaying: bool = False,
         cache: RowCache | None = None,
         segment_of: Callable[[StoredEvent], int] | None = None,
+        after: Batch | None = None,
     ) -> Batch:
         """The batch of ``events`` this projection folds, with the rows they read loaded (those ``cache`` holds
-        are taken from it; ``segment_of`` names an event's segment for it)."""
+        are taken from it; ``segment_of`` names an event's segment for it). ``after``: the batch folded just
+        before, perhaps still committing: the rows it holds are taken as it leaves them."""
         relevant = [e for e in events if self.wants(e)]
         held = {} if replaying or not relevant else await open_dead_letter_streams(conn, self.generation.consumer)
         batch = Batch(relevant, held)
@@ -212,6 +214,12 @@ class Applier:
             for slot in reads.get(event.position, ()):
                 if slot in row_positions:
                     continue
+                if after is not None:
+                    position = after.row_positions.get(slot)
+                    if position is not None:
+                        state.set(slot[0], slot[1], after.state.rows.get(slot[0], {}).get(slot[1]))
+                        row_positions[slot] = position
+                        continue
                 cached = None
                 if cache is not None:
                     slot_segments[slot] = segment

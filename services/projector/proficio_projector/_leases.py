@@ -14,6 +14,7 @@ import math
 import os
 import socket
 import uuid
+from collections.abc import Collection
 from typing import Any
 
 import sqlalchemy as sa
@@ -104,6 +105,19 @@ class LeaseKeeper:
             query = query.with_for_update()
         row = (await conn.execute(query)).first()
         return row is not None and row.owner == self.owner and row.expires_us > now_us()
+
+    async def holds_all(self, conn: AsyncConnection, segments: Collection[int]) -> bool:
+        """``holds`` for several segments in one statement: all of them still ours (their rows held until commit)?"""
+        if not segments:
+            return True
+        query = sa.select(leases.c.segment, leases.c.owner, leases.c.expires_us).where(
+            leases.c.name == self.name, leases.c.segment.in_(sorted(segments))
+        )
+        if conn.dialect.name == "postgresql":
+            query = query.with_for_update()
+        rows = (await conn.execute(query)).all()
+        now = now_us()
+        return len(rows) == len(set(segments)) and all(r.owner == self.owner and r.expires_us > now for r in rows)
 
     async def release(self) -> None:
         async with self.log.transaction() as conn:

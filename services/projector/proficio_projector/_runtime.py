@@ -61,6 +61,9 @@ class RunnerSettings:
     #: costs the folding process more than that (~6 µs: keeping and looking up 50,000 rows; bench/README.md,
     #: session 6).
     cached_rows: int = 0
+    #: Fold the next batch while the last one commits (``SegmentFolder``, ``pipelined``): the folding process's
+    #: CPU and the database's work on the writes overlap instead of taking turns. Off with ``cached_rows``.
+    pipelined: bool = True
     owner: str = field(default_factory=worker_id)
 
 
@@ -109,6 +112,25 @@ class _Member:
         return segment_of(event.tenant, event.stream, self.generation.segments)
 
 
+#: Events folded between turns of the event loop in a pipelined step.
+FOLD_TURN = 500
+
+
+class _Moved(Exception):
+    """A pipelined batch found a segment's checkpoint moved or its lease gone when it came to commit: not written."""
+
+
+@dataclass
+class _InFlight:
+    """A batch folded and committing in the background (``SegmentFolder`` with ``pipelined``)."""
+
+    commit: asyncio.Future[None]
+    covered: int
+    #: Per member: the segments the batch moves to ``covered``, and the batch folded (None: none of its events).
+    moved: list[list[int]]
+    batches: list[Batch | None]
+
+
 class SegmentFolder:
     """Folds the log into the generations of one or more projections, for the segments their lease keepers hold.
 
@@ -122,6 +144,14 @@ class SegmentFolder:
 
     With ``cached_rows`` the rows a projection reads stay in memory between batches while its segments stay
     held and their checkpoints are the ones this folder committed (``RowCache``).
+
+    ``pipelined``: a batch is folded in memory while the one before it commits, and is committed once that one
+    has. Its rows are loaded outside its transaction: the rows the batch before it holds are taken from that
+    batch (committed or about to be), the others from the database, where nobody else writes the segments'
+    rows while the leases are held. When it commits, the transaction checks that every segment's checkpoint
+    is where the batch before it left it and that the leases are still held, as the unpipelined fold does; if
+    not, nothing of the batch is written and the next step starts again from the checkpoints stored. A batch
+    that parked a dead letter is committed before the next is folded (the next must see the stream held).
     """
 
     def __init__(
@@ -132,6 +162,7 @@ class SegmentFolder:
         keeper: LeaseKeeper | None = None,
         *,
         cached_rows: int = 0,
+        pipelined: bool = False,
     ) -> None:
         """``SegmentFolder(log, projection, generation, keeper)`` for one projection, or
         ``SegmentFolder(log, [(projection, generation, keeper), ...])`` for a fold group."""
@@ -151,6 +182,8 @@ class SegmentFolder:
         )
         # The batch after the last one read, read while that one is folded: (the position it follows, read).
         self._ahead: tuple[int, asyncio.Future[tuple[list[StoredEvent], int]]] | None = None
+        self.pipelined = pipelined and cached_rows <= 0
+        self._inflight: _InFlight | None = None
 
     @property
     def generation(self) -> Generation:
@@ -161,13 +194,30 @@ class SegmentFolder:
         return self.members[0].keeper
 
     def close(self) -> None:
-        """Drop a read-ahead in flight."""
-        if self._ahead is not None:
-            ahead = self._ahead[1]
-            ahead.cancel()
-            if ahead.done() and not ahead.cancelled():
-                ahead.exception()
-            self._ahead = None
+        """Drop a read-ahead in flight (and a commit: ``flush`` first to keep it)."""
+        self._close_ahead()
+        if self._inflight is not None:
+            commit = self._inflight.commit
+            commit.cancel()
+            if commit.done() and not commit.cancelled():
+                commit.exception()
+            self._inflight = None
+
+    async def flush(self) -> bool:
+        """Wait for the batch committing in the background, if any: False when it was not written (a segment moved
+        or lost meanwhile); a failed commit raises."""
+        inflight, self._inflight = self._inflight, None
+        if inflight is None:
+            return True
+        try:
+            await inflight.commit
+        except _Moved:
+            self.close()  # what was read ahead follows a batch that is not there
+            return False
+        for member, segments in zip(self.members, inflight.moved, strict=True):
+            for segment in segments:
+                member.committed[segment] = inflight.covered
+        return True
 
     def _scan(self, position: int, batch_size: int) -> asyncio.Future[tuple[list[StoredEvent], int]]:
         return asyncio.ensure_future(self.log.scan_after(position, batch_size, self.event_types))
@@ -179,8 +229,16 @@ class SegmentFolder:
                 member.cache.drop()
 
     async def step(self, batch_size: int) -> Step | None:
-        """Fold the next batch for the held segments (``covered`` 0: caught up); None: nothing held."""
+        """Fold the next batch for the held segments (``covered`` 0: caught up); None: nothing held. Pipelined,
+        the batch may still be committing when this returns (``flush``)."""
         owned = [sorted(m.keeper.owned) for m in self.members]
+        if self.pipelined:
+            inflight = self._inflight
+            if inflight is not None and inflight.moved == owned and not any(b is not None and b.parked
+                                                                           for b in inflight.batches):  # fmt: skip
+                return await self._pipelined_step(batch_size, owned, inflight)
+            if not await self.flush():
+                return Step(0, 0)
         if not any(owned):
             return None
         generations = [m.generation for m in self.members]
@@ -206,7 +264,86 @@ class SegmentFolder:
                 member.committed[segment] = covered
             if member.cache is not None and done is not None:
                 member.cache.keep(done)
+        if self.pipelined:  # committed already: the next batch is folded while this one's successor commits
+            done_now: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            done_now.set_result(None)
+            self._inflight = _InFlight(done_now, covered, moved, batches)
         return Step(covered - start, len(batch))
+
+    async def _pipelined_step(self, batch_size: int, owned: list[list[int]], inflight: _InFlight) -> Step:
+        """The next batch after the one committing: folded now, committed once that one has."""
+        start = inflight.covered
+        if self._ahead is not None and self._ahead[0] == start:
+            batch, covered = await self._ahead[1]
+            self._ahead = None
+        else:
+            self._close_ahead()
+            batch, covered = await self._scan(start, batch_size)
+        if covered <= start:
+            await self.flush()
+            return Step(0, 0)
+        self._ahead = (covered, self._scan(covered, batch_size))
+        batches: list[Batch | None] = []
+        with cycle_collection_paused():
+            chosen: list[list[StoredEvent]] = [[] for _ in self.members]
+            plan: list[tuple[StoredEvent, list[int]]] = []
+            takers = [(i, m.projection.event_types, set(owned[i]), m.generation.segments)
+                      for i, m in enumerate(self.members) if owned[i]]  # fmt: skip
+            for event in batch:  # every event is past ``start``, where all the held segments stand
+                found: list[int] = []
+                for i, types, held, segments in takers:
+                    if (types is None or event.event_type in types) and segment_of(
+                        event.tenant, event.stream, segments
+                    ) in held:
+                        found.append(i)
+                        chosen[i].append(event)
+                if found:
+                    plan.append((event, found))
+            async with self.log.engine.connect() as conn:
+                for i, member in enumerate(self.members):
+                    if not owned[i]:
+                        batches.append(None)
+                        continue
+                    # The rows the batch before holds, as it leaves them (it may not have committed yet).
+                    batches.append(await member.applier.prepare(conn, chosen[i], after=inflight.batches[i]))
+            for begin in range(0, len(plan), FOLD_TURN):
+                # A turn of the event loop now and then: the batch before commits meanwhile (each of its statements
+                # waits for a turn of the loop).
+                self._fold_in_one_pass(plan[begin : begin + FOLD_TURN], batches)
+                await asyncio.sleep(0)
+        if not await self.flush():
+            return Step(0, 0)  # the batch before was not written: neither is this one
+        expected = [{segment: start for segment in segments} for segments in owned]
+        self._inflight = _InFlight(
+            asyncio.ensure_future(self._commit(batches, covered, owned, expected)), covered, owned, batches
+        )
+        return Step(covered - start, len(batch))
+
+    def _close_ahead(self) -> None:
+        if self._ahead is not None:
+            ahead = self._ahead[1]
+            ahead.cancel()
+            if ahead.done() and not ahead.cancelled():
+                ahead.exception()
+            self._ahead = None
+
+    async def _commit(
+        self, batches: list[Batch | None], covered: int, owned: list[list[int]], expected: list[dict[int, int]]
+    ) -> None:
+        """A pipelined batch's transaction: its segments where it expects them and still held, its writes, its
+        checkpoints."""
+        async with self.log.transaction() as conn:
+            current = await _all_checkpoints(conn, [m.generation for m in self.members])
+            for i, member in enumerate(self.members):
+                if any(current[i][s] != expected[i][s] for s in owned[i]) or not await member.keeper.holds_all(
+                    conn, owned[i]
+                ):
+                    raise _Moved(f"{member.generation.consumer} segments {owned[i]}")
+            for member, done in zip(self.members, batches, strict=True):
+                if done is not None:
+                    await member.applier.finish(conn, done)
+            for member, segments in zip(self.members, owned, strict=True):
+                await self.log.save_checkpoint(member.generation.consumer, covered, segments, conn=conn)
 
     async def _fold(
         self, batch: list[StoredEvent], covered: int, owned: list[list[int]], marks: list[dict[int, int]]
@@ -256,8 +393,7 @@ class SegmentFolder:
                     if done is not None:
                         await member.applier.finish(conn, done)
             for member, mine in zip(self.members, moved, strict=True):
-                for segment in mine:
-                    await self.log.save_checkpoint(member.generation.consumer, covered, segment, conn=conn)
+                await self.log.save_checkpoint(member.generation.consumer, covered, mine, conn=conn)
         return moved, batches
 
     def _fold_in_one_pass(self, plan: list[tuple[StoredEvent, list[int]]], batches: list[Batch | None]) -> None:
@@ -267,7 +403,7 @@ class SegmentFolder:
         if len(self.members) == 1:
             only = batches[0]
             if only is not None:
-                for event in only.relevant:
+                for event, _ in plan:
                     appliers[0].fold(only, event)
             return
         loads = orjson.loads
@@ -420,8 +556,9 @@ async def _serve(
     freeze_heap()
     keepers = [LeaseKeeper(log, g.consumer, g.segments, settings.owner, ttl=settings.lease_ttl) for _, g in members]
     folder = SegmentFolder(
-        log, [(p, g, k) for (p, g), k in zip(members, keepers, strict=True)], cached_rows=settings.cached_rows
-    )
+        log, [(p, g, k) for (p, g), k in zip(members, keepers, strict=True)], cached_rows=settings.cached_rows,
+        pipelined=settings.pipelined,
+    )  # fmt: skip
     loop = asyncio.get_running_loop()
     try:
         renew_at = 0.0
@@ -450,6 +587,8 @@ async def _serve(
                 # checkpoint for every append while the log is busy.
                 await _sleep(stop, settings.skip_pause)
     finally:
+        with contextlib.suppress(*RETRYABLE, IntegrityError):
+            await folder.flush()  # the last batch's commit, before the leases go
         folder.close()
         for keeper in keepers:
             with contextlib.suppress(*RETRYABLE):

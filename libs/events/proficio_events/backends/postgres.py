@@ -469,7 +469,7 @@ class PostgresEventLog(SqlEventLog):
         # One prepared statement for any number of values.
         return column == sa.func.any(sa.literal(values, sa.ARRAY(sa.Text)))
 
-    async def _upsert_checkpoint(self, conn: AsyncConnection, values: dict[str, Any]) -> None:
+    async def _upsert_checkpoint(self, conn: AsyncConnection, values: list[dict[str, Any]]) -> None:
         statement = pg_insert(checkpoints).values(values)
         await conn.execute(
             statement.on_conflict_do_update(

@@ -132,7 +132,7 @@ class SqliteEventLog(SqlEventLog):
     def _in(self, column: sa.ColumnElement[Any], values: list[str]) -> sa.ColumnElement[bool]:
         return column.in_(values)
 
-    async def _upsert_checkpoint(self, conn: AsyncConnection, values: dict[str, Any]) -> None:
+    async def _upsert_checkpoint(self, conn: AsyncConnection, values: list[dict[str, Any]]) -> None:
         statement = sqlite_insert(checkpoints).values(values)
         await conn.execute(
             statement.on_conflict_do_update(

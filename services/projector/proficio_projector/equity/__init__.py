@@ -3,7 +3,17 @@ small-n suppression, complementary suppression and top/bottom coding applied per
 built (presets of competency-domain.md section 6 and per-tenant rules); and the refresher that builds them
 from per-learner facts."""
 
-from ._aggregate import ALL, DISTRICT, FACTORS, UNASSIGNED, UNKNOWN, ScopeTable, school_of, scope_tables
+from ._aggregate import (
+    ALL,
+    DISTRICT,
+    FACTORS,
+    UNASSIGNED,
+    UNKNOWN,
+    RunningCells,
+    ScopeTable,
+    school_of,
+    scope_tables,
+)
 from ._facts import Fact, learner_facts
 from ._refresh import EquityRefresher, RefreshReport, cell_rows
 from ._rules import CA, CO, DE, PRESETS, UT, WI, CodingBand, SuppressionRules, SuppressionRulesError
@@ -51,6 +61,7 @@ __all__ = [
     "Partition",
     "PartitionKind",
     "RefreshReport",
+    "RunningCells",
     "ScopeTable",
     "SuppressedTable",
     "SuppressionReason",

@@ -33,9 +33,9 @@ from .._store import ViewStore, active_generation
 from ..competency import CompetencyEvidence, CompetencyReference, Frameworks
 from ..competency._reads import Scored, score, scored
 from ..pacing import PacingReferenceView, learners_of
-from ..pacing._api import _end_of, last_activity, pacing_reference, section_rosters
+from ..pacing._api import _end_of, pacing_reference, section_rosters
 from ..roster import Roster, StudentGroups, groups_as_of
-from ._aggregate import ScopeTable, scope_tables
+from ._aggregate import RunningCells, ScopeTable
 from ._facts import Fact, learner_facts
 from ._rules import CO, SuppressionRules
 from ._suppression import CellView, suppress
@@ -179,8 +179,29 @@ class _KeptFacts:
 
     refreshed_us: int
     as_of: str
-    #: learner -> her facts' stored rows (in scope order) and the facts.
-    rows: dict[str, tuple[list[dict[str, Any]], list[Fact]]]
+    #: learner -> her facts, in scope order.
+    facts: dict[str, tuple[Fact, ...]]
+    #: The cells of those facts, kept fact by fact, and the cells mark (roster, student groups) they were built on.
+    cells: RunningCells | None = None
+    cells_mark: str | None = None
+
+    def replace(self, learner: str, new: tuple[Fact, ...]) -> None:
+        """Her facts are now ``new``: the cells take back the facts that changed and take the new ones."""
+        old = self.facts.pop(learner, ())
+        if new:
+            self.facts[learner] = new
+        cells = self.cells
+        if cells is None:
+            return
+        before = {f.scope: f for f in old}
+        for fact in new:
+            was = before.pop(fact.scope, None)
+            if was != fact:
+                if was is not None:
+                    cells.discard(was)
+                cells.add(fact)
+        for gone in before.values():
+            cells.discard(gone)
 
 
 class EquityRefresher:
@@ -278,54 +299,41 @@ class EquityRefresher:
                 return None
         stall = pacing.policy.stall_rule()
         until = _end_of(as_of)
+        planned = {c.uri for p in pacing.plans.values() for c in p.competencies}
         ordered = sorted(todo)
         for start in range(0, len(ordered), self.chunk):
             chunk = ordered[start : start + self.chunk]
             async with engine.connect() as conn:
-                planned = {c.uri for p in pacing.plans.values() for c in p.competencies}
                 loaded = await scored(conn, tenant, chunk, now_us=until, competencies=planned, until_us=until,
                                       stall=stall, compute=False)  # fmt: skip
-                seen = await last_activity(conn, tenant, chunk)
 
-            def chunk_facts(
-                chunk: list[str] = chunk, loaded: Scored = loaded, seen: dict[str, int] = seen
-            ) -> list[Fact]:
+            def chunk_facts(chunk: list[str] = chunk, loaded: Scored = loaded) -> dict[str, tuple[Fact, ...]]:
                 progress = score(loaded.evidence, loaded.reference, now_us=until, stall=stall)
-                facts: list[Fact] = []
+                found: dict[str, tuple[Fact, ...]] = {}
                 for learner in chunk:
                     plans = [p for p in pacing.plans.values() if learner in members[p.plan]]
-                    last = datetime.fromtimestamp(seen[learner] / 1e6, UTC).date() if learner in seen else None
-                    facts += learner_facts(learner, progress[learner], plans, pacing, as_of,
-                                           last_activity=last if last and last <= as_of else None)  # fmt: skip
-                return facts
+                    # No last activity: it only tells whether she is disengaged, which no fact holds.
+                    facts = learner_facts(learner, progress[learner], plans, pacing, as_of)
+                    found[learner] = tuple(sorted(facts, key=_SCOPE))
+                return found
 
             # In a thread: the event loop (serve's API, the folds beside it) keeps its turns meanwhile.
-            facts = await asyncio.to_thread(chunk_facts)
-            by_learner: dict[str, tuple[list[dict[str, Any]], list[Fact]]] = {learner: ([], []) for learner in chunk}
-            for fact in sorted(facts, key=lambda f: f.scope):
-                rows, listed = by_learner[fact.learner]
-                rows.append(_fact_row(tenant, fact, as_of))
-                listed.append(fact)
+            by_learner = await asyncio.to_thread(chunk_facts)
             if kept is not None:
                 # Only the learners whose facts changed are written again (the others' rows are these already).
-                before = kept.rows
-                by_learner = {
-                    learner: new for learner, new in by_learner.items()
-                    if (learner in before and before[learner][0] != new[0]) or (learner not in before and new[0])
-                }  # fmt: skip
+                facts_before = kept.facts
+                by_learner = {learner: new for learner, new in by_learner.items()
+                              if facts_before.get(learner, ()) != new}  # fmt: skip
             if by_learner:
                 async with self.log.transaction() as conn:  # the write lock up front (SQLite: BEGIN IMMEDIATE)
                     changed = equity_facts.c.learner.in_(list(by_learner))
                     await conn.execute(equity_facts.delete().where(equity_facts.c.tenant == tenant, changed))
-                    written = [row for rows, _ in by_learner.values() for row in rows]
+                    written = [_fact_row(tenant, fact, as_of) for facts in by_learner.values() for fact in facts]
                     if written:
                         await conn.execute(equity_facts.insert(), written)
             if kept is not None:
                 for learner, new in by_learner.items():
-                    if new[0]:
-                        kept.rows[learner] = new
-                    else:
-                        kept.rows.pop(learner, None)
+                    kept.replace(learner, new)
         async with self.log.transaction() as conn:
             if everyone:  # learners no longer anywhere (a plan's section emptied): their facts go
                 await conn.execute(equity_facts.delete().where(equity_facts.c.tenant == tenant,
@@ -333,20 +341,23 @@ class EquityRefresher:
             if kept is None:
                 kept = _KeptFacts(0, as_of.isoformat(), {})
                 query = sa.select(equity_facts).where(equity_facts.c.tenant == tenant)
-                for row in sorted((await conn.execute(query)).mappings(), key=lambda r: r["scope"]):
-                    rows, listed = kept.rows.setdefault(row["learner"], ([], []))
-                    rows.append({c: row[c] for c in _FACT_COLUMNS})
-                    listed.append(_fact_of(row))
-            all_facts = [fact for _, listed in kept.rows.values() for fact in listed]
-            groups, schools = await _groups_and_schools(conn, tenant, as_of)
+                read: dict[str, list[Fact]] = {}
+                for row in (await conn.execute(query)).mappings():
+                    read.setdefault(row["learner"], []).append(_fact_of(row))
+                kept.facts = {learner: tuple(sorted(facts, key=_SCOPE)) for learner, facts in read.items()}
+            if kept.cells is None or kept.cells_mark != cells_mark:
+                # Built again from every fact when the roster or the groups changed (the day: kept is new then).
+                groups, schools = await _groups_and_schools(conn, tenant, as_of)
+                kept.cells = await asyncio.to_thread(_running_cells, kept.facts, groups, schools)
+                kept.cells_mark = cells_mark
             rules = await suppression_rules(conn, tenant)
-            stored = await asyncio.to_thread(
-                lambda: cell_rows(tenant, scope_tables(all_facts, groups, schools), rules, as_of)
-            )
+            running = kept.cells
+            assert running is not None
+            stored = await asyncio.to_thread(lambda: cell_rows(tenant, running.tables(), rules, as_of))
             await conn.execute(equity_cells.delete().where(equity_cells.c.tenant == tenant))
             if stored:
                 await conn.execute(equity_cells.insert(), stored)
-            learners = len({f.learner for f in all_facts})
+            learners = len(kept.facts)
             refreshed_us = time.time_ns() // 1000
             values = {
                 "as_of": as_of.isoformat(), "evidence_mark": evidence_mark, "facts_mark": facts_mark,
@@ -358,6 +369,20 @@ class EquityRefresher:
         kept.refreshed_us = refreshed_us
         self._kept[tenant] = kept
         return RefreshReport(tenant, as_of, len(todo), learners, len(stored), time.perf_counter() - started)
+
+
+def _SCOPE(fact: Fact) -> str:
+    return fact.scope
+
+
+def _running_cells(
+    facts: dict[str, tuple[Fact, ...]], groups: dict[str, dict[str, str]], schools: dict[str, list[str]]
+) -> RunningCells:
+    cells = RunningCells(groups, schools)
+    for listed in facts.values():
+        for fact in listed:
+            cells.add(fact)
+    return cells
 
 
 _FACT_COLUMNS = ("tenant", "learner", "scope", "pct_mastered", "mastered", "on_track", "stalled", "velocity", "as_of")
