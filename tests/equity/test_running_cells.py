@@ -55,6 +55,17 @@ def test_running_cells_equal_the_cells_built_from_all_the_facts() -> None:
     assert any(c.medians.get("velocity") for t in expected for c in t.cells)  # medians were compared, not Nones
 
 
+def test_facts_added_at_once_give_the_cells_added_one_by_one() -> None:
+    rng = random.Random(11)
+    groups, schools = district(rng, 200)
+    facts = [random_fact(rng, f"l{k:03d}", scope) for k in range(200) for scope in SCOPES]
+    one_by_one, at_once = RunningCells(groups, schools), RunningCells(groups, schools)
+    for fact in facts:
+        one_by_one.add(fact)
+    at_once.add_all(facts)
+    assert at_once.tables() == one_by_one.tables() == scope_tables(facts, groups, schools)
+
+
 def test_cells_empty_again_when_every_fact_is_taken_back() -> None:
     rng = random.Random(3)
     groups, schools = district(rng, 20)

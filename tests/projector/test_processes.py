@@ -224,8 +224,8 @@ def _alive(pid: int) -> bool:
 
 
 async def test_project_refreshes_the_equity_views_in_a_child_process_that_ends_with_it(tmp_path: Path) -> None:
-    """``proficio project`` (every projection) runs the refresher apart, in a child process; the child stops when
-    its parent does, even a parent killed with SIGKILL that could not stop it."""
+    """``proficio project`` (every projection) runs the refresher apart, in a child process at a lower priority; the
+    child stops when its parent does, even a parent killed with SIGKILL that could not stop it."""
     from proficio_projector.equity._tables import equity_state
 
     from .support import scored_statement_event as _scored
@@ -260,6 +260,8 @@ async def test_project_refreshes_the_equity_views_in_a_child_process_that_ends_w
             await log.close()
         assert [r["tenant"] for r in rows] == ["district-7"]
         assert _alive(child)
+        # Background work: it runs at a lower priority than the folds (PROFICIO_EQUITY_NICE, 10 by default).
+        assert os.getpriority(os.PRIO_PROCESS, child) == min(19, os.getpriority(os.PRIO_PROCESS, worker.pid) + 10)
         worker.send_signal(signal.SIGKILL)
         worker.wait(timeout=10)
         deadline = time.monotonic() + 30

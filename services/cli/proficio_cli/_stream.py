@@ -151,6 +151,8 @@ async def run_projectors(
     equity = equity or ("off" if names else "apart")
     if equity == "only":
         projections = []
+        if settings.equity_nice > 0:
+            os.nice(settings.equity_nice)
     chosen = source if source != "auto" else ("kafka" if settings.kafka_bootstrap else "sql")
     async with await open_store(data_dir) as log:
         stop = stop_on_signals(parent_pipe=parent_pipe)

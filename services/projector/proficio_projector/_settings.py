@@ -26,6 +26,10 @@ class StreamSettings(StoreSettings):
     #: least recently read go first), checked against the views on every read; 0: none, every grid is scored
     #: from the views.
     grid_cache_learners: int = 2000
+    #: The niceness a process running only the equity refresher takes (``proficio project --equity only``, which
+    #: is also the child ``--equity apart`` starts): its rounds are background work and take the CPU the folds
+    #: and the database leave them (bench/README.md, session 9); 0: the same priority as the folds.
+    equity_nice: int = 10
 
     def runner(self, **changes: object) -> RunnerSettings:
         """Runner settings for the relay and projectors from these settings."""
