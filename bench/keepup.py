@@ -256,8 +256,8 @@ def main() -> None:
         help="the refresher's process runs at nice N, as proficio project runs it (split only)",
     )
     parser.add_argument("--keep-template", metavar="NAME",
-                        help="fill PostgreSQL database NAME once and keep it as the template of later runs with the "
-                             "same sizes (the district's set-up and the backlog take minutes at full size)")  # fmt: skip
+                        help="fill PostgreSQL database NAME once and keep it as the template of later runs "
+                             "with the same sizes (the set-up and the backlog take minutes at full size)")  # fmt: skip
     args = parser.parse_args()
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, CPython {platform.python_version()}; "
           f"load average {_cpu.load_average()}")  # fmt: skip

@@ -254,3 +254,33 @@ async def test_an_event_whose_rows_cannot_be_named_is_parked_too(log: EventLog) 
     assert "naming the rows it reads" in parked[0][1]
     rows = {r["learner"]: r["statements"] for r in await view_rows(log, BlindReads())}
     assert rows == {"learner:1": 1, "learner:2": 2}
+
+
+async def test_a_folding_process_runs_its_cycle_collector_on_a_clock(
+    log: EventLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While projectors fold, the collector does not run after every batch (it traversed each batch's objects while
+    they were alive); it runs every ``COLLECT_EVERY_S``, and as before once they stop."""
+    import gc
+
+    from proficio_projector import _runtime
+
+    monkeypatch.setattr(_runtime, "COLLECT_EVERY_S", 0.2)
+    full: list[float] = []
+
+    def counted(phase: str, info: dict[str, int]) -> None:
+        if phase == "start" and info["generation"] == 2:
+            full.append(asyncio.get_running_loop().time())
+
+    await append_statements(log, 200)
+    gc.callbacks.append(counted)
+    try:
+        async with running(projector(log)):
+            await caught_up(log, "learner_activity")
+            assert not gc.isenabled()
+            await asyncio.sleep(1.0)
+        assert gc.isenabled()
+    finally:
+        gc.callbacks.remove(counted)
+    assert len(full) >= 3
+    assert await view_rows(log, LearnerActivity()) == await replayed_rows(log, LearnerActivity())

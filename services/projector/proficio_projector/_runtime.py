@@ -544,6 +544,10 @@ def freeze_heap() -> None:
         gc.freeze()
 
 
+#: While a process folds, its cycle collector runs every this many seconds, and not otherwise (``_serve``).
+COLLECT_EVERY_S = 30.0
+
+
 async def _serve(
     log: EventLog,
     settings: RunnerSettings,
@@ -552,8 +556,24 @@ async def _serve(
     regroup: asyncio.Event | None,
 ) -> None:
     """Fold the log into these active generations until stopped, one of them is swapped by a rebuild, or
-    ``regroup`` is set (then the caller serves them anew)."""
+    ``regroup`` is set (then the caller serves them anew).
+
+    The cycle collector is paused meanwhile and run every ``COLLECT_EVERY_S``: paused only while each batch folds,
+    it ran as soon as the batch ended, while that batch (and, pipelined, the next) was still alive, traversing and
+    promoting each batch's objects again and again.
+    """
     freeze_heap()
+    with cycle_collection_paused():
+        await _serve_paused(log, settings, members, stop, regroup)
+
+
+async def _serve_paused(
+    log: EventLog,
+    settings: RunnerSettings,
+    members: Sequence[tuple[Projection, Generation]],
+    stop: asyncio.Event,
+    regroup: asyncio.Event | None,
+) -> None:
     keepers = [LeaseKeeper(log, g.consumer, g.segments, settings.owner, ttl=settings.lease_ttl) for _, g in members]
     folder = SegmentFolder(
         log, [(p, g, k) for (p, g), k in zip(members, keepers, strict=True)], cached_rows=settings.cached_rows,
@@ -562,7 +582,11 @@ async def _serve(
     loop = asyncio.get_running_loop()
     try:
         renew_at = 0.0
+        collect_at = loop.time() + COLLECT_EVERY_S
         while not stop.is_set() and not (regroup is not None and regroup.is_set()):
+            if loop.time() >= collect_at:
+                gc.collect()
+                collect_at = loop.time() + COLLECT_EVERY_S
             if loop.time() >= renew_at:
                 for keeper in keepers:
                     await keeper.refresh()

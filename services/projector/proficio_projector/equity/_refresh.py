@@ -26,7 +26,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from proficio_events import EventLog
+from proficio_events import EventLog, bulk_insert
 
 from .._model import Projection
 from .._runtime import active_watermark
@@ -219,7 +219,7 @@ class EquityRefresher:
         log: EventLog,
         *,
         interval_s: float = 2.0,
-        stretch: float = 1.0,
+        stretch: float = 3.0,
         today: Callable[[], date] = _today,
         chunk: int = CHUNK,
         topic: str | None = None,
@@ -329,9 +329,9 @@ class EquityRefresher:
                 async with self.log.transaction() as conn:  # the write lock up front (SQLite: BEGIN IMMEDIATE)
                     changed = equity_facts.c.learner.in_(list(by_learner))
                     await conn.execute(equity_facts.delete().where(equity_facts.c.tenant == tenant, changed))
-                    written = [_fact_row(tenant, fact, as_of) for facts in by_learner.values() for fact in facts]
-                    if written:
-                        await conn.execute(equity_facts.insert(), written)
+                    day = as_of.isoformat()
+                    written = [_fact_tuple(tenant, fact, day) for facts in by_learner.values() for fact in facts]
+                    await bulk_insert(conn, equity_facts, written, columns=_FACT_COLUMNS)
             if kept is not None:
                 for learner, new in by_learner.items():
                     kept.replace(learner, new)
@@ -383,10 +383,11 @@ def _running_cells(
 _FACT_COLUMNS = ("tenant", "learner", "scope", "pct_mastered", "mastered", "on_track", "stalled", "velocity", "as_of")
 
 
-def _fact_row(tenant: str, fact: Fact, as_of: date) -> dict[str, Any]:
-    return {"tenant": tenant, "learner": fact.learner, "scope": fact.scope, "pct_mastered": str(fact.pct_mastered),
-            "mastered": fact.mastered, "on_track": fact.on_track, "stalled": fact.stalled,
-            "velocity": None if fact.velocity is None else str(fact.velocity), "as_of": as_of.isoformat()}  # fmt: skip
+def _fact_tuple(tenant: str, fact: Fact, as_of: str) -> tuple[Any, ...]:
+    """A fact's row in ``_FACT_COLUMNS`` order."""
+    velocity = None if fact.velocity is None else str(fact.velocity)
+    return (tenant, fact.learner, fact.scope, str(fact.pct_mastered), fact.mastered, fact.on_track, fact.stalled,
+            velocity, as_of)  # fmt: skip
 
 
 async def _stored_facts(conn: AsyncConnection, tenant: str) -> dict[str, tuple[Fact, ...]]:
