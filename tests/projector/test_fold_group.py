@@ -333,10 +333,11 @@ async def test_rows_written_as_json_or_as_arrays_are_the_same_rows(log: EventLog
 
 
 async def test_a_pipelined_folder_folds_each_batch_while_the_one_before_commits(log: EventLog) -> None:
-    """The batch after a committing one is read and folded meanwhile; its rows are the ones the committing batch
-    leaves (the same 13 learners in every batch), so the views equal a replay and no statement is lost or counted
-    twice."""
-    await log.append("district-7", [scored_statement_event(n) for n in range(400)])
+    """The batch after a committing one is read and folded meanwhile; its rows are the ones the batch before it
+    leaves, committed or not, and the stored ones for the others (learners 0-6 in one batch, 7-13 in the next, then
+    the same 13 learners in every batch), so the views equal a replay and no statement is lost or counted twice."""
+    await log.append("district-7", [statement_event((n // 50) % 2 * 7 + n % 7, n) for n in range(200)])
+    await log.append("district-7", [scored_statement_event(n) for n in range(200, 400)])
     activity, evidence = LearnerActivity(), CompetencyEvidence()
     folder, _ = await _folder(log, [activity, evidence], pipelined=True)
     events: list[tuple[str, int]] = []
