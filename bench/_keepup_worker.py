@@ -105,7 +105,8 @@ async def main(args: argparse.Namespace) -> None:
         projections = [p for p in projections if p.name == args.part.split(":", 1)[1]]
     runners: list[Any] = []
     if args.part != "refresher":
-        settings = RunnerSettings(owner=f"bench-{args.part}")
+        settings = RunnerSettings(owner=f"bench-{args.part}", **({"cached_rows": args.cached_rows} if args.cached_rows
+                                                                  is not None else {}))  # fmt: skip
         shared = getattr(proficio_projector, "sql_projectors", None)
         if shared is not None and not args.no_share:
             runners += shared(log, projections, settings)
@@ -129,5 +130,6 @@ if __name__ == "__main__":
     parser.add_argument("--rate", type=float, default=0, help="positions made visible per second (0: all at t0)")
     parser.add_argument("--t0", type=float, required=True)
     parser.add_argument("--no-share", action="store_true", help="each projection reads on its own")
+    parser.add_argument("--cached-rows", type=int, default=None, help="RunnerSettings.cached_rows (default: the code's)")
     parser.add_argument("--nice", type=int, default=0, help="lower this process's CPU priority (os.nice)")
     asyncio.run(main(parser.parse_args()))

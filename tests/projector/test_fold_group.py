@@ -196,10 +196,13 @@ async def test_each_payload_is_decoded_once_for_the_group_and_let_go(log: EventL
     assert len(await view_rows(log, CompetencyEvidence(), "observations")) == 30
 
 
-async def test_kept_rows_are_not_loaded_again_and_are_dropped_when_another_worker_wrote(log: EventLog) -> None:
+@pytest.mark.parametrize("pipelined", [False, True])
+async def test_kept_rows_are_not_loaded_again_and_are_dropped_when_another_worker_wrote(
+    log: EventLog, pipelined: bool
+) -> None:
     activity = LearnerActivity()
     await log.append("district-7", [statement_event(n % 5, n) for n in range(50)])
-    folder, keepers = await _folder(log, [activity], owner="a", cached_rows=1000)
+    folder, keepers = await _folder(log, [activity], owner="a", cached_rows=1000, pipelined=pipelined)
     store = folder.members[0].applier.store
     loaded: list[int] = []
     load = store.load
@@ -211,9 +214,11 @@ async def test_kept_rows_are_not_loaded_again_and_are_dropped_when_another_worke
 
     store.load = counted  # type: ignore[method-assign]
     await folder.step(1000)
+    await folder.flush()  # pipelined, the step returns while its batch commits
     assert loaded == [5]
     await log.append("district-7", [statement_event(n % 5, n) for n in range(50, 80)])
     await folder.step(1000)
+    await folder.flush()  # pipelined, the step returns while its batch commits
     assert loaded == [5]  # the five learners' rows were kept: nothing loaded
     # Another worker takes the segments over and folds more of the learners' statements.
     for keeper in keepers:
@@ -228,6 +233,7 @@ async def test_kept_rows_are_not_loaded_again_and_are_dropped_when_another_worke
         await keeper.refresh()
     await log.append("district-7", [statement_event(n % 5, n) for n in range(100, 120)])
     await folder.step(1000)
+    await folder.flush()  # pipelined, the step returns while its batch commits
     folder.close()
     assert loaded == [5, 5]  # its kept rows were stale: loaded again
     assert await view_rows(log, activity) == await replayed_rows(log, activity)
@@ -332,15 +338,27 @@ async def test_rows_written_as_json_or_as_arrays_are_the_same_rows(log: EventLog
     assert [r["amount"] for r in amounts] == [Decimal("1.125") * k for k in range(len(labels))]
 
 
-async def test_a_pipelined_folder_folds_each_batch_while_the_one_before_commits(log: EventLog) -> None:
+@pytest.mark.parametrize("cached_rows", [0, 1000])
+async def test_a_pipelined_folder_folds_each_batch_while_the_one_before_commits(
+    log: EventLog, cached_rows: int
+) -> None:
     """The batch after a committing one is read and folded meanwhile; its rows are the ones the batch before it
     leaves, committed or not, and the stored ones for the others (learners 0-6 in one batch, 7-13 in the next, then
     the same 13 learners in every batch), so the views equal a replay and no statement is lost or counted twice."""
     await log.append("district-7", [statement_event((n // 50) % 2 * 7 + n % 7, n) for n in range(200)])
     await log.append("district-7", [scored_statement_event(n) for n in range(200, 400)])
     activity, evidence = LearnerActivity(), CompetencyEvidence()
-    folder, _ = await _folder(log, [activity, evidence], pipelined=True)
+    folder, _ = await _folder(log, [activity, evidence], pipelined=True, cached_rows=cached_rows)
     events: list[tuple[str, int]] = []
+    loaded: list[int] = []
+    load = applier_load = folder.members[0].applier.store.load
+
+    async def counted(conn: Any, table: str, keys: Any) -> Any:
+        keys = list(keys)
+        loaded.append(len(keys))
+        return await load(conn, table, keys)
+
+    folder.members[0].applier.store.load = counted  # type: ignore[method-assign]
     applier = folder.members[0].applier
     prepare, finish = applier.prepare, applier.finish
 
@@ -369,6 +387,11 @@ async def test_a_pipelined_folder_folds_each_batch_while_the_one_before_commits(
     head = await log.max_position()
     for member in folder.members:
         assert set((await _marks(log, member.generation)).values()) == {head}
+    folder.members[0].applier.store.load = applier_load  # type: ignore[method-assign]
+    if cached_rows:  # each learner's row loaded once; then from the batch before, or kept
+        assert sum(loaded) == 14
+    else:
+        assert sum(loaded) > 14
 
 
 async def test_a_pipelined_batch_whose_lease_went_meanwhile_is_not_written(log: EventLog) -> None:

@@ -62,7 +62,7 @@ class RunnerSettings:
     #: session 6).
     cached_rows: int = 0
     #: Fold the next batch while the last one commits (``SegmentFolder``, ``pipelined``): the folding process's
-    #: CPU and the database's work on the writes overlap instead of taking turns. Off with ``cached_rows``.
+    #: CPU and the database's work on the writes overlap instead of taking turns.
     pipelined: bool = True
     owner: str = field(default_factory=worker_id)
 
@@ -129,6 +129,8 @@ class _InFlight:
     #: Per member: the segments the batch moves to ``covered``, and the batch folded (None: none of its events).
     moved: list[list[int]]
     batches: list[Batch | None]
+    #: Its rows are in the members' row caches already (it was committed before it was made one).
+    kept: bool = False
 
 
 class SegmentFolder:
@@ -182,7 +184,7 @@ class SegmentFolder:
         )
         # The batch after the last one read, read while that one is folded: (the position it follows, read).
         self._ahead: tuple[int, asyncio.Future[tuple[list[StoredEvent], int]]] | None = None
-        self.pipelined = pipelined and cached_rows <= 0
+        self.pipelined = pipelined
         self._inflight: _InFlight | None = None
 
     @property
@@ -212,11 +214,17 @@ class SegmentFolder:
         try:
             await inflight.commit
         except _Moved:
+            self._drop_cache()
             self.close()  # what was read ahead follows a batch that is not there
             return False
-        for member, segments in zip(self.members, inflight.moved, strict=True):
+        except BaseException:
+            self._drop_cache()  # what was kept may be what the failed transaction wrote
+            raise
+        for member, segments, done in zip(self.members, inflight.moved, inflight.batches, strict=True):
             for segment in segments:
                 member.committed[segment] = inflight.covered
+            if member.cache is not None and done is not None and not inflight.kept:
+                member.cache.keep(done)
         return True
 
     def _scan(self, position: int, batch_size: int) -> asyncio.Future[tuple[list[StoredEvent], int]]:
@@ -267,7 +275,7 @@ class SegmentFolder:
         if self.pipelined:  # committed already: the next batch is folded while this one's successor commits
             done_now: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             done_now.set_result(None)
-            self._inflight = _InFlight(done_now, covered, moved, batches)
+            self._inflight = _InFlight(done_now, covered, moved, batches, kept=True)
         return Step(covered - start, len(batch))
 
     async def _pipelined_step(self, batch_size: int, owned: list[list[int]], inflight: _InFlight) -> Step:
@@ -305,7 +313,10 @@ class SegmentFolder:
                         batches.append(None)
                         continue
                     # The rows the batch before holds, as it leaves them (it may not have committed yet).
-                    batches.append(await member.applier.prepare(conn, chosen[i], after=inflight.batches[i]))
+                    batches.append(await member.applier.prepare(
+                        conn, chosen[i], after=inflight.batches[i], cache=member.cache,
+                        segment_of=member.segment if member.cache is not None else None,
+                    ))  # fmt: skip
             for begin in range(0, len(plan), FOLD_TURN):
                 # A turn of the event loop now and then: the batch before commits meanwhile (each of its statements
                 # waits for a turn of the loop).
