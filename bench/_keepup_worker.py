@@ -130,6 +130,6 @@ if __name__ == "__main__":
     parser.add_argument("--rate", type=float, default=0, help="positions made visible per second (0: all at t0)")
     parser.add_argument("--t0", type=float, required=True)
     parser.add_argument("--no-share", action="store_true", help="each projection reads on its own")
-    parser.add_argument("--cached-rows", type=int, default=None, help="RunnerSettings.cached_rows (default: the code's)")
+    parser.add_argument("--cached-rows", type=int, default=None, help="RunnerSettings.cached_rows (else the code's)")
     parser.add_argument("--nice", type=int, default=0, help="lower this process's CPU priority (os.nice)")
     asyncio.run(main(parser.parse_args()))
