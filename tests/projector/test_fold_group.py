@@ -415,3 +415,18 @@ async def test_a_pipelined_batch_whose_lease_went_meanwhile_is_not_written(log: 
     folder.close()
     assert await view_rows(log, activity) == await replayed_rows(log, activity)
     assert sum(r["statements"] for r in await view_rows(log, activity)) == 150
+
+
+async def test_rows_of_a_retired_generation_fail_as_the_runner_retries(log: EventLog) -> None:
+    """A generation swapped out and dropped under a worker still folding into it: loading its rows fails with an
+    error the runner retries on (it then finds the new generation), on the driver connection too."""
+    from proficio_projector._runtime import RETRYABLE
+
+    activity = LearnerActivity()
+    generation = await ensure_active(log, activity)
+    store = ViewStore(activity, generation)
+    async with log.transaction() as conn:
+        await store.drop_tables(conn)
+    async with log.engine.connect() as conn:
+        with pytest.raises(RETRYABLE):
+            await store.load(conn, "learners", [("district-7", "learner:1")])

@@ -16,13 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from proficio_events import EventLog
+from proficio_events import EventLog, StoreUnavailableError
 
 from ._model import Projection, RowKey, ViewTable
 from ._schema import dead_letters, generations, offsets
@@ -208,9 +209,13 @@ class ViewStore:
             # On the driver connection: every column is text, an integer or a boolean, which asyncpg gives as
             # SQLAlchemy would, without its per-row processing (a fold loads thousands of rows per batch).
             raw = await conn.get_raw_connection()
-            records = await raw.driver_connection.fetch(  # type: ignore[union-attr]
-                _load_sql(physical, tuple(names)), *([k[i] for k in wanted] for i in range(len(names)))
-            )
+            try:
+                records = await raw.driver_connection.fetch(  # type: ignore[union-attr]
+                    _load_sql(physical, tuple(names)), *([k[i] for k in wanted] for i in range(len(names)))
+                )
+            except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                # As SQLAlchemy's errors would be: the runner retries (a generation retired meanwhile, say).
+                raise StoreUnavailableError(f"the rows of {physical.name} could not be read: {exc}") from exc
             for record in records:
                 values = dict(record.items())
                 position = values.pop("last_position")
