@@ -253,15 +253,9 @@ class SegmentFolder:
         async with self.log.engine.connect() as conn:
             marks = await _all_checkpoints(conn, generations)
         start = min(marks[i][s] for i, segments in enumerate(owned) for s in segments)
-        if self._ahead is not None and self._ahead[0] == start:
-            batch, covered = await self._ahead[1]
-            self._ahead = None
-        else:
-            self.close()
-            batch, covered = await self._scan(start, batch_size)
+        batch, covered = await self._next_batch(start, batch_size)
         if covered <= start:
             return Step(0, 0)
-        self._ahead = (covered, self._scan(covered, batch_size))
         try:
             moved, batches = await self._fold(batch, covered, owned, marks)
         except BaseException:
@@ -281,16 +275,10 @@ class SegmentFolder:
     async def _pipelined_step(self, batch_size: int, owned: list[list[int]], inflight: _InFlight) -> Step:
         """The next batch after the one committing: folded now, committed once that one has."""
         start = inflight.covered
-        if self._ahead is not None and self._ahead[0] == start:
-            batch, covered = await self._ahead[1]
-            self._ahead = None
-        else:
-            self._close_ahead()
-            batch, covered = await self._scan(start, batch_size)
+        batch, covered = await self._next_batch(start, batch_size)
         if covered <= start:
             await self.flush()
             return Step(0, 0)
-        self._ahead = (covered, self._scan(covered, batch_size))
         batches: list[Batch | None] = []
         with cycle_collection_paused():
             chosen: list[list[StoredEvent]] = [[] for _ in self.members]
@@ -329,6 +317,18 @@ class SegmentFolder:
             asyncio.ensure_future(self._commit(batches, covered, owned, expected)), covered, owned, batches
         )
         return Step(covered - start, len(batch))
+
+    async def _next_batch(self, start: int, batch_size: int) -> tuple[list[StoredEvent], int]:
+        """The batch after ``start`` (read ahead, or read now), with the one after it read ahead meanwhile."""
+        if self._ahead is not None and self._ahead[0] == start:
+            batch, covered = await self._ahead[1]
+            self._ahead = None
+        else:
+            self._close_ahead()
+            batch, covered = await self._scan(start, batch_size)
+        if covered > start:
+            self._ahead = (covered, self._scan(covered, batch_size))
+        return batch, covered
 
     def _close_ahead(self) -> None:
         if self._ahead is not None:
