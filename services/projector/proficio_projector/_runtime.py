@@ -575,59 +575,49 @@ async def _serve(
     """
     freeze_heap()
     with cycle_collection_paused():
-        await _serve_paused(log, settings, members, stop, regroup)
-
-
-async def _serve_paused(
-    log: EventLog,
-    settings: RunnerSettings,
-    members: Sequence[tuple[Projection, Generation]],
-    stop: asyncio.Event,
-    regroup: asyncio.Event | None,
-) -> None:
-    keepers = [LeaseKeeper(log, g.consumer, g.segments, settings.owner, ttl=settings.lease_ttl) for _, g in members]
-    folder = SegmentFolder(
-        log, [(p, g, k) for (p, g), k in zip(members, keepers, strict=True)], cached_rows=settings.cached_rows,
-        pipelined=settings.pipelined,
-    )  # fmt: skip
-    loop = asyncio.get_running_loop()
-    try:
-        renew_at = 0.0
-        collect_at = loop.time() + COLLECT_EVERY_S
-        while not stop.is_set() and not (regroup is not None and regroup.is_set()):
-            if loop.time() >= collect_at:
-                gc.collect()
-                collect_at = loop.time() + COLLECT_EVERY_S
-            if loop.time() >= renew_at:
-                for keeper in keepers:
-                    await keeper.refresh()
-                renew_at = loop.time() + settings.lease_ttl / 3
-                async with log.engine.connect() as conn:
-                    for projection, generation in members:
-                        if await active_generation(conn, projection.name) != generation:
-                            return  # swapped by a rebuild: serve the new generation
-            try:
-                step = await folder.step(settings.batch_size)
-            except IntegrityError as exc:  # a dead letter parked twice by racing workers, say
-                logger.warning("%s: %s; retrying", "+".join(g.consumer for _, g in members), exc)
-                continue
-            if step is None:
-                await _sleep(stop, min(settings.idle_timeout, max(0.0, renew_at - loop.time())))
-            elif step.covered == 0:
-                async with log.engine.connect() as conn:
-                    low = min(min(m.values()) for m in await _all_checkpoints(conn, [g for _, g in members]))
-                await wait_for_events_or_stop(log, stop, low, settings.idle_timeout)
-            elif step.folded == 0 and step.covered < settings.batch_size:
-                # Only other projections' events, and few: let them gather rather than commit a
-                # checkpoint for every append while the log is busy.
-                await _sleep(stop, settings.skip_pause)
-    finally:
-        with contextlib.suppress(*RETRYABLE, IntegrityError):
-            await folder.flush()  # the last batch's commit, before the leases go
-        folder.close()
-        for keeper in keepers:
-            with contextlib.suppress(*RETRYABLE):
-                await keeper.release()
+        keepers = [LeaseKeeper(log, g.consumer, g.segments, settings.owner, ttl=settings.lease_ttl) for _, g in members]
+        folder = SegmentFolder(
+            log, [(p, g, k) for (p, g), k in zip(members, keepers, strict=True)], cached_rows=settings.cached_rows,
+            pipelined=settings.pipelined,
+        )  # fmt: skip
+        loop = asyncio.get_running_loop()
+        try:
+            renew_at = 0.0
+            collect_at = loop.time() + COLLECT_EVERY_S
+            while not stop.is_set() and not (regroup is not None and regroup.is_set()):
+                if loop.time() >= collect_at:
+                    gc.collect()
+                    collect_at = loop.time() + COLLECT_EVERY_S
+                if loop.time() >= renew_at:
+                    for keeper in keepers:
+                        await keeper.refresh()
+                    renew_at = loop.time() + settings.lease_ttl / 3
+                    async with log.engine.connect() as conn:
+                        for projection, generation in members:
+                            if await active_generation(conn, projection.name) != generation:
+                                return  # swapped by a rebuild: serve the new generation
+                try:
+                    step = await folder.step(settings.batch_size)
+                except IntegrityError as exc:  # a dead letter parked twice by racing workers, say
+                    logger.warning("%s: %s; retrying", "+".join(g.consumer for _, g in members), exc)
+                    continue
+                if step is None:
+                    await _sleep(stop, min(settings.idle_timeout, max(0.0, renew_at - loop.time())))
+                elif step.covered == 0:
+                    async with log.engine.connect() as conn:
+                        low = min(min(m.values()) for m in await _all_checkpoints(conn, [g for _, g in members]))
+                    await wait_for_events_or_stop(log, stop, low, settings.idle_timeout)
+                elif step.folded == 0 and step.covered < settings.batch_size:
+                    # Only other projections' events, and few: let them gather rather than commit a
+                    # checkpoint for every append while the log is busy.
+                    await _sleep(stop, settings.skip_pause)
+        finally:
+            with contextlib.suppress(*RETRYABLE, IntegrityError):
+                await folder.flush()  # the last batch's commit, before the leases go
+            folder.close()
+            for keeper in keepers:
+                with contextlib.suppress(*RETRYABLE):
+                    await keeper.release()
 
 
 #: The busy event types: projections that fold them in one process are served as one fold group.
