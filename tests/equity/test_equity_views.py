@@ -246,9 +246,15 @@ async def _all_cells(log: EventLog) -> list[dict[str, Any]]:
         return [dict(r) for r in (await conn.execute(query)).mappings()]
 
 
+async def _all_facts(log: EventLog) -> list[dict[str, Any]]:
+    async with log.engine.connect() as conn:
+        query = sa.select(equity_facts).order_by(*equity_facts.primary_key.columns)
+        return [dict(r) for r in (await conn.execute(query)).mappings()]
+
+
 async def test_cells_kept_from_round_to_round_are_the_cells_built_afresh(log: EventLog, tmp_path: Path) -> None:
-    """A round changes the cells by the facts that changed (``RunningCells``); after rounds of masteries, a refresher
-    judging everyone from scratch stores the same cells."""
+    """A round changes the cells by the facts that changed (``RunningCells``) and writes only those facts; after
+    rounds of masteries, a refresher judging everyone from scratch stores the same cells and facts."""
     students, ids = await _district_with_plan(log, tmp_path)
     refresher = EquityRefresher(log)
     await refresher.refresh(AS_OF)
@@ -261,6 +267,8 @@ async def test_cells_kept_from_round_to_round_are_the_cells_built_afresh(log: Ev
         assert report.learners_refreshed == len(chosen)
     kept = await _all_cells(log)
     assert kept != before
+    # Kept rounds write only the facts that changed (an upsert); the stored facts are a fresh judgement's.
+    kept_facts = await _all_facts(log)
     assert await _mastered(log, COMPETENCIES[5]) == len({s.email for s in students[0:30:3] + students[40:80:7]
                                                           + students[0:80:11]})  # fmt: skip
     async with log.transaction() as conn:
@@ -269,3 +277,4 @@ async def test_cells_kept_from_round_to_round_are_the_cells_built_afresh(log: Ev
     [afresh] = await EquityRefresher(log).refresh(AS_OF)
     assert afresh.learners_refreshed == len(students)
     assert await _all_cells(log) == kept
+    assert await _all_facts(log) == kept_facts

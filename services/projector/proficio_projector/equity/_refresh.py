@@ -26,7 +26,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from proficio_events import EventLog, bulk_insert
+from proficio_events import EventLog, bulk_insert, bulk_upsert
 
 from .._model import Projection
 from .._runtime import active_watermark
@@ -320,18 +320,30 @@ class EquityRefresher:
 
             # In a thread: the event loop (serve's API, the folds beside it) keeps its turns meanwhile.
             by_learner = await asyncio.to_thread(chunk_facts)
+            day = as_of.isoformat()
+            rewritten: dict[str, tuple[Fact, ...]] = by_learner  # learners whose rows are all written anew
+            upserted: list[tuple[Any, ...]] = []
             if kept is not None:
-                # Only the learners whose facts changed are written again (the others' rows are these already).
+                # Only the facts that changed are written (the others' rows are these already): a round after
+                # new evidence changes a few of a learner's ~10 facts (a plan's, a competency's), rarely all.
                 facts_before = kept.facts
                 by_learner = {learner: new for learner, new in by_learner.items()
                               if facts_before.get(learner, ()) != new}  # fmt: skip
-            if by_learner:
+                rewritten = {}
+                for learner, new in by_learner.items():
+                    old = {f.scope: f for f in facts_before.get(learner, ())}
+                    if not old.keys() <= {f.scope for f in new}:
+                        rewritten[learner] = new  # a scope went: her rows are replaced
+                        continue
+                    upserted.extend(_fact_tuple(tenant, f, day) for f in new if old.get(f.scope) != f)
+            if rewritten or upserted:
                 async with self.log.transaction() as conn:  # the write lock up front (SQLite: BEGIN IMMEDIATE)
-                    changed = equity_facts.c.learner.in_(list(by_learner))
-                    await conn.execute(equity_facts.delete().where(equity_facts.c.tenant == tenant, changed))
-                    day = as_of.isoformat()
-                    written = [_fact_tuple(tenant, fact, day) for facts in by_learner.values() for fact in facts]
-                    await bulk_insert(conn, equity_facts, written, columns=_FACT_COLUMNS)
+                    if rewritten:
+                        changed = equity_facts.c.learner.in_(list(rewritten))
+                        await conn.execute(equity_facts.delete().where(equity_facts.c.tenant == tenant, changed))
+                        written = [_fact_tuple(tenant, fact, day) for facts in rewritten.values() for fact in facts]
+                        await bulk_insert(conn, equity_facts, written, columns=_FACT_COLUMNS)
+                    await bulk_upsert(conn, equity_facts, upserted, key=_FACT_KEY)
             if kept is not None:
                 for learner, new in by_learner.items():
                     kept.replace(learner, new)
@@ -380,7 +392,9 @@ def _running_cells(
     return cells
 
 
+#: The columns of ``equity_facts`` in its order (``bulk_upsert`` writes them so) and its key.
 _FACT_COLUMNS = ("tenant", "learner", "scope", "pct_mastered", "mastered", "on_track", "stalled", "velocity", "as_of")
+_FACT_KEY = ("tenant", "learner", "scope")
 
 
 def _fact_tuple(tenant: str, fact: Fact, as_of: str) -> tuple[Any, ...]:
