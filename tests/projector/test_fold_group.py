@@ -338,6 +338,39 @@ async def test_rows_written_as_json_or_as_arrays_are_the_same_rows(log: EventLog
     assert [r["amount"] for r in amounts] == [Decimal("1.125") * k for k in range(len(labels))]
 
 
+async def test_view_indexes_use_the_access_method_declared_where_the_database_has_it(log: EventLog) -> None:
+    """The evidence view's observations: BRIN on last_position, hash on statement_id in PostgreSQL; plain indexes on
+    the same columns in SQLite. Its queries by either column find the rows."""
+    store = ViewStore(CompetencyEvidence(), Generation("competency_evidence", 1, 3, "active", 1, 0))
+    physical = store.table("observations").name
+    row = {"activity": None, "competencies": "[]", "norm": "1", "success": True, "timestamp_us": 1, "stored_us": 1,
+           "source": "statement", "authority": None, "raw": None}  # fmt: skip
+    puts = {("observations", ("t", f"l{i}", f"s{i}")): ({"tenant": "t", "learner": f"l{i}", "statement_id": f"s{i}",
+                                                           **row}, 100 + i) for i in range(50)}  # fmt: skip
+    async with log.transaction() as conn:
+        await store.create_tables(conn)
+        await store.write(conn, puts, {})
+        if conn.dialect.name == "postgresql":
+            found = await conn.execute(sa.text(
+                "SELECT am.amname, pg_get_indexdef(i.indexrelid) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
+                " JOIN pg_am am ON am.oid = c.relam WHERE i.indrelid = CAST(:t AS regclass) AND NOT i.indisprimary"
+            ), {"t": physical})  # fmt: skip
+            methods = {method: definition.rsplit("(", 1)[1].rstrip(")") for method, definition in found}
+            assert methods == {"brin": "last_position", "hash": "statement_id"}
+        else:
+            found = await conn.execute(sa.text(f"SELECT name FROM pragma_index_list('{physical}') WHERE origin = 'c'"))
+            columns = {
+                name: [c for (c,) in await conn.execute(sa.text(f"SELECT name FROM pragma_index_info('{name}')"))]
+                for (name,) in found.all()
+            }
+            assert sorted(columns.values()) == [["last_position"], ["statement_id"]]
+        table = store.table("observations")
+        since = await conn.execute(sa.select(table.c.learner).where(table.c.tenant == "t", table.c.last_position > 140))
+        assert sorted(learner for (learner,) in since) == sorted(f"l{i}" for i in range(41, 50))
+        by_id = await conn.execute(sa.select(table.c.learner).where(table.c.statement_id == "s7"))
+        assert by_id.all() == [("l7",)]
+
+
 @pytest.mark.parametrize("cached_rows", [0, 1000])
 async def test_a_pipelined_folder_folds_each_batch_while_the_one_before_commits(
     log: EventLog, cached_rows: int

@@ -9,7 +9,7 @@ SQL log or Kafka, the relay that publishes the log to Kafka, and the HTTP API th
 from ._api import install, router
 from ._apply import Applier, BatchOutcome
 from ._learner_activity import LearnerActivity, default_projections
-from ._model import Change, MemoryState, Projection, Put, Remove, Row, RowKey, RowRef, State, ViewTable, fold
+from ._model import Change, MemoryState, Projection, Put, Remove, Row, RowKey, RowRef, State, ViewIndex, ViewTable, fold
 from ._runtime import (
     ProjectorStatus,
     RunnerSettings,
@@ -48,6 +48,7 @@ __all__ = [
     "State",
     "StreamSettings",
     "ViewStore",
+    "ViewIndex",
     "ViewTable",
     "active_generation",
     "build",

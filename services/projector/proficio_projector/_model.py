@@ -29,13 +29,29 @@ Row = Mapping[str, Any]
 
 
 @dataclass(frozen=True)
+class ViewIndex:
+    """An index of a view table other than a btree over ``columns`` (which a plain sequence of names declares).
+
+    ``using`` names PostgreSQL's access method; other databases get a plain index over the same columns.
+    ``"hash"`` (one column, equality only) suits random keys such as statement ids: each insert touches a bucket
+    page of an index a fraction of a btree's size. ``"brin"`` suits a column that grows with the table's
+    inserts, such as ``last_position``: the index summarizes ranges of pages and an insert rarely changes it.
+    """
+
+    columns: tuple[str, ...]
+    using: str = "btree"
+
+
+@dataclass(frozen=True)
 class ViewTable:
-    """One table of a projection's view. ``key`` columns form its primary key; ``last_position`` is added."""
+    """One table of a projection's view. ``key`` columns form its primary key; ``last_position`` is added.
+
+    ``indexes``: each a sequence of column names (a btree) or a ``ViewIndex``."""
 
     name: str
     key: Sequence[sa.Column[Any]]
     values: Sequence[sa.Column[Any]]
-    indexes: Sequence[Sequence[str]] = ()
+    indexes: Sequence[Sequence[str] | ViewIndex] = ()
 
     @functools.cached_property
     def key_names(self) -> tuple[str, ...]:

@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from proficio_events import EventLog, StoreUnavailableError
 
-from ._model import Projection, RowKey, ViewTable
+from ._model import Projection, RowKey, ViewIndex, ViewTable
 from ._schema import dead_letters, generations, offsets
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -184,7 +184,13 @@ class ViewStore:
         columns: list[sa.Column[Any]] = [sa.Column(c.name, c.type, primary_key=True, nullable=False) for c in view.key]
         columns += [sa.Column(c.name, c.type, nullable=c.nullable) for c in view.values]
         columns.append(sa.Column("last_position", sa.BigInteger, nullable=False))
-        indexes = [sa.Index(f"ix_{physical}_{i}", *names) for i, names in enumerate(view.indexes)]
+        indexes = []
+        for i, declared in enumerate(view.indexes):
+            if isinstance(declared, ViewIndex):
+                using = {} if declared.using == "btree" else {"postgresql_using": declared.using}
+                indexes.append(sa.Index(f"ix_{physical}_{i}", *declared.columns, **using))
+            else:
+                indexes.append(sa.Index(f"ix_{physical}_{i}", *declared))
         return sa.Table(physical, metadata, *columns, *indexes)
 
     def table(self, name: str) -> sa.Table:
