@@ -352,8 +352,9 @@ async def test_view_indexes_use_the_access_method_declared_where_the_database_ha
         await store.write(conn, puts, {})
         if conn.dialect.name == "postgresql":
             found = await conn.execute(sa.text(
-                "SELECT am.amname, pg_get_indexdef(i.indexrelid) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
-                " JOIN pg_am am ON am.oid = c.relam WHERE i.indrelid = CAST(:t AS regclass) AND NOT i.indisprimary"
+                "SELECT am.amname, pg_get_indexdef(i.indexrelid) FROM pg_index i"
+                " JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am am ON am.oid = c.relam"
+                " WHERE i.indrelid = CAST(:t AS regclass) AND NOT i.indisprimary"
             ), {"t": physical})  # fmt: skip
             methods = {method: definition.rsplit("(", 1)[1].rstrip(")") for method, definition in found}
             assert methods == {"brin": "last_position", "hash": "statement_id"}

@@ -187,8 +187,7 @@ class ViewStore:
         indexes = []
         for i, declared in enumerate(view.indexes):
             if isinstance(declared, ViewIndex):
-                using = {} if declared.using == "btree" else {"postgresql_using": declared.using}
-                indexes.append(sa.Index(f"ix_{physical}_{i}", *declared.columns, **using))
+                indexes.append(sa.Index(f"ix_{physical}_{i}", *declared.columns, postgresql_using=declared.using))
             else:
                 indexes.append(sa.Index(f"ix_{physical}_{i}", *declared))
         return sa.Table(physical, metadata, *columns, *indexes)
