@@ -14,6 +14,7 @@ from proficio_projector.pacing import (
     PacingDataError,
     PacingPolicy,
     SchoolCalendar,
+    day_of,
     intervention_queue,
     menu_data,
     pace,
@@ -192,3 +193,19 @@ def test_the_intervention_queue_ranks_by_behind_then_what_stalls_block() -> None
     assert [(q.learner, q.rank, q.behind, q.blocked_weight) for q in queue] == [("bo", 1, 3, 4), ("ana", 2, 3, 1)]
     assert queue[0].reasons[0].startswith("3 required competencies past the planned week (c0, c1, c2)")
     assert "stalled on c0, which 3 others build on" in queue[0].reasons
+
+
+def test_the_day_of_a_moment_is_its_utc_date_at_every_boundary() -> None:
+    """``day_of`` counts whole days since the epoch; it agrees with datetime at and around every midnight."""
+    day_us = 86_400_000_000
+    moments = [0, -1, 1, 1795420209374818] + [k * day_us + o for k in range(-800, 30_000, 7) for o in (-1, 0, 1)]
+    for moment in moments:
+        assert day_of(moment) == datetime.fromtimestamp(moment / 1_000_000, UTC).date(), moment
+
+
+def test_school_weeks_are_remembered_but_each_caller_gets_its_own_list() -> None:
+    calendar = SchoolCalendar(breaks=(Break(date(2026, 12, 21), date(2027, 1, 1), "winter"),))
+    weeks = calendar.school_weeks(date(2026, 12, 10), date(2027, 1, 12))
+    assert weeks == [date(2026, 12, 7), date(2026, 12, 14), date(2027, 1, 4), date(2027, 1, 11)]
+    weeks.clear()  # a caller's list is its own: the remembered weeks are not changed through it
+    assert calendar.school_weeks(date(2026, 12, 10), date(2027, 1, 12))[0] == date(2026, 12, 7)

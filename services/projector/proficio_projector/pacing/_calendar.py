@@ -78,6 +78,9 @@ class SchoolCalendar:
 
     def school_weeks(self, after: date, through: date) -> list[date]:
         """The weeks (their Mondays) with at least one school day in (after, through], oldest first."""
+        return list(_school_weeks(self, after, through))
+
+    def _list_school_weeks(self, after: date, through: date) -> list[date]:
         weeks: list[date] = []
         day = after + timedelta(days=1)
         while day <= through:
@@ -94,6 +97,11 @@ class SchoolCalendar:
 @functools.lru_cache(maxsize=65_536)
 def _school_days(calendar: SchoolCalendar, after: date, through: date) -> int:
     return calendar._count_school_days(after, through)
+
+
+@functools.lru_cache(maxsize=4096)
+def _school_weeks(calendar: SchoolCalendar, after: date, through: date) -> tuple[date, ...]:
+    return tuple(calendar._list_school_weeks(after, through))
 
 
 @functools.lru_cache(maxsize=65_536)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 
 from ..competency import Progress, is_mastered
@@ -30,8 +30,13 @@ ONE_PLACE = Decimal("0.1")
 TWO_PLACES = Decimal("0.01")
 
 
+_DAY_US = 86_400_000_000
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+
+
 def day_of(us: int) -> date:
-    return datetime.fromtimestamp(us / 1_000_000, UTC).date()
+    """The UTC day of a moment in µs since the epoch (in whole days: no datetime per piece of evidence)."""
+    return date.fromordinal(_EPOCH_ORDINAL + us // _DAY_US)
 
 
 @dataclass(frozen=True)
@@ -122,8 +127,10 @@ def pace(
         for c in required
         if c in mine and mine[c].mastered_at_us is not None and day_of(mine[c].mastered_at_us) <= as_of  # type: ignore[arg-type]
     )
-    evidence_days = sorted({day_of(e.timestamp_us) for p in mine.values() for e in p.evidence
-                            if day_of(e.timestamp_us) <= as_of})  # fmt: skip
+    # Days as whole days since the epoch first: a set of ints, then a date per distinct day.
+    last_day = as_of.toordinal() - _EPOCH_ORDINAL
+    days = {e.timestamp_us // _DAY_US for p in mine.values() for e in p.evidence}
+    evidence_days = sorted(date.fromordinal(_EPOCH_ORDINAL + d) for d in days if d <= last_day)
     active = sorted({calendar.week_of(d) for d in evidence_days})
     window = active[-policy.window_weeks :]
     weekly = {week: 0 for week in active}
