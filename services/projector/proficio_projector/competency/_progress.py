@@ -209,6 +209,9 @@ class Progress:
     stalled: bool = False
     #: Mastered once (mastered_at) but not now.
     regressed: bool = False
+    #: How many pieces of evidence it took to reach mastery first (None: never reached; unknown when built
+    #: elsewhere than ``progress``: then the running scores tell).
+    attempts_to_mastery: int | None = None
 
     @property
     def n_evidence(self) -> int:
@@ -360,17 +363,18 @@ def progress(
         observations, voided, default_policy, alignments, scale, policy_of, scale_of, now_us, stall, rules
     ):
         if policy.method is Method.BKT:
-            reached = (e.timestamp_us for e, s in zip(items, running, strict=True) if is_mastered(policy, s))
+            reached = (n for n, s in enumerate(running) if is_mastered(policy, s))
         else:  # is_mastered, inline: a comparison per piece of evidence
             threshold = policy.mastery_points
-            reached = (e.timestamp_us for e, s in zip(items, running, strict=True) if s is not None and s >= threshold)
-        mastered_at = next(reached, None)
+            reached = (n for n, s in enumerate(running) if s is not None and s >= threshold)
+        first = next(reached, None)
+        mastered_at = None if first is None else items[first].timestamp_us
         fitted = power_law(points, policy.points_possible) if trend else None
         trend_b = Decimal(str(fitted[1])).quantize(Decimal("0.0001"), ROUND_HALF_UP) if fitted else None
         result[competency] = Progress(
             competency, tuple(items), running[-1], level, mastered, mastered_at, items[0].timestamp_us,
             items[-1].timestamp_us, tuple(points), running, policy, trend_b, stalled,
-            mastered_at is not None and not mastered,
+            mastered_at is not None and not mastered, None if first is None else first + 1,
         )  # fmt: skip
     return result
 

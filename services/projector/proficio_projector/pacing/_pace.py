@@ -178,7 +178,7 @@ def pace(
         p = mine.get(c)
         if p is None or p.mastered_at_us is None:
             continue
-        attempts = next(n + 1 for n, s in enumerate(p.running) if is_mastered(p.policy, s))
+        attempts = p.attempts_to_mastery or next(n + 1 for n, s in enumerate(p.running) if is_mastered(p.policy, s))
         times.append(TimeToMastery(c, (day_of(p.mastered_at_us) - day_of(p.first_at_us)).days, attempts))
     weekly_in_window = [float(c) for c in in_window] or [0.0]
     return Pace(
