@@ -464,3 +464,44 @@ async def test_rows_of_a_retired_generation_fail_as_the_runner_retries(log: Even
     async with log.engine.connect() as conn:
         with pytest.raises(RETRYABLE):
             await store.load(conn, "learners", [("district-7", "learner:1")])
+
+
+# PostgreSQL alone: SQLite has no row locks (a writer holds the whole database).
+@pytest.mark.parametrize("store_url", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True)
+async def test_a_commit_checking_its_leases_never_deadlocks_with_their_renewal(log: EventLog) -> None:
+    """A pipelined commit holds its segments' lease rows (``holds_all``) while the same worker's lease keeper renews
+    them on another connection. Both take the rows in segment order, so one waits for the other instead of each
+    holding a row the other wants (PostgreSQL: found while two commits overlapped in bench.keepup; the rows' order on
+    disk, after updates, is not their segments' order)."""
+    keeper = LeaseKeeper(log, "deadlock-check", 4, "worker-a", ttl=30, fair=False)
+    async with log.transaction() as conn:  # rows on disk in the reverse of their segments' order
+        for segment in (3, 2, 1, 0):
+            await conn.execute(leases.insert().values(name="deadlock-check", segment=segment, owner="worker-a",
+                                                      expires_us=2**62))  # fmt: skip
+    renewal_holds_first = asyncio.Event()
+    commit_waits = asyncio.Event()
+
+    def renewed(segment: int) -> sa.Update:
+        where = sa.and_(leases.c.name == "deadlock-check", leases.c.segment == segment)
+        return leases.update().where(where).values(expires_us=2**62 + 1)
+
+    async def renew() -> None:  # the keeper's renewal, statement by statement: segment 0, then the others
+        async with log.transaction() as conn:
+            await conn.execute(renewed(0))
+            renewal_holds_first.set()
+            await commit_waits.wait()
+            await asyncio.sleep(0.3)  # the commit's statement is blocked on segment 0 by now
+            for segment in (1, 2, 3):
+                await conn.execute(renewed(segment))
+
+    async def commit() -> bool:
+        await renewal_holds_first.wait()
+        async with log.transaction() as conn:
+            # As PostgreSQL plans it for a leases table of many dead rows: read in the order on disk.
+            await conn.execute(sa.text("SET LOCAL enable_indexscan = off"))
+            await conn.execute(sa.text("SET LOCAL enable_bitmapscan = off"))
+            commit_waits.set()
+            return await keeper.holds_all(conn, [0, 1, 2, 3])
+
+    _, held = await asyncio.wait_for(asyncio.gather(renew(), commit()), timeout=20)
+    assert held  # and neither transaction was chosen as a deadlock's victim

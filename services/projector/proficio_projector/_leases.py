@@ -75,7 +75,7 @@ class LeaseKeeper:
                     continue
                 owned.add(segment)
             expires = now + self.ttl_us
-            for segment in owned:
+            for segment in sorted(owned):  # in segment order, as commits lock them (``holds_all``)
                 # Taken only if still free or ours: a worker claiming the same segment at the same moment
                 # (PostgreSQL re-checks this against the row it waited for) leaves it to the first.
                 await self._upsert(
@@ -114,7 +114,9 @@ class LeaseKeeper:
             leases.c.name == self.name, leases.c.segment.in_(sorted(segments))
         )
         if conn.dialect.name == "postgresql":
-            query = query.with_for_update()
+            # Locked in segment order, as ``refresh`` renews them: in the order on disk (a plan over a table of
+            # many dead rows) a commit and a renewal of the same worker could each hold a row the other wants.
+            query = query.order_by(leases.c.segment).with_for_update()
         rows = (await conn.execute(query)).all()
         now = now_us()
         return len(rows) == len(set(segments)) and all(r.owner == self.owner and r.expires_us > now for r in rows)
