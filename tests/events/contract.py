@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from proficio_events import (
     GENESIS,
+    PENDING_LEARNER,
     AppendResult,
     ConcurrencyError,
     DuplicateEventError,
@@ -35,6 +36,7 @@ from proficio_events import (
     destroy_keys,
     open_event_log,
 )
+from proficio_events._schema import learner_directory, learner_keys
 
 T = "district-1"
 
@@ -363,6 +365,36 @@ class LogContract:
         again = (await log.append_decided(T, ["doc"], put, seal_for=["learner:a"])).events[0]
         assert again.key_id not in (None, first.key_id)  # a fresh key after the erasure, never the destroyed one
         assert (again.stream_version, again.data()) == (2, {"v": 1})
+
+    async def test_a_refused_decision_leaves_no_learner_id_and_no_key(self, log: EventLog) -> None:
+        """Her id and her key are made once the decision holds: a decision that refuses (a failed precondition) for
+        a learner the log has not seen leaves neither; the same append deciding to store makes both, and a second
+        decision for her in the same group shares them."""
+
+        def put(heads: Mapping[str, StreamHead]) -> list[NewEvent]:
+            return [NewEvent.of("doc", "Put", {"v": heads["doc"].version}, private=b"mine",
+                                seal_for=PENDING_LEARNER, learner_of="digest:new")]  # fmt: skip
+
+        def refuse(heads: Mapping[str, StreamHead]) -> list[NewEvent]:
+            raise LookupError("precondition failed")
+
+        async def rows() -> tuple[int, int]:
+            async with log.engine.connect() as conn:
+                return (await conn.scalar(sa.select(sa.func.count()).select_from(learner_directory)) or 0,
+                        await conn.scalar(sa.select(sa.func.count()).select_from(learner_keys)) or 0)  # fmt: skip
+
+        named = {"seal_for": [PENDING_LEARNER], "learner_of": "digest:new"}
+        with pytest.raises(LookupError):
+            await log.append_decided(T, ["doc"], refuse, **named)  # type: ignore[arg-type]
+        assert await rows() == (0, 0)
+        assert await log.max_position() == 0
+        first, second = await asyncio.gather(
+            log.append_decided(T, ["doc"], put, **named),  # type: ignore[arg-type]
+            log.append_decided(T, ["doc"], put, **named),  # type: ignore[arg-type]
+        )
+        assert await rows() == (1, 1)
+        assert first.events[0].key_id == second.events[0].key_id is not None
+        assert [e.data()["v"] for e in (first.events[0], second.events[0])] == [0, 1]
 
     # -- concurrency -------------------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from fastapi import FastAPI
 
 from proficio_events import EventLog, StoredEvent, open_sealed, read_keys
+from proficio_events._schema import learner_directory, learner_keys
 from proficio_ingest import IngestSettings, create_app, rebuild_documents
 from proficio_ingest import _documents as documents_module
 from proficio_ingest._documents import DOCUMENT_EVENTS, Document, document_after, document_as_of
@@ -253,6 +254,39 @@ async def test_delete_one_and_delete_all_state(client: Client) -> None:
 
 
 # -- concurrency headers --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "params_of"), [(STATE, state), (AGENT_PROFILE, agent_profile)], ids=["state", "agent-profile"]
+)
+async def test_a_write_refused_by_its_precondition_leaves_nothing_behind(
+    client: Client, path: str, params_of: Callable[..., dict[str, str]]
+) -> None:
+    """An agent's document write that fails its precondition (412) is refused whole: no event, and no learner id or
+    data key for an agent Proficio has not seen before. The same write that holds makes both."""
+    newcomer = {"mbox": f"mailto:{uuid.uuid4().hex}@example.org", "objectType": "Agent"}
+    params = params_of(agent=newcomer)
+    log = client.log
+
+    async def counts() -> tuple[int, int, int]:
+        async with log.engine.connect() as conn:
+            found = [await conn.scalar(sa.select(sa.func.count()).select_from(t))
+                     for t in (learner_directory, learner_keys)]  # fmt: skip
+        return found[0], found[1], await log.max_position()
+
+    before = await counts()
+    wrong = '"' + "1" * 40 + '"'
+    for refused in (
+        await send(client, "PUT", path, params, {"v": 1}, If_Match=wrong),
+        await send(client, "POST", path, params, {"v": 1}, If_Match=wrong),
+        await send(client, "DELETE", path, params, If_Match=wrong),
+    ):
+        assert refused.status_code == 412, refused.text
+    assert await counts() == before
+    assert (await send(client, "PUT", path, params, {"v": 1}, If_None_Match="*")).status_code == 204
+    directory, keys, position = await counts()
+    assert (directory, position) == (before[0] + 1, before[2] + 1)
+    assert keys == before[1] + 1  # her data key, which seals the document
 
 
 @pytest.mark.parametrize(

@@ -106,8 +106,9 @@ class EventLog(abc.ABC):
         stream is empty) and returns the events to store, only on those streams, without uniqueness keys and
         sealing private data only for learners named in ``seal_for``; an empty batch stores nothing. Where
         ``seal_for`` names ``PENDING_LEARNER``, ``learner_of`` is her directory digest (``NewEvent.learner_of``):
-        her id is resolved (created if she has none) before the decision and put in place in the batch. What it
-        raises is raised here, and nothing of it is stored. It must be quick and must not await: on backends
+        her id is put in place in the batch once the decision holds (created then if she has none, with the data
+        keys the batch is sealed under). What it raises is raised here, and nothing of it is stored: no event,
+        no learner id, no key. It must be quick and must not await: on backends
         with group commit it runs inside another request's transaction too.
         """
         raise NotImplementedError(f"{type(self).__name__} does not decide appends under its write lock")

@@ -568,6 +568,7 @@ class SqlEventLog(EventLog):
                 if not batch:
                     outcomes.append(AppendResult((), ()))
                     continue
+                batch = await self._enroll_decided(conn, tenant, request.decided, batch, found, keys)
             conflicts = sorted(
                 e.key
                 for e in batch
@@ -648,10 +649,8 @@ class SqlEventLog(EventLog):
         learners = found.learners
         missing: dict[str, set[str]] = {}
         for request in group:
-            decided = request.decided
-            if decided is not None and decided.learner_of and (request.tenant, decided.learner_of) not in learners:
-                # Before the decision (it may yet refuse): like her key, her id may then exist without her data.
-                missing.setdefault(request.tenant, set()).add(decided.learner_of)
+            # A decided append's learner is enrolled only once its decision holds (``_enroll_decided``): one that
+            # refuses (a failed precondition) leaves no id and no key behind.
             for e in request.batch:
                 stored = e.key is not None and (request.tenant, e.key) in found.known
                 if e.learner_of and (request.tenant, e.learner_of) not in learners and not stored:
@@ -665,7 +664,7 @@ class SqlEventLog(EventLog):
         batches: list[list[NewEvent]] = []
         for request in group:
             if request.decided is not None and request.decided.learner_of:
-                request.decided.learner = learners[(request.tenant, request.decided.learner_of)]
+                request.decided.learner = learners.get((request.tenant, request.decided.learner_of))
             if not any(e.learner_of for e in request.batch):
                 batches.append(request.batch)
                 continue
@@ -678,6 +677,36 @@ class SqlEventLog(EventLog):
                 ]
             )
         return batches
+
+    async def _enroll_decided(
+        self,
+        conn: AsyncConnection,
+        tenant: str,
+        decided: _Decided,
+        batch: list[NewEvent],
+        found: GroupState,
+        keys: dict[tuple[str, str], DataKey],
+    ) -> list[NewEvent]:
+        """A decided batch that holds, with her learner id in place and the keys it is sealed under: made now (in the
+        append transaction) if she has none yet, and kept in ``found`` and ``keys`` for the batches after it."""
+        if decided.learner_of and decided.learner is None:
+            learner = found.learners.get((tenant, decided.learner_of))  # enrolled by a batch before it
+            if learner is None:
+                resolved, created = await enroll_learners(conn, tenant, {decided.learner_of}, found={})
+                learner = resolved[decided.learner_of]
+                if learner not in created:  # written meanwhile outside the log's lock (a roster import)
+                    found.versions[tenant].update(await self._stream_versions(conn, tenant, {learner}))
+                found.learners[(tenant, decided.learner_of)] = learner
+            decided.learner = learner
+            batch = [_bind(e, learner) if e.learner_of is not None else e for e in batch]
+        if _keyring._ENCRYPT and decided.seal_for:
+            wanted = {learner for learner in decided.bound_seal_for if (tenant, learner) not in keys}
+            if found.keys is not None:
+                keys.update(((tenant, x), found.keys[(tenant, x)]) for x in wanted if (tenant, x) in found.keys)
+                wanted = {learner for learner in wanted if (tenant, learner) not in keys}
+            if wanted:
+                keys.update(((tenant, x), key) for x, key in (await live_keys(conn, tenant, wanted)).items())
+        return batch
 
     async def _sealing_keys(
         self,
@@ -695,8 +724,7 @@ class SqlEventLog(EventLog):
             return {}
         learners: dict[str, set[str]] = {}
         for request, batch in zip(group, batches, strict=True):
-            if request.decided is not None and request.decided.seal_for:
-                learners.setdefault(request.tenant, set()).update(request.decided.bound_seal_for)
+            # A decided append's keys are made once its decision holds (``_enroll_decided``).
             for e in batch:
                 if e.private is not None and e.seal_for and (e.key is None or (request.tenant, e.key) not in known):
                     learners.setdefault(request.tenant, set()).add(e.seal_for)
