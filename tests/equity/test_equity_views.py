@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 import sqlalchemy as sa
 
 from proficio_events import EventLog, NewEvent
@@ -278,3 +279,41 @@ async def test_cells_kept_from_round_to_round_are_the_cells_built_afresh(log: Ev
     assert afresh.learners_refreshed == len(students)
     assert await _all_cells(log) == kept
     assert await _all_facts(log) == kept_facts
+
+
+async def test_a_round_holds_the_cycle_collector_off_and_collects_once_after_it(
+    log: EventLog, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The collector traversed a round's millions of short-lived tuples again and again (~40% of its CPU at 50,000
+    learners): it is off while learners are judged and runs once, in full, when the round is done."""
+    import gc
+
+    from proficio_projector.equity import _refresh
+
+    await _district_with_plan(log, tmp_path)
+    judged_with_collector: list[bool] = []
+    judge = _refresh.learner_facts
+
+    def watched(*args: Any, **kwargs: Any) -> list[Fact]:
+        judged_with_collector.append(gc.isenabled())
+        return judge(*args, **kwargs)
+
+    monkeypatch.setattr(_refresh, "learner_facts", watched)
+    full: list[int] = []
+
+    def counted(phase: str, info: dict[str, int]) -> None:
+        if phase == "start" and info["generation"] == 2:
+            full.append(len(judged_with_collector))
+
+    assert gc.isenabled()
+    gc.callbacks.append(counted)
+    try:
+        [report] = await EquityRefresher(log).refresh(AS_OF)
+    finally:
+        gc.callbacks.remove(counted)
+    assert report.learners_refreshed > 0
+    assert judged_with_collector
+    assert not any(judged_with_collector)
+    assert gc.isenabled()
+    assert full
+    assert full[-1] == len(judged_with_collector)  # a full collection once every learner was judged
