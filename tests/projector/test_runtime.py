@@ -10,13 +10,17 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from proficio_events import EventLog, StoredEvent
+from proficio_events import EventLog, NewEvent, StoredEvent
 from proficio_projector import (
     Applier,
     Change,
     LearnerActivity,
+    Put,
+    RowRef,
     RunnerSettings,
+    SqlProjector,
     State,
+    ViewTable,
     build,
     ensure_active,
     list_generations,
@@ -284,3 +288,76 @@ async def test_a_folding_process_runs_its_cycle_collector_on_a_clock(
         gc.callbacks.remove(counted)
     assert len(full) >= 3
     assert await view_rows(log, LearnerActivity()) == await replayed_rows(log, LearnerActivity())
+
+
+class RareCount:
+    """Counts a tenant's ``Rare`` events: a projection whose events are rare in a busy log (as the reference views)."""
+
+    name = "rare_count"
+    version = 1
+    event_types: frozenset[str] | None = frozenset({"Rare"})
+    partitioned = False
+    tables: Sequence[ViewTable] = (
+        ViewTable("counts", key=(sa.Column("tenant", sa.Text),), values=(sa.Column("n", sa.Integer, nullable=False),)),
+    )
+
+    def reads(self, event: StoredEvent) -> Iterable[RowRef]:
+        return (RowRef("counts", (event.tenant,)),)
+
+    def apply(self, state: State, event: StoredEvent) -> Sequence[Change]:
+        row = state.get("counts", (event.tenant,))
+        return (Put("counts", (event.tenant,), {"n": (row["n"] if row else 0) + 1}),)
+
+
+async def test_a_projection_whose_events_are_rare_steps_less_often_while_the_log_is_busy(log: EventLog) -> None:
+    """Past a stream of other events, the wait after each step that folded nothing doubles up to ``skip_pause_max``
+    (each step reads the log, checks leases and moves a checkpoint); its own events are still folded within that
+    wait, and once the log is quiet a new one is folded at once."""
+    scans: list[float] = []
+    scan = log.scan_after
+
+    async def counted(position: int, limit: int, event_types: Any = None) -> Any:
+        if event_types is not None and set(event_types) == {"Rare"}:
+            scans.append(asyncio.get_running_loop().time())
+        return await scan(position, limit, event_types)
+
+    log.scan_after = counted  # type: ignore[method-assign]
+    settings = RunnerSettings(owner="rare", skip_pause=0.02, skip_pause_max=0.32, **FAST)
+    busy = asyncio.Event()
+
+    async def others() -> None:  # another projection's events, every 10 ms
+        n = 0
+        while not busy.is_set():
+            await log.append("district-7", [statement_event(n % 5, n)])
+            n += 1
+            await asyncio.sleep(0.01)
+
+    async def rare_folded(count: int, within: float) -> float:
+        started = asyncio.get_running_loop().time()
+        await log.append("district-7", [NewEvent.of("rare", "Rare", {})])
+        while asyncio.get_running_loop().time() - started < within:
+            try:
+                rows = await view_rows(log, RareCount(), "counts")
+            except AssertionError:  # not served yet
+                rows = []
+            if rows and rows[0]["n"] == count:
+                return asyncio.get_running_loop().time() - started
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"the Rare event was not folded within {within} s")
+
+    async with running(SqlProjector(log, RareCount(), settings)):
+        await rare_folded(1, 5.0)  # serving
+        writer = asyncio.create_task(others())
+        await asyncio.sleep(0.5)
+        scans.clear()
+        await asyncio.sleep(2.0)
+        stepped = len(scans)
+        waited = await rare_folded(2, 3.0)
+        busy.set()
+        await writer
+        await asyncio.sleep(0.5)  # quiet: the next step finds nothing and waits for the log
+        quiet = await rare_folded(3, 3.0)
+    # Every 20 ms plus the step's own work would be ~50 steps in 2 s; doubling to 0.32 s, a handful.
+    assert 2 <= stepped <= 12, stepped
+    assert waited < 0.32 + 0.5
+    assert quiet < 0.3
